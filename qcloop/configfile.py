@@ -1,0 +1,179 @@
+"""Typed, validated TOML configuration.
+
+A config schema is a tree of frozen dataclasses: a field whose type is a dataclass
+is a TOML table, a field with a default is optional. ``load(path, Schema)`` reads
+the file and builds the tree; an unknown key, a missing key, a wrong type or a
+value outside its range fails with a ConfigError that names the file and the
+dotted key, e.g. ``edge.toml: [detector].intra_op_threads: must be >= 1, got 0``.
+
+Range checks live in the dataclasses' ``__post_init__`` and raise ``ValueError``
+with ``field_error(name, message)`` so the loader can name the key. Config objects
+do no I/O.
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar, Union
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from qcloop.errors import ConfigError
+
+T = TypeVar("T")
+
+
+class FieldError(ValueError):
+    """Raised by a schema's __post_init__ to name the offending field."""
+
+    def __init__(self, name: str, message: str):
+        super().__init__(message)
+        self.name = name
+
+
+def field_error(name: str, message: str) -> FieldError:
+    return FieldError(name, message)
+
+
+def check_range(name: str, value: float, lo: float | None = None, hi: float | None = None,
+                lo_open: bool = False, hi_open: bool = False) -> None:
+    """Raise a FieldError when value is outside [lo, hi] (or the open variants)."""
+    if lo is not None and (value <= lo if lo_open else value < lo):
+        raise FieldError(name, f"must be {'>' if lo_open else '>='} {lo}, got {value}")
+    if hi is not None and (value >= hi if hi_open else value > hi):
+        raise FieldError(name, f"must be {'<' if hi_open else '<='} {hi}, got {value}")
+
+
+def check_choice(name: str, value: Any, choices: typing.Iterable[Any]) -> None:
+    choices = tuple(choices)
+    if value not in choices:
+        raise FieldError(name, f"must be one of {', '.join(map(repr, choices))}, got {value!r}")
+
+
+def load(path: str | Path, schema: type[T]) -> T:
+    """Read a TOML file and build the schema tree, or raise ConfigError."""
+    path = Path(path)
+    try:
+        with path.open("rb") as fh:
+            raw = tomllib.load(fh)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: config file not found") from exc
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    return from_dict(raw, schema, source=str(path))
+
+
+def from_dict(raw: dict[str, Any], schema: type[T], source: str = "<config>") -> T:
+    """Build the schema tree from plain data (as parsed from TOML)."""
+    return _build(raw, schema, source, prefix="")
+
+
+def _build(raw: Any, schema: type[T], source: str, prefix: str) -> T:
+    where = f"[{prefix}]" if prefix else "top level"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: {where}: must be a table, got {type(raw).__name__}")
+    hints = typing.get_type_hints(schema)
+    fields = {f.name: f for f in dataclasses.fields(schema)}  # type: ignore[arg-type]
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        known = ", ".join(sorted(fields))
+        raise ConfigError(f"{source}: {_key(prefix, unknown[0])}: unknown key (known keys here: {known})")
+    kwargs: dict[str, Any] = {}
+    for name, f in fields.items():
+        key = _key(prefix, name)
+        if name not in raw:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                if dataclasses.is_dataclass(hints[name]):
+                    kwargs[name] = _build({}, hints[name], source, _join(prefix, name))
+                    continue
+                raise ConfigError(f"{source}: {key}: required key is missing")
+            continue
+        kwargs[name] = _convert(raw[name], hints[name], source, key, _join(prefix, name))
+    try:
+        return schema(**kwargs)
+    except FieldError as exc:
+        raise ConfigError(f"{source}: {_key(prefix, exc.name)}: {exc}") from exc
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{source}: {where}: {exc}") from exc
+
+
+def _convert(value: Any, tp: Any, source: str, key: str, table: str) -> Any:
+    if dataclasses.is_dataclass(tp):
+        return _build(value, tp, source, table)
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, source, key, table)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[-1] if errors else f"{source}: {key}: bad value {value!r}")
+    if origin is typing.Literal:
+        if value not in args:
+            raise ConfigError(f"{source}: {key}: must be one of {', '.join(map(repr, args))}, got {value!r}")
+        return value
+    if origin in (tuple, list):
+        if not isinstance(value, list):
+            raise ConfigError(f"{source}: {key}: must be a list, got {type(value).__name__}")
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise ConfigError(f"{source}: {key}: must have {len(args)} items, got {len(value)}")
+            return tuple(_convert(v, a, source, f"{key}[{i}]", table) for i, (v, a) in enumerate(zip(value, args)))
+        item = args[0] if args else Any
+        out = [_convert(v, item, source, f"{key}[{i}]", table) for i, v in enumerate(value)]
+        return tuple(out) if origin is tuple else out
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: {key}: must be a table, got {type(value).__name__}")
+        vt = args[1] if len(args) == 2 else Any
+        return {str(k): _convert(v, vt, source, f"{key}.{k}", table) for k, v in value.items()}
+    if tp is Any:
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{source}: {key}: must be a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{source}: {key}: must be an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{source}: {key}: must be true or false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{source}: {key}: must be a string, got {value!r}")
+        return value
+    if tp is Path:
+        if not isinstance(value, str):
+            raise ConfigError(f"{source}: {key}: must be a path string, got {value!r}")
+        return Path(value)
+    raise ConfigError(f"{source}: {key}: unsupported type {tp!r} in schema")  # a schema bug
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _key(prefix: str, name: str) -> str:
+    return f"[{prefix}].{name}" if prefix else name
+
+
+def resolve_path(base: Path, value: Path) -> Path:
+    """Relative paths in a config file are relative to the file's directory."""
+    return value if value.is_absolute() else (base / value)

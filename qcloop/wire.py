@@ -1,0 +1,308 @@
+"""The MQTT wire contract: topic names, the binary review envelope and the JSON messages.
+
+Defined once here and imported by the edge, the station and the trainer, so that the
+three parts cannot drift apart. Standard library only: an edge box imports this
+without Flask or torch.
+
+Review envelope (binary, no base64)::
+
+    +----------------+----------------------+-------------------+
+    | 4 bytes, BE    | header: UTF-8 JSON   | JPEG bytes        |
+    | header length  | (REVIEW_FIELDS ...)  | (rest of payload) |
+    +----------------+----------------------+-------------------+
+
+The review ``id`` (a UUID) is the idempotency key everywhere: the station stores a
+review once per id and acknowledges every copy it receives.
+"""
+from __future__ import annotations
+
+import json
+import math
+import struct
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from qcloop.errors import WireError
+
+DEFAULT_PREFIX = "qc/v1"
+#: Largest review payload a station accepts (header + JPEG). A 1280x1024 frame at
+#: JPEG quality 90 is well under 1 MB; anything near this limit is a bug or an attack.
+MAX_ENVELOPE_BYTES = 8 * 1024 * 1024
+MAX_HEADER_BYTES = 64 * 1024
+_LEN = struct.Struct(">I")
+
+REASONS = ("uncertain", "audit", "fail-safe")
+ACTIONS = ("PASS", "HOLD", "REJECT")
+BANDS = ("pass", "uncertain", "reject", "none")
+VERDICTS = ("real_fault", "not_defect")
+#: Kinds a reviewer may give with "not a defect".
+NOT_DEFECT_KINDS = ("glare", "shadow", "dust", "mis-trigger", "other")
+#: Optional kinds for "real fault".
+FAULT_KINDS = ("pit", "crack", "burr", "chip", "porosity", "other")
+
+
+# --------------------------------------------------------------------------- topics
+@dataclass(frozen=True)
+class Topics:
+    """Topic names for one prefix. Line and camera names must be single topic levels."""
+
+    prefix: str = DEFAULT_PREFIX
+
+    def status(self, line: str, camera: str) -> str:
+        return f"{self.prefix}/{_level(line)}/{_level(camera)}/status"
+
+    def result(self, line: str, camera: str) -> str:
+        return f"{self.prefix}/{_level(line)}/{_level(camera)}/result"
+
+    def review(self, line: str, camera: str) -> str:
+        return f"{self.prefix}/{_level(line)}/{_level(camera)}/review"
+
+    def review_ack(self, line: str) -> str:
+        return f"{self.prefix}/{_level(line)}/review-ack"
+
+    def verdict(self, line: str) -> str:
+        return f"{self.prefix}/{_level(line)}/verdict"
+
+    def model(self, line: str) -> str:
+        return f"{self.prefix}/model/{_level(line)}"
+
+    # Subscriptions used by the station and the trainer.
+    def all_reviews(self, line: str = "+") -> str:
+        return f"{self.prefix}/{line}/+/review"
+
+    def all_verdicts(self) -> str:
+        return f"{self.prefix}/+/verdict"
+
+    def parse_review_topic(self, topic: str) -> tuple[str, str]:
+        """Return (line, camera) of a review topic, or raise WireError."""
+        parts = topic.split("/")
+        pre = self.prefix.split("/")
+        if len(parts) != len(pre) + 3 or parts[: len(pre)] != pre or parts[-1] != "review":
+            raise WireError(f"not a review topic: {topic!r}")
+        return parts[-3], parts[-2]
+
+
+def _level(name: str) -> str:
+    if not name or any(c in name for c in "/+#") or name.strip() != name:
+        raise WireError(f"line or camera name {name!r} must be one topic level (no '/', '+', '#', spaces at the ends)")
+    return name
+
+
+# ------------------------------------------------------------------------ envelope
+@dataclass(frozen=True)
+class ReviewHeader:
+    """The JSON header of a review envelope."""
+
+    id: str
+    part_id: str
+    line: str
+    camera: str
+    captured_at: float  # seconds since the epoch (UTC)
+    model: str  # model version that scored the part ("" when no model ran)
+    score: float | None  # None when no score exists (camera fault, model error)
+    band: str  # pass | uncertain | reject | none
+    action_taken: str  # PASS | HOLD | REJECT
+    reason: str  # uncertain | audit | fail-safe
+    thresholds: dict[str, float] = field(default_factory=dict)
+    quality: dict[str, float] = field(default_factory=dict)  # image-quality hints
+    detail: str = ""  # for fail-safe: why (late, camera-fault, model-error, queue-full)
+    width: int = 0
+    height: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_HEADER_TYPES: dict[str, tuple[type, ...]] = {
+    "id": (str,),
+    "part_id": (str,),
+    "line": (str,),
+    "camera": (str,),
+    "captured_at": (int, float),
+    "model": (str,),
+    "score": (int, float, type(None)),
+    "band": (str,),
+    "action_taken": (str,),
+    "reason": (str,),
+    "thresholds": (dict,),
+    "quality": (dict,),
+    "detail": (str,),
+    "width": (int,),
+    "height": (int,),
+}
+REQUIRED_HEADER_FIELDS = ("id", "part_id", "line", "camera", "captured_at", "model",
+                          "score", "band", "action_taken", "reason")
+
+
+def new_review_id() -> str:
+    return str(uuid.uuid4())
+
+
+def encode_review(header: ReviewHeader, jpeg: bytes) -> bytes:
+    """Pack a header and JPEG bytes into one review envelope."""
+    validate_header(header.to_json())
+    head = json.dumps(header.to_json(), separators=(",", ":"), allow_nan=False).encode()
+    if len(head) > MAX_HEADER_BYTES:
+        raise WireError(f"review header is {len(head)} bytes, over {MAX_HEADER_BYTES}")
+    payload = _LEN.pack(len(head)) + head + jpeg
+    if len(payload) > MAX_ENVELOPE_BYTES:
+        raise WireError(f"review envelope is {len(payload)} bytes, over {MAX_ENVELOPE_BYTES}")
+    return payload
+
+
+def decode_review(payload: bytes, max_bytes: int = MAX_ENVELOPE_BYTES) -> tuple[ReviewHeader, bytes]:
+    """Unpack and validate a review envelope; raise WireError naming what is wrong.
+
+    Checks the framing, the header's JSON and field types, and that the image is a
+    complete JPEG (SOI at the start, EOI at the end), so a truncated frame is refused.
+    """
+    if not isinstance(payload, (bytes, bytearray, memoryview)):
+        raise WireError("review payload must be bytes")
+    payload = bytes(payload)
+    if len(payload) > max_bytes:
+        raise WireError(f"review envelope is {len(payload)} bytes, over the limit of {max_bytes}")
+    if len(payload) < _LEN.size:
+        raise WireError("review envelope shorter than its 4-byte header length")
+    (n,) = _LEN.unpack_from(payload)
+    if n == 0 or n > MAX_HEADER_BYTES or _LEN.size + n > len(payload):
+        raise WireError(f"review header length {n} does not fit a {len(payload)}-byte envelope")
+    raw = payload[_LEN.size:_LEN.size + n]
+    try:
+        obj = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
+        raise WireError(f"review header is not valid UTF-8 JSON: {exc}") from exc
+    header = header_from_json(obj)
+    jpeg = payload[_LEN.size + n:]
+    check_jpeg(jpeg)
+    return header, jpeg
+
+
+def header_from_json(obj: Any) -> ReviewHeader:
+    validate_header(obj)
+    known = {k: obj[k] for k in _HEADER_TYPES if k in obj}
+    known["captured_at"] = float(known["captured_at"])
+    if known.get("score") is not None:
+        known["score"] = float(known["score"])
+    return ReviewHeader(**known)
+
+
+def validate_header(obj: Any) -> None:
+    if not isinstance(obj, dict):
+        raise WireError("review header must be a JSON object")
+    missing = [k for k in REQUIRED_HEADER_FIELDS if k not in obj]
+    if missing:
+        raise WireError(f"review header lacks {', '.join(missing)}")
+    for key, types in _HEADER_TYPES.items():
+        if key in obj and (not isinstance(obj[key], types) or isinstance(obj[key], bool)):
+            raise WireError(f"review header field {key!r} has type {type(obj[key]).__name__}")
+    try:
+        uuid.UUID(obj["id"])
+    except ValueError as exc:
+        raise WireError(f"review id {obj['id']!r} is not a UUID") from exc
+    for key, allowed in (("reason", REASONS), ("action_taken", ACTIONS), ("band", BANDS)):
+        if obj[key] not in allowed:
+            raise WireError(f"review header field {key!r} is {obj[key]!r}, expected one of {allowed}")
+    score = obj["score"]
+    if score is not None and not (math.isfinite(score) and 0.0 <= score <= 1.0):
+        raise WireError(f"review score {score!r} is not in [0, 1]")
+    if not math.isfinite(obj["captured_at"]):
+        raise WireError("review captured_at is not a finite number")
+    for name in ("part_id", "line", "camera"):
+        if not obj[name] or len(obj[name]) > 200:
+            raise WireError(f"review header field {name!r} must be 1..200 characters")
+
+
+def check_jpeg(data: bytes) -> None:
+    if len(data) < 4 or data[:2] != b"\xff\xd8":
+        raise WireError("review image is not a JPEG (no SOI marker)")
+    if data.rstrip(b"\x00")[-2:] != b"\xff\xd9":
+        raise WireError("review image is a truncated JPEG (no EOI marker)")
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed")
+
+
+# -------------------------------------------------------------------- JSON messages
+def dumps(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
+
+
+def loads(payload: bytes, what: str) -> dict[str, Any]:
+    try:
+        obj = json.loads(payload, parse_constant=_reject_constant)
+    except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
+        raise WireError(f"{what} is not valid JSON: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise WireError(f"{what} must be a JSON object")
+    return obj
+
+
+@dataclass(frozen=True)
+class ReviewAck:
+    """Station -> edge: the review with this id is stored; the edge may delete it."""
+
+    id: str
+    stored: bool = True
+    station: str = ""
+
+    def encode(self) -> bytes:
+        return dumps(asdict(self))
+
+    @classmethod
+    def decode(cls, payload: bytes) -> "ReviewAck":
+        obj = loads(payload, "review-ack")
+        if not isinstance(obj.get("id"), str) or not isinstance(obj.get("stored", True), bool):
+            raise WireError("review-ack needs a string 'id' and a boolean 'stored'")
+        return cls(id=obj["id"], stored=obj.get("stored", True), station=str(obj.get("station", "")))
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Station -> trainer and edge: a reviewer's ruling on one review."""
+
+    review_id: str
+    verdict: str  # real_fault | not_defect
+    kind: str  # defect kind or artefact kind ("" when not given)
+    user: str
+    time: float
+    station: str = ""
+    line: str = ""
+    camera: str = ""
+    part_id: str = ""
+    undone: bool = False  # True when the reviewer undid this verdict
+
+    def encode(self) -> bytes:
+        return dumps(asdict(self))
+
+    @classmethod
+    def decode(cls, payload: bytes) -> "Verdict":
+        obj = loads(payload, "verdict")
+        if obj.get("verdict") not in VERDICTS:
+            raise WireError(f"verdict must be one of {VERDICTS}, got {obj.get('verdict')!r}")
+        try:
+            return cls(**{k: obj[k] for k in cls.__dataclass_fields__ if k in obj})
+        except TypeError as exc:
+            raise WireError(f"verdict message is incomplete: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class ModelAnnouncement:
+    """Trainer -> edges (retained): a new model version is live in the registry."""
+
+    version: str
+    manifest_url: str
+    sha256: str  # of the manifest file
+    signature: str = ""
+
+    def encode(self) -> bytes:
+        return dumps(asdict(self))
+
+    @classmethod
+    def decode(cls, payload: bytes) -> "ModelAnnouncement":
+        obj = loads(payload, "model announcement")
+        for key in ("version", "manifest_url", "sha256"):
+            if not isinstance(obj.get(key), str) or not obj[key]:
+                raise WireError(f"model announcement lacks a string {key!r}")
+        return cls(obj["version"], obj["manifest_url"], obj["sha256"], str(obj.get("signature", "")))
