@@ -1,0 +1,76 @@
+"""The `qc` command: one subcommand group per part, each registered by the part itself.
+
+Each part exposes ``register(subparsers)`` in its ``cli`` module; that module imports
+nothing heavy at import time (handlers import what they need when they run), so
+``qc edge ...`` never loads Flask or torch, and ``qc --help`` is instant.
+Errors that qcloop raises on purpose (QcError) are printed as one line, exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from qcloop import __version__
+from qcloop.errors import QcError
+
+#: (module with register(), why it exists) - order is the order in --help.
+PARTS = (
+    "edge.cli",
+    "station_ui.cli",
+    "training.cli",
+    "qcloop.demo_cli",
+    "qcloop.bench_cli",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="qc",
+        description="qcloop line-side QC inspection: edge runtime, review station, retraining, demo, benchmarks.",
+    )
+    parser.add_argument("--version", action="version", version=f"qcloop {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    sub = parser.add_subparsers(dest="group", metavar="COMMAND")
+    for name in PARTS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:  # part not written yet; the others still work
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING - 10 * min(args.verbose, 2) if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    handler = getattr(args, "func", None)
+    if handler is None:
+        # A group without a subcommand: show that group's help.
+        (getattr(args, "group_parser", None) or parser).print_help()
+        return 2
+    try:
+        return int(handler(args) or 0)
+    except QcError as exc:
+        print(f"qc: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def add_group(sub: argparse._SubParsersAction, name: str, help: str, description: str | None = None) -> argparse._SubParsersAction:
+    """Add a command group (``qc NAME ...``) and return its subparsers for its commands."""
+    group = sub.add_parser(name, help=help, description=description or help)
+    group.set_defaults(group_parser=group)
+    return group.add_subparsers(dest="command", metavar="SUBCOMMAND")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
