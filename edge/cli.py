@@ -1,0 +1,100 @@
+"""`qc edge ...`: run the inspection runtime, check a config, inspect the outbox.
+
+Imports nothing heavy at import time; each handler imports what it runs.
+"""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from qcloop.cli import add_group
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "edge.example.toml"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    cmds = add_group(sub, "edge", help="the inspection runtime on a camera-attached edge box")
+
+    run = cmds.add_parser("run", help="inspect parts until stopped (Ctrl-C stops cleanly)",
+                          description="Run the edge: trigger -> capture -> detect -> decide -> actuate for every "
+                                      "part; uncertain and audit frames go through the outbox to the station.")
+    run.add_argument("--config", type=Path, default=EXAMPLE, help=f"edge TOML config (default: {EXAMPLE.name})")
+    run.add_argument("--parts", type=int, default=None, help="stop after this many parts")
+    run.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    run.add_argument("--quiet", action="store_true", help="no live status line")
+    run.set_defaults(func=cmd_run)
+
+    check = cmds.add_parser("check-config", help="validate a config file and print the resolved values")
+    check.add_argument("config", type=Path)
+    check.set_defaults(func=cmd_check_config)
+
+    ob = cmds.add_parser("outbox", help="show what waits in the outbox for the station's ack")
+    ob.add_argument("--config", type=Path, default=EXAMPLE)
+    ob.set_defaults(func=cmd_outbox)
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from edge.config import load_config
+
+    cfg = load_config(args.config)
+    for section, values in asdict(cfg).items():
+        print(f"[{section}]")
+        for key, value in values.items():
+            print(f"  {key} = {value!r}")
+    print(f"{args.config}: OK")
+    return 0
+
+
+def cmd_outbox(args: argparse.Namespace) -> int:
+    from edge.config import load_config
+    from edge.outbox import Outbox
+
+    cfg = load_config(args.config)
+    box = Outbox(cfg.outbox_dir, max_bytes=cfg.outbox.max_bytes)
+    print(f"{cfg.outbox_dir}: {box.depth()} reviews waiting, {box.bytes / 1e6:.1f} MB of {cfg.outbox.max_bytes / 1e6:.0f} MB")
+    box.close()
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from edge.config import load_config
+    from edge.service import EdgeService
+
+    cfg = load_config(args.config)
+    service = EdgeService(cfg, max_parts=args.parts)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    service.start()
+    print(f"edge {cfg.edge.line}/{cfg.edge.camera} running model {service.detector.version}; "
+          f"Ctrl-C stops", file=sys.stderr)
+    t0 = time.monotonic()
+    try:
+        while not stop.is_set():
+            if service.pipeline.finished.is_set():
+                break
+            if args.duration is not None and time.monotonic() - t0 >= args.duration:
+                break
+            if not args.quiet:
+                print("\r" + status_line(service.status()), end="", file=sys.stderr, flush=True)
+            stop.wait(0.5)
+    finally:
+        service.stop()
+        final = service.status(state="stopped")
+        print("\r" + status_line(final), file=sys.stderr)
+    return 0
+
+
+def status_line(s: dict) -> str:
+    a = s.get("actions", {})
+    fs = sum(s.get("failsafe", {}).values())
+    alarms = ", ".join(s.get("alarms", {})) or "none"
+    depth = s.get("outbox_depth")
+    return (f"parts {s['parts']:>7}  PASS {a.get('PASS', 0)}  HOLD {a.get('HOLD', 0)}  REJECT {a.get('REJECT', 0)} "
+            f"(fail-safe {fs})  outbox {depth if depth is not None else '-'}  model {s['model']}  alarms: {alarms}   ")

@@ -1,0 +1,189 @@
+"""The edge's MQTT link: status with a last will, per-part results, and the review sender.
+
+paho-mqtt with the VERSION2 callback API. The client id is fixed and the session is
+persistent (clean_session=False), so review-acks published while the edge was away
+are delivered when it returns. ``connected`` is set only on reason code 0;
+reconnects use a short maximum delay.
+
+The sender thread moves reviews from the outbox to the broker (QoS 1), at most
+``max_in_flight`` unacknowledged at a time, and sends again whatever the station has
+not acknowledged after ``resend_after_s``. Acks delete the review from the outbox.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import ssl
+import threading
+import time
+from typing import Any, Callable
+
+import paho.mqtt.client as mqtt
+
+from edge.config import MqttSection
+from edge.errors import OutboxError
+from edge.outbox import Outbox
+from qcloop import wire
+from qcloop.errors import WireError
+
+log = logging.getLogger(__name__)
+
+
+class EdgeLink:
+    def __init__(self, cfg: MqttSection, line: str, camera: str, client_id: str,
+                 on_ack: Callable[[str], None] | None = None):
+        self.cfg = cfg
+        self.line, self.camera = line, camera
+        self.topics = wire.Topics(cfg.prefix)
+        self.connected = threading.Event()
+        self.on_ack = on_ack
+        self.on_connect_hooks: list[Callable[[], None]] = []
+        self.acks_received = 0
+        self.bad_messages = 0
+        self._status: dict[str, Any] = {"state": "starting"}
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False,
+                        protocol=mqtt.MQTTv311)
+        c.will_set(self.topics.status(line, camera), wire.dumps({"state": "offline", "line": line, "camera": camera}),
+                   qos=1, retain=True)
+        if cfg.username:
+            c.username_pw_set(cfg.username, cfg.password())
+        if cfg.tls:
+            c.tls_set(ca_certs=str(cfg.ca_file) if cfg.ca_file else None,
+                      certfile=str(cfg.cert_file) if cfg.cert_file else None,
+                      keyfile=str(cfg.key_file) if cfg.key_file else None,
+                      tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        c.reconnect_delay_set(min_delay=0.2, max_delay=cfg.reconnect_max_s)
+        c.max_inflight_messages_set(100)
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        c.on_message = self._on_message
+        self.client = c
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        self.client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
+        self.client.loop_start()
+
+    def stop(self) -> None:
+        if self.connected.is_set():
+            info = self.client.publish(self.topics.status(self.line, self.camera),
+                                       wire.dumps({**self._status, "state": "offline"}), qos=1, retain=True)
+            try:
+                info.wait_for_publish(timeout=2.0)
+            except (RuntimeError, ValueError):
+                pass
+        self.client.disconnect()
+        self.client.loop_stop()
+        self.connected.clear()
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        if reason_code != 0:
+            log.error("broker %s:%s refused the connection: %s", self.cfg.host, self.cfg.port, reason_code)
+            return
+        client.subscribe(self.topics.review_ack(self.line), qos=1)
+        self.connected.set()
+        log.info("connected to broker %s:%s", self.cfg.host, self.cfg.port)
+        self.publish_status(self._status)
+        for hook in self.on_connect_hooks:
+            hook()
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        if self.connected.is_set():
+            log.warning("lost the broker connection (%s); reconnecting", reason_code)
+        self.connected.clear()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            ack = wire.ReviewAck.decode(msg.payload)
+        except WireError as exc:
+            self.bad_messages += 1
+            log.warning("ignoring a bad message on %s: %s", msg.topic, exc)
+            return
+        self.acks_received += 1
+        if ack.stored and self.on_ack:
+            self.on_ack(ack.id)
+
+    # ------------------------------------------------------------------ publishing
+    def publish_status(self, status: dict[str, Any]) -> None:
+        self._status = {**status, "line": self.line, "camera": self.camera}
+        if self.connected.is_set():
+            self.client.publish(self.topics.status(self.line, self.camera), wire.dumps(self._status), qos=1, retain=True)
+
+    def publish_result(self, result: dict[str, Any]) -> None:
+        if self.connected.is_set():
+            self.client.publish(self.topics.result(self.line, self.camera), json.dumps(result, separators=(",", ":")),
+                                qos=0)
+
+    def publish_review(self, payload: bytes) -> bool:
+        info = self.client.publish(self.topics.review(self.line, self.camera), payload, qos=1)
+        return info.rc == mqtt.MQTT_ERR_SUCCESS
+
+
+class ReviewSender:
+    """Moves reviews from the outbox to the broker until the station acknowledges each."""
+
+    def __init__(self, outbox: Outbox, link: EdgeLink, resend_after_s: float, max_in_flight: int):
+        self.outbox, self.link = outbox, link
+        self.resend_after_s = resend_after_s
+        self.max_in_flight = max_in_flight
+        self.sent = 0
+        self.errors = 0
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="review-sender", daemon=True)
+        link.on_ack = self._acked
+        link.on_connect_hooks.append(self._reconnected)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(5)
+
+    def wake(self) -> None:
+        """A new review is in the outbox."""
+        self._wake.set()
+
+    def _acked(self, review_id: str) -> None:
+        if self.outbox.ack(review_id):
+            self._wake.set()  # room for another in flight
+
+    def _reconnected(self) -> None:
+        # Copies in flight when the connection dropped may be lost: make all due now.
+        self.outbox.reset_sent()
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(timeout=min(1.0, self.resend_after_s / 2))
+            self._wake.clear()
+            if not self.link.connected.is_set():
+                continue
+            try:
+                self._send_due()
+            except OutboxError as exc:
+                self.errors += 1
+                log.error("review sender: %s", exc)
+
+    def _send_due(self) -> None:
+        room = self.max_in_flight - self.outbox.in_flight(self.resend_after_s)
+        if room <= 0:
+            return
+        due = self.outbox.due(self.resend_after_s, room)
+        sent: list[str] = []
+        for item in due:
+            if self._stop.is_set() or not self.link.connected.is_set():
+                break
+            try:
+                payload = self.outbox.envelope(item)
+            except (OutboxError, WireError) as exc:
+                self.errors += 1
+                log.error("review %s cannot be sent and stays in the outbox: %s", item.id, exc)
+                continue
+            if self.link.publish_review(payload):
+                sent.append(item.id)
+        if sent:
+            self.outbox.mark_sent(sent, now=time.time())
+            self.sent += len(sent)

@@ -1,0 +1,283 @@
+"""The inspection pipeline: every triggered part gets exactly one decision, in time or fail-safe.
+
+Three threads, joined by bounded queues::
+
+    line thread:    trigger -> capture -> preprocess ----(frames, bounded)----> inspect thread
+    inspect thread: infer -> decide -> actuate -> record ----(reviews, bounded)----> review thread
+    review thread:  JPEG + quality hints -> outbox (durable) -> wake the sender
+
+Capture and preprocessing (OpenCV) overlap inference (onnxruntime) on the second
+core; both release the GIL. A part fails safe (REJECT, counted, alarm) when its
+frame cannot be read, when the frame queue is full, when the model fails, or when
+its decision would come after the deadline. The frame queue is bounded; a full one
+never blocks the line unless ``backpressure`` is set (benchmarks: "as fast as it can").
+
+The detector is read once per part from ``self.detector``; a hot-swap assigns a fully
+loaded, warmed-up detector there, so no part is inspected by a half-loaded model.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
+
+import cv2
+import numpy as np
+
+from edge.config import DecisionSection
+from edge.decision import Decision, Ruling, decide, fail_safe
+from edge.errors import EdgeError, OutboxError, OutboxFullError
+from edge.metrics import EdgeMetrics
+from edge.quality import quality_hints
+from hardware.base import Actuator, Camera, Frame, Trigger
+from hardware.errors import CameraError
+from qcloop import wire
+
+log = logging.getLogger(__name__)
+
+
+class ScoringModel(Protocol):
+    """What the pipeline needs of a detector (edge.detector.Detector)."""
+
+    version: str
+
+    def preprocess(self, image: np.ndarray) -> np.ndarray: ...
+
+    def infer(self, tensor: np.ndarray) -> float: ...
+
+
+class ReviewStore(Protocol):
+    def put(self, header: wire.ReviewHeader, jpeg: bytes) -> None: ...
+
+
+@dataclass
+class _Job:
+    frame: Frame
+    model: Any
+    tensor: np.ndarray | None
+    error: str = ""
+
+
+@dataclass
+class _ReviewJob:
+    frame: Frame
+    decision: Decision
+    thresholds: dict[str, float]
+
+
+class Pipeline:
+    def __init__(self, *, camera: Camera, trigger: Trigger, actuator: Actuator, detector: ScoringModel,
+                 decision: DecisionSection, line: str, camera_name: str, metrics: EdgeMetrics | None = None,
+                 outbox: ReviewStore | None = None,
+                 jpeg_quality: int = 90, review_queue_size: int = 64, backpressure: bool = False,
+                 max_parts: int | None = None):
+        self.camera, self.trigger, self.actuator = camera, trigger, actuator
+        self.detector = detector
+        self.cfg = decision
+        self.line, self.camera_name = line, camera_name
+        self.metrics = metrics or EdgeMetrics()
+        self.outbox = outbox
+        self.jpeg_quality = jpeg_quality
+        self.backpressure = backpressure
+        self.max_parts = max_parts
+        self.listeners: list[Callable[[Decision], None]] = []  # called for every decision
+        self.review_listeners: list[Callable[[wire.ReviewHeader], None]] = []  # after a review is durable
+        self.deadline_s = decision.deadline_ms / 1000.0
+        self._frames: queue.Queue[_Job | None] = queue.Queue(maxsize=decision.queue_size)
+        self._reviews: queue.Queue[_ReviewJob | None] = queue.Queue(maxsize=review_queue_size)
+        self._rng = random.Random(decision.seed)
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._run_id = f"{int(time.time()):x}"
+        self._lock = threading.Lock()
+        # Counters read by status, health and tests.
+        self.triggered = 0
+        self.decided = 0
+        self.reviews_queued = 0
+        self.reviews_dropped = 0
+        self.last_decision_mono = 0.0
+        self.finished = threading.Event()
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        self.metrics.set_model(self.detector.version)
+        for name, target in (("line", self._line_loop), ("inspect", self._inspect_loop), ("review", self._review_loop)):
+            t = threading.Thread(target=target, name=f"{name}-{self.camera_name}", daemon=True)
+            self._threads.append(t)
+            t.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop triggering; every part already triggered is still decided, every review still stored."""
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until max_parts parts are decided (or the pipeline stopped)."""
+        return self.finished.wait(timeout)
+
+    @property
+    def running(self) -> bool:
+        return any(t.is_alive() for t in self._threads)
+
+    def swap_detector(self, detector: ScoringModel) -> None:
+        """Use a loaded, warmed-up detector from the next part on."""
+        self.detector = detector
+        self.metrics.set_model(detector.version)
+
+    # ------------------------------------------------------------------ line thread
+    def _line_loop(self) -> None:
+        try:
+            while not self._stop.is_set():
+                if self.max_parts is not None and self.triggered >= self.max_parts:
+                    break
+                if not self.trigger.wait(timeout=0.2):
+                    continue
+                self.triggered += 1
+                part_id = f"{self.camera_name}-{self._run_id}-{self.triggered:07d}"
+                self._capture_one(part_id)
+        finally:
+            self._frames.put(None)  # after every part: the inspect thread drains, then stops
+
+    def _capture_one(self, part_id: str) -> None:
+        try:
+            frame = self.camera.capture(part_id)
+        except CameraError as exc:
+            now = time.monotonic()
+            self.metrics.alarms.raise_("camera", f"camera fault: {exc}")
+            stub = Frame(part_id, time.time(), now, np.zeros((0, 0), np.uint8))
+            self._finish(stub, fail_safe("camera-fault", has_frame=False), None, "")
+            return
+        self.metrics.alarms.clear("camera")
+        model = self.detector
+        job = _Job(frame, model, None)
+        try:
+            job.tensor = model.preprocess(frame.image)
+        except (EdgeError, cv2.error, ValueError) as exc:
+            job.error = str(exc)  # decided (fail-safe) on the inspect thread, in order
+        if self.backpressure:
+            self._frames.put(job)
+            return
+        try:
+            self._frames.put_nowait(job)
+        except queue.Full:
+            self.metrics.alarms.raise_("queue-full", "inspection cannot keep up with the line: parts failed safe")
+            self._finish(frame, fail_safe("queue-full", has_frame=True), None, model.version)
+
+    # ------------------------------------------------------------------ inspect thread
+    def _inspect_loop(self) -> None:
+        try:
+            while True:
+                job = self._frames.get()
+                if job is None:
+                    break
+                self._inspect(job)
+        finally:
+            self._reviews.put(None)
+            self.finished.set()
+
+    def _inspect(self, job: _Job) -> None:
+        frame = job.frame
+        model = self.detector
+        if job.error:
+            self.metrics.alarms.raise_("model", f"frame cannot be prepared for the model: {job.error}")
+            self._finish(frame, fail_safe("model-error", True), None, model.version)
+            return
+        if time.monotonic() - frame.captured_mono > self.deadline_s:
+            self._finish(frame, fail_safe("late", True), None, model.version)
+            return
+        try:
+            tensor = job.tensor if job.model is model else model.preprocess(frame.image)
+            score = model.infer(tensor)
+        except (EdgeError, cv2.error, ValueError) as exc:
+            self.metrics.alarms.raise_("model", f"model error: {exc}")
+            self._finish(frame, fail_safe("model-error", True), None, model.version)
+            return
+        self.metrics.alarms.clear("model")
+        pass_below, reject_above = self._thresholds(model)
+        ruling = decide(score, pass_below, reject_above, uncertain_action=self.cfg.uncertain_action,
+                        audit_rate=self.cfg.audit_rate, draw=self._rng.random())
+        if time.monotonic() - frame.captured_mono > self.deadline_s:
+            ruling = fail_safe("late", True)
+        self._finish(frame, ruling, score, model.version)
+
+    def _thresholds(self, model: Any) -> tuple[float, float]:
+        if self.cfg.pass_below is not None and self.cfg.reject_above is not None:
+            return self.cfg.pass_below, self.cfg.reject_above
+        t = model.thresholds
+        return t.pass_below, t.reject_above
+
+    def _finish(self, frame: Frame, ruling: Ruling, score: float | None, model_version: str) -> None:
+        """The one place a part's decision is made final: actuate, count, publish, queue review."""
+        self.actuator.actuate(frame.part_id, ruling.action)
+        latency = time.monotonic() - frame.captured_mono
+        decision = Decision(frame.part_id, ruling.action, ruling.band, ruling.review, score, model_version,
+                            frame.captured_at, latency, ruling.fail_safe)
+        with self._lock:
+            self.decided += 1
+            self.last_decision_mono = time.monotonic()
+        m = self.metrics
+        m.parts.labels(ruling.action).inc()
+        m.latency.observe(latency)
+        if ruling.fail_safe:
+            m.failsafe.labels(ruling.fail_safe).inc()
+        if ruling.fail_safe == "late":
+            m.alarms.raise_("late", "decisions missed the deadline: parts failed safe")
+        for listener in self.listeners:
+            listener(decision)
+        if ruling.review and frame.image.size:
+            self._queue_review(frame, decision)
+
+    def _queue_review(self, frame: Frame, decision: Decision) -> None:
+        if self.outbox is None:
+            return
+        try:
+            pb, ra = self._thresholds(self.detector)
+            self._reviews.put_nowait(_ReviewJob(frame, decision, {"pass_below": pb, "reject_above": ra}))
+            self.reviews_queued += 1
+            self.metrics.reviews.labels(decision.review).inc()
+        except queue.Full:
+            self._review_dropped(decision, "the review queue is full")
+
+    def _review_dropped(self, decision: Decision, why: str) -> None:
+        self.reviews_dropped += 1
+        self.metrics.reviews_dropped.inc()
+        self.metrics.alarms.raise_("review-dropped", f"review of part {decision.part_id} not stored: {why}")
+
+    # ------------------------------------------------------------------ review thread
+    def _review_loop(self) -> None:
+        while True:
+            job = self._reviews.get()
+            if job is None:
+                return
+            self._store_review(job)
+
+    def _store_review(self, job: _ReviewJob) -> None:
+        d, frame = job.decision, job.frame
+        ok, buf = cv2.imencode(".jpg", frame.image, [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
+        if not ok:
+            self._review_dropped(d, "JPEG encoding failed")
+            return
+        h, w = frame.image.shape[:2]
+        header = wire.ReviewHeader(
+            id=wire.new_review_id(), part_id=d.part_id, line=self.line, camera=self.camera_name,
+            captured_at=d.captured_at, model=d.model, score=d.score, band=d.band, action_taken=d.action,
+            reason=d.review or "uncertain", thresholds=job.thresholds, quality=quality_hints(frame.image),
+            detail=d.fail_safe, width=w, height=h)
+        try:
+            self.outbox.put(header, buf.tobytes())  # type: ignore[union-attr]
+        except OutboxFullError as exc:
+            self.metrics.alarms.raise_("outbox-full", str(exc))
+            self._review_dropped(d, "the outbox is full")
+            return
+        except OutboxError as exc:
+            self.metrics.alarms.raise_("outbox", str(exc))
+            self._review_dropped(d, str(exc))
+            return
+        self.metrics.alarms.clear("outbox-full")
+        for listener in self.review_listeners:
+            listener(header)

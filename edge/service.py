@@ -1,0 +1,144 @@
+"""The edge service: builds the pipeline and its companions from an EdgeConfig and runs them.
+
+Owns the start and stop order, so that nothing is lost on the way down: the line
+stops triggering, every triggered part is decided, every review is in the outbox,
+and only then does the link publish its offline status and disconnect. What the
+station has not acknowledged stays in the outbox for the next start.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from edge.config import EdgeConfig
+from edge.decision import Decision
+from edge.detector import Detector
+from edge.link import EdgeLink, ReviewSender
+from edge.metrics import EdgeMetrics, MetricsServer
+from edge.outbox import Outbox
+from edge.pipeline import Pipeline
+from hardware.base import Actuator, Camera, Trigger
+from hardware.factory import make_actuator, make_camera, make_trigger
+from models import builtin
+from models.errors import RegistryError
+from models.registry import Registry
+
+log = logging.getLogger(__name__)
+
+
+class EdgeService:
+    def __init__(self, cfg: EdgeConfig, *, camera: Camera | None = None, trigger: Trigger | None = None,
+                 actuator: Actuator | None = None, max_parts: int | None = None, backpressure: bool = False):
+        self.cfg = cfg
+        self.metrics = EdgeMetrics()
+        self.registry = Registry(cfg.registry_dir)
+        self.detector = self._load_current_model()
+        self.outbox = Outbox(cfg.outbox_dir, max_bytes=cfg.outbox.max_bytes)
+        # Devices passed in belong to the caller; the service closes only what it opened.
+        self.camera = camera or make_camera(cfg.camera)
+        self.trigger = trigger or make_trigger(cfg.trigger)
+        self.actuator = actuator or make_actuator(cfg.actuator)
+        self._owned = [d for d, given in ((self.camera, camera), (self.trigger, trigger), (self.actuator, actuator))
+                       if given is None]
+        self.link: EdgeLink | None = None
+        self.sender: ReviewSender | None = None
+        if cfg.mqtt.enabled:
+            self.link = EdgeLink(cfg.mqtt, cfg.edge.line, cfg.edge.camera, cfg.client_id)
+            self.sender = ReviewSender(self.outbox, self.link, cfg.outbox.resend_after_s, cfg.outbox.max_in_flight)
+        self.pipeline = Pipeline(
+            camera=self.camera, trigger=self.trigger, actuator=self.actuator, detector=self.detector,
+            decision=cfg.decision, line=cfg.edge.line, camera_name=cfg.edge.camera, metrics=self.metrics,
+            outbox=self.outbox,
+            jpeg_quality=cfg.outbox.jpeg_quality, review_queue_size=cfg.outbox.queue_size,
+            backpressure=backpressure, max_parts=max_parts)
+        if self.sender:
+            self.pipeline.review_listeners.append(lambda header: self.sender.wake())
+        if self.link and cfg.mqtt.publish_results:
+            self.pipeline.listeners.append(self._publish_result)
+        self.http: MetricsServer | None = None
+        if cfg.metrics.port:
+            self.http = MetricsServer(self.metrics, self.health, cfg.metrics.host, cfg.metrics.port)
+        self.started_at = 0.0
+        self._stop = threading.Event()
+        self._status_thread = threading.Thread(target=self._status_loop, name="status", daemon=True)
+
+    # ------------------------------------------------------------------ model
+    def _load_current_model(self) -> Detector:
+        if self.registry.current_version() is None:
+            if not self.cfg.model.seed_builtin:
+                raise RegistryError(f"no current model in {self.registry.root} and seed_builtin is false")
+            version = builtin.install_into(self.registry)
+            log.info("installed the built-in model %s into %s", version, self.registry.root)
+        version = self.registry.current_version()
+        m = self.cfg.model
+        detector = Detector.load(self.registry.version_dir(version), threads=m.threads, spinning=m.spinning,
+                                 roi=m.roi, warmup=m.warmup)
+        log.info("model %s loaded from %s", detector.version, self.registry.version_dir(version))
+        return detector
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        self.started_at = time.time()
+        if self.http:
+            self.http.start()
+            log.info("metrics on http://%s:%d/metrics, health on /healthz", self.cfg.metrics.host, self.http.port)
+        if self.link:
+            self.link.start()
+            self.sender.start()  # type: ignore[union-attr]
+        self.pipeline.start()
+        self._status_thread.start()
+
+    def stop(self) -> None:
+        self.pipeline.stop()
+        self._stop.set()
+        if self.sender:
+            self.sender.stop()
+        if self.link:
+            self.link.publish_status(self.status(state="stopped"))
+            self.link.stop()
+        self._status_thread.join(5)
+        self.outbox.close()
+        for device in self._owned:
+            device.close()
+        if self.http:
+            self.http.stop()
+
+    # ------------------------------------------------------------------ reporting
+    def _publish_result(self, d: Decision) -> None:
+        self.link.publish_result({  # type: ignore[union-attr]
+            "part_id": d.part_id, "time": d.captured_at, "score": d.score, "action": d.action, "band": d.band,
+            "model": d.model, "latency_ms": round(d.latency_s * 1000, 3), "fail_safe": d.fail_safe})
+
+    def status(self, state: str = "running") -> dict[str, Any]:
+        p = self.pipeline
+        actions = {s.labels["action"]: int(s.value) for s in _samples(self.metrics.parts, "_total")}
+        failsafe = {s.labels["reason"]: int(s.value) for s in _samples(self.metrics.failsafe, "_total")}
+        return {
+            "state": state, "model": self.pipeline.detector.version, "parts": p.decided, "triggered": p.triggered,
+            "actions": actions, "failsafe": failsafe, "reviews_queued": p.reviews_queued,
+            "reviews_dropped": p.reviews_dropped, "outbox_depth": self.outbox.depth() if state != "stopped" else None,
+            "alarms": self.metrics.alarms.active(), "time": time.time(), "since": self.started_at,
+        }
+
+    def health(self) -> dict[str, Any]:
+        p = self.pipeline
+        idle = time.monotonic() - p.last_decision_mono if p.last_decision_mono else None
+        connected = self.link.connected.is_set() if self.link else None
+        return {"healthy": p.running, "model": p.detector.version, "parts": p.decided,
+                "seconds_since_last_decision": idle, "broker_connected": connected,
+                "outbox_depth": self.outbox.depth(), "alarms": self.metrics.alarms.active()}
+
+    def _status_loop(self) -> None:
+        every = self.cfg.mqtt.status_every_s
+        while not self._stop.wait(every):
+            self.metrics.outbox_depth.set(self.outbox.depth())
+            self.metrics.outbox_bytes.set(self.outbox.bytes)
+            if self.link:
+                self.metrics.connected.set(1 if self.link.connected.is_set() else 0)
+                self.link.publish_status(self.status())
+
+
+def _samples(metric: Any, suffix: str) -> list[Any]:
+    return [s for fam in metric.collect() for s in fam.samples if s.name.endswith(suffix)]

@@ -1,0 +1,146 @@
+"""Every triggered part gets exactly one decision: in time from the model, or fail-safe (REJECT)."""
+import math
+from collections import Counter
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.config import DecisionSection
+from edge.detector import Detector
+from edge.outbox import Outbox
+from edge.pipeline import Pipeline
+from hardware.actuators import SimulatedActuator
+from hardware.cameras import FolderCamera, SyntheticCamera
+from hardware.synthetic import PartGenerator
+from hardware.triggers import SoftwareTrigger
+from models.onnx_build import constant_model_bytes, tiny_cnn_bytes
+from tests.models_support import build_version
+
+
+def make_detector(tmp_path, model_bytes=None, thresholds=(0.3, 0.7), input_hw=(64, 64)):
+    d = build_version(tmp_path / "models", "1.0.0", input_hw=input_hw, thresholds=thresholds,
+                      model_bytes=model_bytes)
+    return Detector.load(d)
+
+
+def run_pipeline(detector, parts, tmp_path, camera=None, decision=None, backpressure=True, rate=0.0):
+    camera = camera or SyntheticCamera(PartGenerator(seed=3, width=320, height=256), prerender=8)
+    actuator = SimulatedActuator()
+    outbox = Outbox(tmp_path / "outbox")
+    p = Pipeline(camera=camera, trigger=SoftwareTrigger(rate), actuator=actuator, detector=detector,
+                 decision=decision or DecisionSection(audit_rate=0.1, seed=1, deadline_ms=1000),
+                 line="L1", camera_name="c1", outbox=outbox, backpressure=backpressure, max_parts=parts)
+    decisions = []
+    p.listeners.append(decisions.append)
+    p.start()
+    assert p.wait(60)
+    p.stop()
+    return p, actuator, decisions, outbox
+
+
+def assert_one_decision_each(parts, actuator, decisions):
+    ids = [c[0] for c in actuator.calls]
+    assert len(ids) == parts and len(set(ids)) == parts  # every part actuated once, none twice
+    assert sorted(d.part_id for d in decisions) == sorted(ids)
+
+
+def test_every_part_gets_exactly_one_decision_and_reviews_reach_the_outbox(tmp_path):
+    det = make_detector(tmp_path, thresholds=(0.0, 1.0))  # every score is "uncertain": all reviewed
+    p, actuator, decisions, outbox = run_pipeline(det, 60, tmp_path)
+    assert_one_decision_each(60, actuator, decisions)
+    assert p.triggered == p.decided == 60
+    assert {d.action for d in decisions} == {"HOLD"} and not any(d.fail_safe for d in decisions)
+    assert outbox.depth() == 60  # every uncertain frame is durable before it is published
+    item = outbox.due(10, 1)[0]
+    img = cv2.imdecode(np.frombuffer(item.path.read_bytes(), np.uint8), cv2.IMREAD_UNCHANGED)
+    assert img.shape[:2] == (256, 320) and item.header.reason == "uncertain"
+    assert set(item.header.quality) >= {"saturated", "dark"}
+
+
+def test_confident_parts_are_decided_and_a_share_audited(tmp_path):
+    det = make_detector(tmp_path, model_bytes=constant_model_bytes(0.05), thresholds=(0.3, 0.7))
+    p, actuator, decisions, outbox = run_pipeline(
+        det, 200, tmp_path, decision=DecisionSection(audit_rate=0.2, seed=2, deadline_ms=1000))
+    assert_one_decision_each(200, actuator, decisions)
+    assert Counter(d.action for d in decisions) == {"PASS": 200}
+    audits = [d for d in decisions if d.review == "audit"]
+    assert 15 <= len(audits) <= 70 and outbox.depth() == len(audits)
+
+
+def test_late_decisions_fail_safe_to_reject(tmp_path):
+    det = make_detector(tmp_path)
+    p, actuator, decisions, outbox = run_pipeline(
+        det, 30, tmp_path, decision=DecisionSection(deadline_ms=1e-6, audit_rate=0.0))
+    assert_one_decision_each(30, actuator, decisions)
+    assert {(d.action, d.fail_safe, d.review) for d in decisions} == {("REJECT", "late", "fail-safe")}
+    assert p.metrics.failsafe.labels("late")._value.get() == 30
+    assert "late" in p.metrics.alarms.active()
+
+
+def test_a_model_emitting_nan_fails_safe_with_an_alarm(tmp_path):
+    det = make_detector(tmp_path, model_bytes=constant_model_bytes(math.nan))
+    p, actuator, decisions, _ = run_pipeline(det, 10, tmp_path)
+    assert_one_decision_each(10, actuator, decisions)
+    assert {(d.action, d.fail_safe) for d in decisions} == {("REJECT", "model-error")}
+    assert "model" in p.metrics.alarms.active()
+
+
+def test_an_unreadable_frame_fails_that_part_safe_and_the_line_goes_on(tmp_path):
+    folder = tmp_path / "frames" / "ok"
+    folder.mkdir(parents=True)
+    for i in range(4):
+        cv2.imwrite(str(folder / f"{i}.png"), np.full((256, 320), 100 + i, np.uint8))
+    (folder / "2.png").write_bytes(b"not an image")
+    det = make_detector(tmp_path)
+    p, actuator, decisions, _ = run_pipeline(det, 8, tmp_path, camera=FolderCamera(folder.parent, pattern="*/*.png"))
+    assert_one_decision_each(8, actuator, decisions)
+    faults = [d for d in decisions if d.fail_safe == "camera-fault"]
+    assert len(faults) == 2 and all(d.action == "REJECT" for d in faults)  # file 2, twice round the loop
+    assert sum(1 for d in decisions if not d.fail_safe) == 6
+
+
+def test_a_full_queue_fails_parts_safe_instead_of_blocking_the_line(tmp_path):
+    heavy = tiny_cnn_bytes(input_hw=(256, 256), width=32, depth=4)
+    det = make_detector(tmp_path, model_bytes=heavy, input_hw=(256, 256))
+    p, actuator, decisions, _ = run_pipeline(
+        det, 150, tmp_path, backpressure=False,
+        decision=DecisionSection(queue_size=1, deadline_ms=10_000, audit_rate=0.0))
+    assert_one_decision_each(150, actuator, decisions)
+    full = [d for d in decisions if d.fail_safe == "queue-full"]
+    assert full and all(d.action == "REJECT" for d in full)
+    assert p.metrics.failsafe.labels("queue-full")._value.get() == len(full)
+
+
+def test_hot_swapped_detector_is_used_from_the_next_part(tmp_path):
+    first = make_detector(tmp_path, model_bytes=constant_model_bytes(0.05))
+    second_dir = build_version(tmp_path / "models2", "2.0.0", model_bytes=constant_model_bytes(0.95))
+    second = Detector.load(second_dir)
+    camera = SyntheticCamera(PartGenerator(seed=3, width=320, height=256), prerender=4)
+    p = Pipeline(camera=camera, trigger=SoftwareTrigger(200.0), actuator=SimulatedActuator(), detector=first,
+                 decision=DecisionSection(audit_rate=0.0, deadline_ms=1000), line="L1", camera_name="c1",
+                 max_parts=None)
+    decisions = []
+    p.listeners.append(decisions.append)
+    p.start()
+    try:
+        wait_for(lambda: len(decisions) >= 20)
+        p.swap_detector(second)
+        n = len(decisions)
+        wait_for(lambda: len(decisions) >= n + 20)
+    finally:
+        p.stop()
+    versions = [d.model for d in decisions]
+    switch = versions.index("2.0.0")
+    assert set(versions[:switch]) == {"1.0.0"} and set(versions[switch:]) == {"2.0.0"}
+    assert all(d.action == ("PASS" if d.model == "1.0.0" else "REJECT") for d in decisions)
+    assert p.triggered == p.decided == len(decisions)
+
+
+def wait_for(predicate, timeout=30.0):
+    import time
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail("condition not reached in time")
+        time.sleep(0.01)
