@@ -1,0 +1,110 @@
+"""The station's configuration: one TOML file, validated at start (see station.example.toml).
+
+Loaded with qcloop.configfile, so an unknown key, a wrong type or an out-of-range
+value stops the station with a message naming the file and the key. Paths are
+relative to the config file. The Flask secret key is never in the file: it is read
+from a file named here (created with owner-only rights when missing).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from qcloop import configfile, wire
+from qcloop.configfile import check_range, field_error
+
+
+@dataclass(frozen=True)
+class StationSection:
+    name: str = "station1"  # recorded with every verdict and audit entry
+    data_dir: Path = Path("var/station")  # station.db and images/
+    production: bool = False  # refuses default passwords, secure cookies
+    secret_key_file: Path = Path("")  # "" = <data_dir>/secret_key
+
+    def __post_init__(self) -> None:
+        if not self.name or len(self.name) > 64:
+            raise field_error("name", f"must be 1..64 characters, got {self.name!r}")
+
+
+@dataclass(frozen=True)
+class MqttSection:
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 1883
+    prefix: str = wire.DEFAULT_PREFIX
+    client_id: str = "qc-station-1"  # fixed, so the broker keeps the session's QoS 1 queue
+    username: str = ""
+    password_env: str = ""  # name of the environment variable holding the password
+    keepalive: int = 30
+    subscribe_results: bool = True  # edge status for the dashboard
+    queue_size: int = 1000  # received reviews waiting for the disk writer
+
+    def __post_init__(self) -> None:
+        check_range("port", self.port, 1, 65535)
+        check_range("keepalive", self.keepalive, 5, 3600)
+        check_range("queue_size", self.queue_size, 1, 1_000_000)
+        if not self.client_id:
+            raise field_error("client_id", "must not be empty (a persistent session needs a fixed id)")
+
+
+@dataclass(frozen=True)
+class WebSection:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    threads: int = 16  # waitress threads; each open review screen holds one for its event stream
+    secure_cookies: bool | None = None  # None: on in production
+    idle_logout_s: float = 900.0
+    login_attempts: int = 5  # failed logins per user and address ...
+    login_window_s: float = 300.0  # ... within this window, then 429
+    undo_window_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        check_range("port", self.port, 0, 65535)
+        check_range("threads", self.threads, 2, 256)
+        check_range("idle_logout_s", self.idle_logout_s, 10.0, 86400.0)
+        check_range("login_attempts", self.login_attempts, 1, 1000)
+        check_range("login_window_s", self.login_window_s, 1.0, 86400.0)
+        check_range("undo_window_s", self.undo_window_s, 0.0, 600.0)
+
+
+@dataclass(frozen=True)
+class StationConfig:
+    station: StationSection = field(default_factory=StationSection)
+    mqtt: MqttSection = field(default_factory=MqttSection)
+    web: WebSection = field(default_factory=WebSection)
+    critical_lines: tuple[str, ...] = ()  # lines with the two-person rule for "real fault"
+    base_dir: Path = Path(".")  # directory of the config file (set by load_config)
+
+    @property
+    def data_dir(self) -> Path:
+        return configfile.resolve_path(self.base_dir, self.station.data_dir)
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "station.db"
+
+    @property
+    def image_dir(self) -> Path:
+        return self.data_dir / "images"
+
+    @property
+    def secret_key_path(self) -> Path:
+        p = self.station.secret_key_file
+        return self.data_dir / "secret_key" if str(p) in ("", ".") else configfile.resolve_path(self.base_dir, p)
+
+    @property
+    def secure_cookies(self) -> bool:
+        return self.station.production if self.web.secure_cookies is None else self.web.secure_cookies
+
+
+def load_config(path: str | Path) -> StationConfig:
+    cfg = configfile.load(path, StationConfig)
+    return replace(cfg, base_dir=Path(path).resolve().parent)
+
+
+def config_for(data_dir: Path, **sections: object) -> StationConfig:
+    """A config for a data directory (tests, bench): sections as dicts, validated the same way."""
+    raw = {k: v for k, v in sections.items()}
+    raw.setdefault("station", {})
+    raw["station"] = {**raw["station"], "data_dir": str(data_dir)}  # type: ignore[dict-item]
+    return configfile.from_dict(raw, StationConfig, source="<station config>")

@@ -1,0 +1,147 @@
+"""Numbered schema migrations of the station database (sqlite-utils ``Migrations``).
+
+A database made by an older station is upgraded in place when it is opened: each
+migration runs once, in its own transaction, and is recorded in
+``_sqlite_migrations``. Nothing here ever drops a table with data in it; a new
+column gets a default or a backfill. Add a migration at the end, never edit one
+that has shipped.
+"""
+from __future__ import annotations
+
+import sqlite3
+
+from sqlite_utils import Database, Migrations
+
+migrations = Migrations("station")
+
+
+@migrations()
+def m001_initial(db: Database) -> None:
+    _run(db, """
+    CREATE TABLE reviews (
+        id TEXT PRIMARY KEY,            -- review id (UUID) from the edge: the idempotency key
+        part_id TEXT NOT NULL,
+        line TEXT NOT NULL,
+        camera TEXT NOT NULL,
+        captured_at REAL NOT NULL,
+        model TEXT NOT NULL,
+        score REAL,
+        band TEXT NOT NULL,
+        action_taken TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        thresholds TEXT NOT NULL DEFAULT '{}',
+        quality TEXT NOT NULL DEFAULT '{}',
+        detail TEXT NOT NULL DEFAULT '',
+        width INTEGER NOT NULL DEFAULT 0,
+        height INTEGER NOT NULL DEFAULT 0,
+        image_path TEXT NOT NULL,
+        image_bytes INTEGER NOT NULL DEFAULT 0,
+        received_at REAL NOT NULL,
+        state TEXT NOT NULL DEFAULT 'pending'   -- pending | awaiting_confirm | done | disputed
+    );
+    CREATE TABLE verdicts (
+        id INTEGER PRIMARY KEY,
+        review_id TEXT NOT NULL REFERENCES reviews(id),
+        verdict TEXT NOT NULL,
+        kind TEXT NOT NULL DEFAULT '',
+        user TEXT NOT NULL,
+        station TEXT NOT NULL,
+        time REAL NOT NULL,
+        undone INTEGER NOT NULL DEFAULT 0,
+        undone_at REAL
+    );
+    CREATE INDEX ix_verdicts_review ON verdicts(review_id);
+    CREATE UNIQUE INDEX ux_verdicts_live ON verdicts(review_id) WHERE undone = 0;
+    CREATE TABLE users (
+        name TEXT PRIMARY KEY,
+        role TEXT NOT NULL,
+        secret_hash TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE audit_log (
+        id INTEGER PRIMARY KEY,
+        time REAL NOT NULL,
+        user TEXT NOT NULL,
+        station TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL DEFAULT '',
+        detail TEXT NOT NULL DEFAULT '{}'
+    );
+    -- The audit log is append-only: the database itself refuses edits.
+    CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+        BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
+    CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+        BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
+    CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """)
+
+
+@migrations()
+def m002_two_person_queue_tokens(db: Database) -> None:
+    # Two-person rule: a confirming verdict is seq 2, so "one live verdict per review"
+    # becomes "one live verdict per (review, seq)".
+    _run(db, """
+    ALTER TABLE verdicts ADD COLUMN seq INTEGER NOT NULL DEFAULT 1;
+    DROP INDEX ux_verdicts_live;
+    CREATE UNIQUE INDEX ux_verdicts_live ON verdicts(review_id, seq) WHERE undone = 0;
+    CREATE INDEX ix_verdicts_user ON verdicts(user, id);
+    ALTER TABLE reviews ADD COLUMN open INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE reviews ADD COLUMN first_user TEXT;
+    ALTER TABLE reviews ADD COLUMN final_verdict TEXT;
+    ALTER TABLE reviews ADD COLUMN final_kind TEXT;
+    ALTER TABLE reviews ADD COLUMN final_verdict_id INTEGER;
+    ALTER TABLE reviews ADD COLUMN decided_at REAL;
+    UPDATE reviews SET open = CASE WHEN state IN ('pending', 'awaiting_confirm') THEN 1 ELSE 0 END;
+    UPDATE reviews SET (final_verdict, final_kind, final_verdict_id, decided_at) =
+        (SELECT v.verdict, v.kind, v.id, v.time FROM verdicts v WHERE v.review_id = reviews.id AND v.undone = 0)
+        WHERE state = 'done';
+    CREATE INDEX ix_reviews_queue ON reviews(captured_at) WHERE open = 1;
+    CREATE INDEX ix_reviews_export ON reviews(final_verdict_id) WHERE final_verdict_id IS NOT NULL;
+    CREATE INDEX ix_reviews_part ON reviews(part_id);
+    CREATE INDEX ix_reviews_captured ON reviews(captured_at);
+    CREATE TABLE lines (name TEXT PRIMARY KEY, critical INTEGER NOT NULL DEFAULT 0);
+    CREATE TABLE api_tokens (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        token_hash TEXT NOT NULL UNIQUE,   -- sha256 of the token; the token itself is shown once
+        created_at REAL NOT NULL,
+        revoked INTEGER NOT NULL DEFAULT 0,
+        last_used_at REAL
+    );
+    """)
+
+
+@migrations()
+def m003_edge_status(db: Database) -> None:
+    _run(db, """
+    CREATE TABLE edge_status (
+        line TEXT NOT NULL,
+        camera TEXT NOT NULL,
+        state TEXT NOT NULL,
+        model TEXT NOT NULL DEFAULT '',
+        payload TEXT NOT NULL DEFAULT '{}',
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (line, camera)
+    );
+    """)
+
+
+def _run(db: Database, script: str) -> None:
+    """Run statements one by one: executescript() would COMMIT the migration's transaction."""
+    buf = ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            db.execute(buf)
+            buf = ""
+    if buf.strip():
+        db.execute(buf)
+
+
+def names() -> list[str]:
+    return [m.name for m in migrations._migrations]
+
+
+def schema_version(db: Database) -> int:
+    """How many station migrations this database has had (0 for a new file)."""
+    return len(migrations.applied(db))

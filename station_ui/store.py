@@ -1,0 +1,295 @@
+"""The station's SQLite store: reviews, attributed verdicts, the audit log.
+
+One file in WAL mode, opened per thread (per request in the web app). Writes that
+decide something run in ``BEGIN IMMEDIATE`` so concurrent reviewers queue on the
+write lock (with a busy timeout) instead of failing with "database is locked",
+and the state check plus the partial unique index on live verdicts make sure that
+exactly one verdict per review counts (two, for a confirmed real fault on a
+critical line). ``synchronous=FULL``: an acknowledged review or a recorded verdict
+survives a power cut, because the edge deletes its copy on our ack.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from sqlite_utils import Database
+
+from qcloop import wire
+from station_ui import migrations
+from station_ui.errors import AlreadyDecided, ReviewNotFound, StoreError, UndoRefused
+
+OPEN_STATES = ("pending", "awaiting_confirm")
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    count: int
+    oldest_captured_at: float | None
+
+    def oldest_age_s(self, now: float | None = None) -> float | None:
+        if self.oldest_captured_at is None:
+            return None
+        return max(0.0, (now or time.time()) - self.oldest_captured_at)
+
+
+@dataclass(frozen=True)
+class VerdictOutcome:
+    verdict_id: int
+    review_id: str
+    state: str  # the review's state afterwards
+    counted: bool  # True when this verdict is now the review's final label
+    message: wire.Verdict | None  # what to publish on the verdict topic (None: nothing final yet)
+
+
+@dataclass(frozen=True)
+class UndoOutcome:
+    verdict_id: int
+    review_id: str
+    message: wire.Verdict | None  # an undone=True verdict to publish when the undone one had counted
+
+
+class Store:
+    """A connection to the station database. Not shared between threads."""
+
+    def __init__(self, path: str | Path, *, migrate: bool = True, busy_timeout_s: float = 30.0,
+                 station: str = ""):
+        self.path = Path(path)
+        self.station = station
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE) below.
+            conn = sqlite3.connect(str(self.path), timeout=busy_timeout_s, isolation_level=None,
+                                   check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            self.conn = conn
+            self.db = Database(conn)
+            if migrate:
+                migrations.migrations.apply(self.db)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot open the station database: {exc}") from exc
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """One IMMEDIATE transaction: takes the write lock up front, so no upgrade deadlock."""
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot start a write: {exc}") from exc
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        else:
+            try:
+                self.conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self.conn.execute("ROLLBACK")
+                raise StoreError(f"{self.path}: commit failed: {exc}") from exc
+
+    # ------------------------------------------------------------------ audit
+    def _audit(self, conn: sqlite3.Connection, user: str, action: str, target: str = "",
+               detail: dict[str, Any] | None = None, now: float | None = None) -> None:
+        conn.execute("INSERT INTO audit_log (time, user, station, action, target, detail) VALUES (?,?,?,?,?,?)",
+                     (now or time.time(), user, self.station, action, target, json.dumps(detail or {})))
+
+    def audit(self, user: str, action: str, target: str = "", detail: dict[str, Any] | None = None) -> None:
+        with self.write() as conn:
+            self._audit(conn, user, action, target, detail)
+
+    def audit_entries(self, limit: int = 100, action: str | None = None) -> list[sqlite3.Row]:
+        where, args = ("WHERE action = ?", [action]) if action else ("", [])
+        return self.conn.execute(f"SELECT * FROM audit_log {where} ORDER BY id DESC LIMIT ?", [*args, limit]).fetchall()
+
+    # ---------------------------------------------------------------- reviews
+    def insert_reviews(self, items: list[tuple[wire.ReviewHeader, str, int]], received_at: float | None = None) -> list[bool]:
+        """Insert (header, image_path, image_bytes) rows in one transaction; True where new."""
+        now = received_at or time.time()
+        out = []
+        with self.write() as conn:
+            for h, image_path, nbytes in items:
+                cur = conn.execute(
+                    "INSERT OR IGNORE INTO reviews (id, part_id, line, camera, captured_at, model, score, band,"
+                    " action_taken, reason, thresholds, quality, detail, width, height, image_path, image_bytes,"
+                    " received_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (h.id, h.part_id, h.line, h.camera, h.captured_at, h.model, h.score, h.band, h.action_taken,
+                     h.reason, json.dumps(h.thresholds), json.dumps(h.quality), h.detail, h.width, h.height,
+                     image_path, nbytes, now))
+                out.append(cur.rowcount == 1)
+        return out
+
+    def insert_review(self, header: wire.ReviewHeader, image_path: str, image_bytes: int = 0) -> bool:
+        return self.insert_reviews([(header, image_path, image_bytes)])[0]
+
+    def has_review(self, review_id: str) -> bool:
+        return self.conn.execute("SELECT 1 FROM reviews WHERE id = ?", (review_id,)).fetchone() is not None
+
+    def get_review(self, review_id: str) -> sqlite3.Row:
+        row = self.conn.execute("SELECT * FROM reviews WHERE id = ?", (review_id,)).fetchone()
+        if row is None:
+            raise ReviewNotFound(f"no review with id {review_id!r}")
+        return row
+
+    def _queue_where(self, line: str | None, camera: str | None, user: str | None) -> tuple[str, list[Any]]:
+        where, args = ["open = 1"], []
+        if line:
+            where.append("line = ?")
+            args.append(line)
+        if camera:
+            where.append("camera = ?")
+            args.append(camera)
+        if user:
+            # A critical line's real fault needs a *different* second reviewer.
+            where.append("(first_user IS NULL OR first_user != ?)")
+            args.append(user)
+        return " AND ".join(where), args
+
+    def queue_stats(self, line: str | None = None, camera: str | None = None, user: str | None = None) -> QueueStats:
+        where, args = self._queue_where(line, camera, user)
+        count, oldest = self.conn.execute(f"SELECT count(*), min(captured_at) FROM reviews WHERE {where}", args).fetchone()
+        return QueueStats(count, oldest)
+
+    def next_items(self, user: str | None = None, line: str | None = None, camera: str | None = None,
+                   limit: int = 1, offset: int = 0) -> list[sqlite3.Row]:
+        where, args = self._queue_where(line, camera, user)
+        return self.conn.execute(f"SELECT * FROM reviews WHERE {where} ORDER BY captured_at, id LIMIT ? OFFSET ?",
+                                 [*args, limit, offset]).fetchall()
+
+    def queue_filters(self) -> tuple[list[str], list[str]]:
+        lines = [r[0] for r in self.conn.execute("SELECT DISTINCT line FROM reviews WHERE open = 1 ORDER BY line")]
+        cams = [r[0] for r in self.conn.execute("SELECT DISTINCT camera FROM reviews WHERE open = 1 ORDER BY camera")]
+        return lines, cams
+
+    # --------------------------------------------------------------- verdicts
+    def record_verdict(self, review_id: str, verdict: str, kind: str, user: str, now: float | None = None) -> VerdictOutcome:
+        """Record one reviewer's ruling; raise AlreadyDecided when it cannot count."""
+        if verdict not in wire.VERDICTS:
+            raise StoreError(f"verdict must be one of {wire.VERDICTS}, got {verdict!r}")
+        allowed = wire.FAULT_KINDS if verdict == "real_fault" else wire.NOT_DEFECT_KINDS
+        if kind and kind not in allowed:
+            raise StoreError(f"kind {kind!r} is not one of {allowed} for {verdict}")
+        if verdict == "not_defect" and not kind:
+            raise StoreError("'not a defect' needs a kind: " + ", ".join(wire.NOT_DEFECT_KINDS))
+        now = now or time.time()
+        with self.write() as conn:
+            row = conn.execute("SELECT * FROM reviews WHERE id = ?", (review_id,)).fetchone()
+            if row is None:
+                raise ReviewNotFound(f"no review with id {review_id!r}")
+            if row["state"] == "pending":
+                seq = 1
+            elif row["state"] == "awaiting_confirm":
+                if row["first_user"] == user:
+                    raise AlreadyDecided(f"review {review_id} needs a second reviewer other than {user}")
+                seq = 2
+            else:
+                raise AlreadyDecided(f"review {review_id} is already {row['state']}")
+            try:
+                vid = conn.execute("INSERT INTO verdicts (review_id, verdict, kind, user, station, time, seq)"
+                                   " VALUES (?,?,?,?,?,?,?)",
+                                   (review_id, verdict, kind, user, self.station, now, seq)).lastrowid
+            except sqlite3.IntegrityError as exc:
+                raise AlreadyDecided(f"review {review_id} already has a verdict") from exc
+            final_kind = kind
+            if seq == 1:
+                critical = conn.execute("SELECT critical FROM lines WHERE name = ?", (row["line"],)).fetchone()
+                if verdict == "real_fault" and critical and critical[0]:
+                    state, counted = "awaiting_confirm", False
+                    conn.execute("UPDATE reviews SET state = ?, first_user = ? WHERE id = ?", (state, user, review_id))
+                else:
+                    state, counted = "done", True
+            else:
+                first = conn.execute("SELECT verdict, kind FROM verdicts WHERE review_id = ? AND seq = 1 AND undone = 0",
+                                     (review_id,)).fetchone()
+                counted = first is not None and first["verdict"] == verdict
+                state = "done" if counted else "disputed"
+                final_kind = kind or (first["kind"] if first else "")
+                if not counted:
+                    conn.execute("UPDATE reviews SET state = 'disputed', open = 0 WHERE id = ?", (review_id,))
+            if counted:
+                conn.execute("UPDATE reviews SET state = 'done', open = 0, final_verdict = ?, final_kind = ?,"
+                             " final_verdict_id = ?, decided_at = ? WHERE id = ?",
+                             (verdict, final_kind, vid, now, review_id))
+            self._audit(conn, user, "verdict", review_id,
+                        {"verdict": verdict, "kind": kind, "seq": seq, "state": state, "verdict_id": vid}, now)
+        message = None
+        if counted:
+            message = wire.Verdict(review_id=review_id, verdict=verdict, kind=final_kind, user=user, time=now,
+                                   station=self.station, line=row["line"], camera=row["camera"], part_id=row["part_id"])
+        return VerdictOutcome(vid, review_id, state, counted, message)
+
+    def undo_last(self, user: str, window_s: float = 10.0, now: float | None = None) -> UndoOutcome:
+        """Undo this user's most recent live verdict if it is younger than window_s."""
+        now = now or time.time()
+        with self.write() as conn:
+            v = conn.execute("SELECT * FROM verdicts WHERE user = ? ORDER BY id DESC LIMIT 1", (user,)).fetchone()
+            if v is None or v["undone"]:
+                raise UndoRefused(f"{user} has no verdict to undo")
+            if now - v["time"] > window_s:
+                raise UndoRefused(f"the last verdict of {user} is older than {window_s:g} s and can no longer be undone")
+            row = conn.execute("SELECT * FROM reviews WHERE id = ?", (v["review_id"],)).fetchone()
+            if v["seq"] == 1 and conn.execute("SELECT 1 FROM verdicts WHERE review_id = ? AND seq = 2 AND undone = 0",
+                                              (v["review_id"],)).fetchone():
+                raise UndoRefused("a second reviewer has already ruled on this item")
+            had_counted = row["final_verdict_id"] is not None
+            conn.execute("UPDATE verdicts SET undone = 1, undone_at = ? WHERE id = ?", (now, v["id"]))
+            if v["seq"] == 1:
+                conn.execute("UPDATE reviews SET state = 'pending', open = 1, first_user = NULL, final_verdict = NULL,"
+                             " final_kind = NULL, final_verdict_id = NULL, decided_at = NULL WHERE id = ?", (row["id"],))
+            else:
+                conn.execute("UPDATE reviews SET state = 'awaiting_confirm', open = 1, final_verdict = NULL,"
+                             " final_kind = NULL, final_verdict_id = NULL, decided_at = NULL WHERE id = ?", (row["id"],))
+            self._audit(conn, user, "undo", row["id"], {"verdict_id": v["id"], "verdict": v["verdict"]}, now)
+        message = None
+        if had_counted:
+            message = wire.Verdict(review_id=row["id"], verdict=row["final_verdict"], kind=row["final_kind"] or "",
+                                   user=user, time=now, station=self.station, line=row["line"], camera=row["camera"],
+                                   part_id=row["part_id"], undone=True)
+        return UndoOutcome(v["id"], row["id"], message)
+
+    def live_verdicts(self, review_id: str) -> list[sqlite3.Row]:
+        return self.conn.execute("SELECT * FROM verdicts WHERE review_id = ? AND undone = 0 ORDER BY seq",
+                                 (review_id,)).fetchall()
+
+    # ------------------------------------------------------------------ lines
+    def set_line_critical(self, line: str, critical: bool, user: str) -> None:
+        with self.write() as conn:
+            conn.execute("INSERT INTO lines (name, critical) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET"
+                         " critical = excluded.critical", (line, int(critical)))
+            self._audit(conn, user, "setting", f"line:{line}", {"critical": bool(critical)})
+
+    def lines(self) -> list[sqlite3.Row]:
+        return self.conn.execute(
+            "SELECT l.name, coalesce(c.critical, 0) AS critical FROM"
+            " (SELECT DISTINCT line AS name FROM reviews UNION SELECT name FROM lines) l"
+            " LEFT JOIN lines c ON c.name = l.name ORDER BY l.name").fetchall()
+
+    # ----------------------------------------------------------------- export
+    def export(self, since: int = 0, limit: int = 100) -> tuple[list[sqlite3.Row], int]:
+        """Labelled reviews whose final verdict id is after the cursor, oldest first."""
+        rows = self.conn.execute(
+            "SELECT r.*, v.user AS verdict_user, v.time AS verdict_time, v.station AS verdict_station"
+            " FROM reviews r JOIN verdicts v ON v.id = r.final_verdict_id"
+            " WHERE r.final_verdict_id > ? ORDER BY r.final_verdict_id LIMIT ?", (since, limit)).fetchall()
+        return rows, (rows[-1]["final_verdict_id"] if rows else since)
+
+    # ------------------------------------------------------------ edge status
+    def upsert_edge_status(self, line: str, camera: str, payload: dict[str, Any]) -> None:
+        with self.write() as conn:
+            conn.execute("INSERT INTO edge_status (line, camera, state, model, payload, updated_at) VALUES (?,?,?,?,?,?)"
+                         " ON CONFLICT(line, camera) DO UPDATE SET state = excluded.state, model = excluded.model,"
+                         " payload = excluded.payload, updated_at = excluded.updated_at",
+                         (line, camera, str(payload.get("state", "")), str(payload.get("model", "") or ""),
+                          json.dumps(payload), time.time()))

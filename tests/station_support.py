@@ -1,0 +1,46 @@
+"""Shared helpers for the station tests: real JPEGs, review headers and envelopes."""
+from __future__ import annotations
+
+import time
+import uuid
+
+import cv2
+import numpy as np
+
+from qcloop import wire
+
+
+def make_jpeg(seed: int = 0, size: tuple[int, int] = (96, 128), quality: int = 85) -> bytes:
+    rng = np.random.default_rng(seed)
+    img = rng.integers(0, 255, size=(*size, 3), dtype=np.uint8)
+    cv2.circle(img, (size[1] // 2, size[0] // 2), 10, (255, 255, 255), -1)
+    ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    assert ok
+    return buf.tobytes()
+
+
+def make_header(line: str = "line1", camera: str = "cam1", reason: str = "uncertain", score: float | None = 0.5,
+                captured_at: float | None = None, part_id: str | None = None, **kw) -> wire.ReviewHeader:
+    band = kw.pop("band", "uncertain" if reason == "uncertain" else ("none" if score is None else "pass"))
+    return wire.ReviewHeader(
+        id=kw.pop("id", str(uuid.uuid4())), part_id=part_id or f"P{uuid.uuid4().hex[:8]}", line=line, camera=camera,
+        captured_at=captured_at if captured_at is not None else time.time(), model=kw.pop("model", "v3"),
+        score=score, band=band, action_taken=kw.pop("action_taken", "HOLD"), reason=reason,
+        thresholds=kw.pop("thresholds", {"pass_below": 0.3, "reject_above": 0.7}),
+        quality=kw.pop("quality", {"saturated": 0.12, "dark": 0.0, "mean": 120.0, "sharpness": 300.0}),
+        width=128, height=96, **kw)
+
+
+def add_reviews(store, n: int, image_dir, t0: float | None = None, **kw) -> list[wire.ReviewHeader]:
+    """Store n reviews with real JPEG files, captured one second apart (oldest first)."""
+    t0 = t0 if t0 is not None else time.time() - 1000
+    jpeg = make_jpeg(1)
+    out = []
+    for i in range(n):
+        h = make_header(captured_at=t0 + i, **kw)
+        path = image_dir / f"{h.id}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(jpeg)
+        store.insert_review(h, str(path), len(jpeg))
+        out.append(h)
+    return out
