@@ -36,13 +36,15 @@ class MqttSection:
     username: str = ""
     password_env: str = ""  # name of the environment variable holding the password
     keepalive: int = 30
-    subscribe_results: bool = True  # edge status for the dashboard
+    subscribe_status: bool = True  # edge status messages (counters, model) for the dashboard
+    max_review_bytes: int = wire.MAX_ENVELOPE_BYTES
     queue_size: int = 1000  # received reviews waiting for the disk writer
 
     def __post_init__(self) -> None:
         check_range("port", self.port, 1, 65535)
         check_range("keepalive", self.keepalive, 5, 3600)
         check_range("queue_size", self.queue_size, 1, 1_000_000)
+        check_range("max_review_bytes", self.max_review_bytes, 1024, wire.MAX_ENVELOPE_BYTES)
         if not self.client_id:
             raise field_error("client_id", "must not be empty (a persistent session needs a fixed id)")
 

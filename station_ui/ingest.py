@@ -1,0 +1,207 @@
+"""MQTT ingest: review envelopes from the edges into the store, then the review-ack.
+
+paho's network thread only hands each message to a bounded queue (blocking when it
+is full, which stops reading from the broker: backpressure instead of memory
+growth). A writer thread drains the queue in batches: it validates each envelope
+(a bad one is logged and counted, never fatal), writes new JPEGs atomically
+(temporary file, fsync, rename, directory fsync), inserts the rows in one
+transaction keyed by review id (a repeat is ignored), and only then publishes a
+``review-ack`` for every copy, so the edge deletes a review only once it is on
+our disk. The session is persistent (fixed client id, clean_session False), so
+reviews sent while the station is down wait in the broker.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from qcloop import wire
+from qcloop.errors import WireError
+from station_ui.config import StationConfig
+from station_ui.events import EventHub
+from station_ui.store import Store
+
+log = logging.getLogger(__name__)
+_BATCH = 64
+
+
+class Ingest:
+    def __init__(self, cfg: StationConfig, hub: EventHub | None = None):
+        self.cfg = cfg
+        self.topics = wire.Topics(cfg.mqtt.prefix)
+        self.hub = hub
+        self.counts: Counter[str] = Counter()  # received, stored, duplicates, rejected, acked, status
+        self.connected = threading.Event()
+        self._q: queue.Queue = queue.Queue(cfg.mqtt.queue_size)
+        self._stop = threading.Event()
+        self._idle = threading.Condition()
+        self._pending = 0
+        self._worker: threading.Thread | None = None
+        m = cfg.mqtt
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=m.client_id, clean_session=False,
+                        protocol=mqtt.MQTTv311)
+        if m.username:
+            c.username_pw_set(m.username, os.environ.get(m.password_env, "") if m.password_env else None)
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        c.on_message = self._on_message
+        c.reconnect_delay_set(1, 5)
+        c.max_queued_messages_set(0)  # verdicts published while disconnected wait for the reconnect
+        self.client = c
+
+    # ---------------------------------------------------------------- lifecycle
+    def start(self, wait_s: float | None = 10.0) -> "Ingest":
+        self.cfg.image_dir.mkdir(parents=True, exist_ok=True)
+        self._worker = threading.Thread(target=self._run_writer, name="station-ingest-writer", daemon=True)
+        self._worker.start()
+        self.client.connect_async(self.cfg.mqtt.host, self.cfg.mqtt.port, keepalive=self.cfg.mqtt.keepalive)
+        self.client.loop_start()
+        if wait_s and not self.connected.wait(wait_s):
+            log.warning("not connected to the broker at %s:%s yet; retrying in the background",
+                        self.cfg.mqtt.host, self.cfg.mqtt.port)
+        return self
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+        self._stop.set()
+        if self._worker:
+            self._worker.join(10)
+
+    def stats(self) -> dict[str, int]:
+        return {k: self.counts[k] for k in ("received", "stored", "duplicates", "rejected", "acked")}
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until everything received so far is stored and acked (tests, bench)."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._pending == 0, timeout)
+
+    # ------------------------------------------------------------ paho callbacks
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, props: Any) -> None:
+        if reason_code != 0:
+            log.error("broker refused the connection: %s", reason_code)
+            return
+        client.subscribe(self.topics.all_reviews(), qos=1)
+        if self.cfg.mqtt.subscribe_status:
+            client.subscribe(f"{self.cfg.mqtt.prefix}/+/+/status", qos=1)
+        self.connected.set()
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, props: Any) -> None:
+        self.connected.clear()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        with self._idle:
+            self._pending += 1
+        while not self._stop.is_set():
+            try:
+                self._q.put((msg.topic, msg.payload), timeout=0.5)
+                return
+            except queue.Full:
+                continue  # the writer is behind: holding here stops reading from the broker
+
+    # ------------------------------------------------------------------ writer
+    def _run_writer(self) -> None:
+        store = Store(self.cfg.db_path, station=self.cfg.station.name)
+        try:
+            while not self._stop.is_set():
+                try:
+                    first = self._q.get(timeout=0.2)
+                except queue.Empty:
+                    continue
+                batch = [first]
+                while len(batch) < _BATCH:
+                    try:
+                        batch.append(self._q.get_nowait())
+                    except queue.Empty:
+                        break
+                try:
+                    self._handle(store, batch)
+                except Exception:  # a disk or database fault must not kill the ingest
+                    log.exception("could not store a batch of %d messages; the edges will resend", len(batch))
+                finally:
+                    with self._idle:
+                        self._pending -= len(batch)
+                        self._idle.notify_all()
+        finally:
+            store.close()
+
+    def _handle(self, store: Store, batch: list[tuple[str, bytes]]) -> None:
+        reviews: list[tuple[wire.ReviewHeader, bytes]] = []
+        for topic, payload in batch:
+            if topic.endswith("/status"):
+                self._handle_status(store, topic, payload)
+                continue
+            self.counts["received"] += 1
+            try:
+                header, jpeg = wire.decode_review(payload, max_bytes=self.cfg.mqtt.max_review_bytes)
+                line, camera = self.topics.parse_review_topic(topic)
+                if (line, camera) != (header.line, header.camera):
+                    raise WireError(f"header says {header.line}/{header.camera} but it came on {topic}")
+            except WireError as exc:
+                self.counts["rejected"] += 1
+                log.warning("rejected a review on %s (%d bytes): %s", topic, len(payload), exc)
+                continue
+            reviews.append((header, jpeg))
+        if not reviews:
+            return
+        rows = []
+        wrote_dirs: set[Path] = set()
+        for header, jpeg in reviews:
+            path = self.image_path(header.id)
+            if not path.exists():
+                _write_atomic(path, jpeg)
+                wrote_dirs.add(path.parent)
+            rows.append((header, str(path), len(jpeg)))
+        for d in wrote_dirs:
+            _fsync_dir(d)  # the renames themselves must be durable before we ack
+        fresh = store.insert_reviews(rows)
+        for (header, _), new in zip(reviews, fresh):
+            self.counts["stored" if new else "duplicates"] += 1
+            self.client.publish(self.topics.review_ack(header.line),
+                                wire.ReviewAck(header.id, True, self.cfg.station.name).encode(), qos=1)
+            self.counts["acked"] += 1
+        if self.hub and any(fresh):
+            self.hub.publish("queue", {"new": sum(fresh), "lines": sorted({h.line for h, _ in reviews})})
+
+    def _handle_status(self, store: Store, topic: str, payload: bytes) -> None:
+        parts = topic.split("/")
+        try:
+            obj = wire.loads(payload, "edge status")
+            store.upsert_edge_status(parts[-3], parts[-2], obj)
+            self.counts["status"] += 1
+        except WireError as exc:
+            log.warning("ignored an edge status on %s: %s", topic, exc)
+
+    def image_path(self, review_id: str) -> Path:
+        # Two-character fan-out keeps directories small at millions of images.
+        return self.cfg.image_dir / review_id[:2] / f"{review_id}.jpg"
+
+    # ---------------------------------------------------------------- verdicts
+    def publish_verdict(self, message: wire.Verdict) -> None:
+        self.client.publish(self.topics.verdict(message.line), message.encode(), qos=1)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,95 @@
+"""Ingest against a real mosquitto: store, atomic image, ack after store, duplicates, garbage."""
+from __future__ import annotations
+
+import threading
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from qcloop import wire
+from station_support import make_header, make_jpeg
+from station_ui.config import config_for
+from station_ui.ingest import Ingest
+from station_ui.store import Store
+
+
+class Edge:
+    """A minimal edge side: publishes envelopes and collects review-acks."""
+
+    def __init__(self, broker):
+        self.acks: list[str] = []
+        self.cond = threading.Condition()
+        self.ready = threading.Event()
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-edge")
+        c.on_connect = lambda cl, u, f, rc, p: (cl.subscribe(wire.Topics().review_ack("line1"), qos=1),)
+        c.on_subscribe = lambda *a: self.ready.set()
+        c.on_message = self._on_message
+        c.connect(broker.host, broker.port)
+        c.loop_start()
+        assert self.ready.wait(10)
+        self.client = c
+
+    def _on_message(self, client, userdata, msg):
+        with self.cond:
+            self.acks.append(wire.ReviewAck.decode(msg.payload).id)
+            self.cond.notify_all()
+
+    def wait_acks(self, n: int) -> bool:
+        with self.cond:
+            return self.cond.wait_for(lambda: len(self.acks) >= n, 10)
+
+    def send(self, payload: bytes, topic: str | None = None) -> None:
+        self.client.publish(topic or wire.Topics().review("line1", "cam1"), payload, qos=1).wait_for_publish(10)
+
+    def close(self):
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def station(tmp_path, broker):
+    cfg = config_for(tmp_path / "st", mqtt={"host": broker.host, "port": broker.port, "client_id": "st-test"})
+    Store(cfg.db_path).close()
+    ing = Ingest(cfg).start()
+    assert ing.connected.is_set()
+    yield cfg, ing
+    ing.stop()
+
+
+def test_review_is_stored_then_acked_and_duplicate_acked_again(station, broker):
+    cfg, ing = station
+    edge = Edge(broker)
+    jpeg = make_jpeg(3)
+    h = make_header(line="line1", camera="cam1")
+    payload = wire.encode_review(h, jpeg)
+    edge.send(payload)
+    assert edge.wait_acks(1) and edge.acks == [h.id]
+    store = Store(cfg.db_path, migrate=False)
+    row = store.get_review(h.id)
+    assert row["part_id"] == h.part_id and row["state"] == "pending"
+    from pathlib import Path
+    assert Path(row["image_path"]).read_bytes() == jpeg  # the image is on disk before the ack went out
+
+    edge.send(payload)  # redelivery: stored once, acked again
+    assert edge.wait_acks(2) and edge.acks == [h.id, h.id]
+    assert store.conn.execute("SELECT count(*) FROM reviews").fetchone()[0] == 1
+    assert ing.stats()["duplicates"] == 1 and ing.stats()["stored"] == 1
+    edge.close()
+
+
+def test_garbage_is_counted_and_ingest_keeps_working(station, broker):
+    cfg, ing = station
+    edge = Edge(broker)
+    good = make_header()
+    jpeg = make_jpeg(4)
+    truncated = wire.encode_review(make_header(), jpeg)[:-50]
+    edge.send(b"\x00\x00")
+    edge.send(b"\xff\xff\xff\xffnot json at all")
+    edge.send(truncated)
+    edge.send(wire.encode_review(make_header(camera="cam9"), jpeg))  # header disagrees with the topic
+    edge.send(wire.encode_review(good, jpeg))
+    assert edge.wait_acks(1) and edge.acks == [good.id]
+    assert ing.wait_idle(10)
+    assert ing.stats()["rejected"] == 4 and ing.stats()["stored"] == 1
+    assert Store(cfg.db_path, migrate=False).has_review(good.id)
+    edge.close()
