@@ -1,0 +1,267 @@
+"""Actuators against a real pymodbus TCP server on loopback; triggers; config and factory."""
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+
+import pytest
+
+from hardware.actuators import ModbusActuator, SimulatedActuator
+from hardware.base import Actuator, Camera, Trigger
+from hardware.cameras import StaleGuard, SyntheticCamera
+from hardware.config import ActuatorConfig, CameraConfig, HardwareConfig, TriggerConfig
+from hardware.errors import ActuatorError, TriggerError
+from hardware.factory import make_actuator, make_camera, make_trigger
+from hardware.triggers import GpioTrigger, SoftwareTrigger
+from qcloop import configfile
+from qcloop.errors import ConfigError
+
+REJECT, HOLD = 3, 5
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for(condition, timeout: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+class ModbusServer:
+    """A real pymodbus TCP server with 16 coils, on its own event loop thread."""
+
+    def __init__(self, port: int):
+        self.port = port
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        from pymodbus.datastore import ModbusDeviceContext, ModbusSequentialDataBlock, ModbusServerContext
+        from pymodbus.server import ModbusTcpServer
+
+        async def main():
+            self._loop = asyncio.get_running_loop()
+            device = ModbusDeviceContext(co=ModbusSequentialDataBlock(1, [False] * 16))
+            self._server = ModbusTcpServer(ModbusServerContext(devices=device), address=("127.0.0.1", self.port))
+            await self._server.serve_forever(background=True)
+            self._ready.set()
+            await self._server.serving
+
+        asyncio.run(main())
+
+    def start(self) -> "ModbusServer":
+        self._thread.start()
+        assert self._ready.wait(10), "modbus server did not start"
+        return self
+
+    def stop(self) -> None:
+        if self._loop and self._server:
+            asyncio.run_coroutine_threadsafe(self._server.shutdown(), self._loop).result(5)
+        self._thread.join(5)
+
+
+@pytest.fixture
+def plc():
+    server = ModbusServer(_free_port()).start()
+    from pymodbus.client import ModbusTcpClient
+
+    reader = ModbusTcpClient("127.0.0.1", port=server.port, timeout=2)
+    assert reader.connect()
+
+    def coils() -> list[bool]:
+        reply = reader.read_coils(0, count=8, device_id=1)
+        assert not reply.isError(), reply
+        return list(reply.bits[:8])
+
+    server.coils = coils
+    yield server
+    reader.close()
+    server.stop()
+
+
+def test_simulated_actuator_records_calls_from_threads():
+    act = SimulatedActuator()
+    assert isinstance(act, Actuator)
+    threads = [threading.Thread(target=lambda k=k: [act.actuate(f"{k}-{i}", "REJECT") for i in range(100)])
+               for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    act.actuate("x", "PASS")
+    assert len(act.calls) == 401 and act.counts["REJECT"] == 400 and act.counts["PASS"] == 1
+    assert act.calls[-1][:2] == ("x", "PASS") and act.faults == 0
+    with pytest.raises(ActuatorError, match="EJECT"):
+        act.actuate("y", "EJECT")
+
+
+def test_modbus_reject_and_hold_hit_their_coils(plc):
+    act = ModbusActuator("127.0.0.1", port=plc.port, reject_coil=REJECT, hold_coil=HOLD, timeout_s=2)
+    try:
+        assert plc.coils()[REJECT] is False
+        act.actuate("p1", "REJECT")
+        assert act.flush(10)
+        assert plc.coils()[REJECT] is True and plc.coils()[HOLD] is False
+        act.actuate("p2", "HOLD")
+        assert act.flush(10)
+        assert plc.coils()[HOLD] is True and plc.coils()[REJECT] is False
+        act.actuate("p3", "PASS")
+        assert act.flush(10)
+        assert plc.coils()[HOLD] is False and plc.coils()[REJECT] is False
+        assert act.faults == 0
+    finally:
+        act.close()
+
+
+def test_modbus_pulse_switches_the_coil_off_again(plc):
+    act = ModbusActuator("127.0.0.1", port=plc.port, reject_coil=REJECT, pulse_ms=30, timeout_s=2)
+    try:
+        act.actuate("p1", "REJECT")
+        _wait_for(lambda: plc.coils()[REJECT], what="reject coil on")
+        assert act.flush(10)  # includes the pulse's reset
+        assert plc.coils()[REJECT] is False and act.faults == 0
+    finally:
+        act.close()
+
+
+def test_modbus_dead_server_counts_faults_and_reconnects():
+    port = _free_port()
+    act = ModbusActuator("127.0.0.1", port=port, reject_coil=REJECT, timeout_s=0.5)
+    try:
+        act.actuate("p1", "REJECT")
+        assert act.flush(10)
+        assert act.faults == 1
+        server = ModbusServer(port).start()  # the PLC comes back: the next command gets through
+        try:
+            act.actuate("p2", "REJECT")
+            assert act.flush(10)
+            assert act.faults == 1
+            from pymodbus.client import ModbusTcpClient
+
+            reader = ModbusTcpClient("127.0.0.1", port=port, timeout=2)
+            assert reader.read_coils(REJECT, count=1, device_id=1).bits[0] is True
+            reader.close()
+        finally:
+            server.stop()
+    finally:
+        act.close()
+
+
+def test_modbus_actuate_never_blocks_on_a_hung_plc():
+    # A listener that accepts connections but never answers: every write hangs until timeout.
+    hung = socket.socket()
+    hung.bind(("127.0.0.1", 0))
+    hung.listen(8)
+    act = ModbusActuator("127.0.0.1", port=hung.getsockname()[1], reject_coil=REJECT, timeout_s=5,
+                         queue_size=2)
+    try:
+        for i in range(10):  # returns at once although the worker is stuck on the first write
+            act.actuate(f"p{i}", "REJECT")
+        assert act.faults >= 7  # commands beyond the queue are dropped and counted
+        assert act.pending() >= 1
+    finally:
+        hung.close()
+        act.close()
+
+
+def test_software_trigger_free_running_and_close():
+    trig = SoftwareTrigger(0)
+    assert isinstance(trig, Trigger)
+    assert all(trig.wait(0) for _ in range(100))
+    trig.close()
+    assert trig.wait(1.0) is False
+
+
+def test_software_trigger_keeps_schedule_and_counts_missed_ticks():
+    trig = SoftwareTrigger(0.5)  # one part every 2 s
+    assert trig.wait(0.0) is True  # the first part is there at once
+    assert trig.wait(0.01) is False  # the next one is not due yet
+    fast = SoftwareTrigger(200)
+    assert all(fast.wait(1.0) for _ in range(5))
+    start = fast._start
+    _wait_for(lambda: time.monotonic() > start + 20 / 200, what="ten ticks to pass")
+    assert fast.wait(1.0) and fast.missed >= 10
+    with pytest.raises(TriggerError, match="rate_hz"):
+        SoftwareTrigger(-1)
+
+
+def test_gpio_without_gpiod_says_how_to_install():
+    try:
+        import gpiod  # noqa: F401
+    except ImportError:
+        with pytest.raises(TriggerError, match="pip install"):
+            GpioTrigger("/dev/gpiochip0", 4)
+    else:
+        pytest.skip("gpiod is installed here")
+
+
+HARDWARE_TOML = """
+[camera]
+type = "synthetic"
+seed = 4
+width = 160
+height = 128
+prerender = 3
+
+[trigger]
+rate_hz = 0
+
+[actuator]
+type = "simulated"
+"""
+
+
+def _load(text: str) -> HardwareConfig:
+    import tomllib
+
+    return configfile.from_dict(tomllib.loads(text), HardwareConfig, source="hw.toml")
+
+
+def test_config_from_toml_builds_the_simulators():
+    cfg = _load(HARDWARE_TOML)
+    assert cfg.camera.prerender == 3 and cfg.trigger.rate_hz == 0.0
+    camera, trigger, actuator = make_camera(cfg.camera), make_trigger(cfg.trigger), make_actuator(cfg.actuator)
+    assert isinstance(camera, StaleGuard) and isinstance(camera.camera, SyntheticCamera)
+    assert isinstance(camera, Camera) and isinstance(trigger, SoftwareTrigger) and isinstance(actuator, SimulatedActuator)
+    assert trigger.wait(0) and camera.capture("p").image.shape == (128, 160)
+    single = make_camera(CameraConfig(prerender=1, width=96, height=96))
+    assert isinstance(single, SyntheticCamera)  # one frame repeated by design: no guard
+    for i in range(5):
+        single.capture(str(i))
+
+
+def test_modbus_actuator_from_config(plc):
+    cfg = _load(f'[actuator]\ntype = "modbus"\nport = {plc.port}\nreject_coil = {REJECT}\n')
+    act = make_actuator(cfg.actuator)
+    try:
+        assert isinstance(act, ModbusActuator) and act.hold_coil is None
+        act.actuate("p", "REJECT")
+        assert act.flush(10) and plc.coils()[REJECT] is True
+    finally:
+        act.close()
+
+
+@pytest.mark.parametrize("text, key", [
+    ('[camera]\nfps = 30\n', "[camera].fps: unknown key"),
+    ('[trigger]\nrate_hz = "fast"\n', "[trigger].rate_hz: must be a number"),
+    ('[actuator]\ntype = "relay"\n', "[actuator].type: must be one of"),
+    ('[camera]\ntype = "folder"\n', "[camera].path: camera type 'folder' needs a path"),
+    ('[camera]\ntype = "opencv"\n', "[camera].source"),
+    ('[camera]\nrepeat_limit = 1\n', "[camera].repeat_limit"),
+    ('[actuator]\nhold_coil = 0\n', "[actuator].hold_coil: must differ"),
+    ('[actuator]\nport = 70000\n', "[actuator].port: must be <= 65535"),
+])
+def test_bad_config_names_the_key(text, key):
+    with pytest.raises(ConfigError) as err:
+        _load(text)
+    assert key in str(err.value) and "hw.toml" in str(err.value)
