@@ -170,6 +170,8 @@ class OpenCVCamera:
     never gets a frame that sat in a driver buffer. ``capture`` returns the newest
     frame not returned before, waiting up to ``stale_after_s`` for one; a frame older
     than that is stale. A file source is paced at its frame rate, like a camera.
+A frame's ``captured_at``/``captured_mono`` are the times it was grabbed, not the
+time ``capture`` handed it over, so latency is measured from the sensor.
     """
 
     def __init__(self, source: int | str, stale_after_s: float = 0.5, grey: bool = True,

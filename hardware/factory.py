@@ -4,7 +4,8 @@ Backends are imported when chosen, so a box without GPIO or Modbus never loads t
 Cameras are wrapped in ``StaleGuard`` when ``repeat_limit > 0``, except a synthetic
 camera that replays a single prerendered frame (``prerender == 1``): that one repeats
 by design. A prerender cycle of two or more frames never repeats back to back, so
-it is guarded like any other camera.
+it is guarded like any other camera. A looping folder of one image is, by the
+guard's definition, a frozen camera: set ``repeat_limit = 0`` for such a replay.
 """
 from __future__ import annotations
 

@@ -153,9 +153,15 @@ def _crack(out, rng, sev, cx, cy, r):
     return box
 
 
-def _rim_blob(rng, sev, cx, cy, r, inward: bool, extent: tuple[float, float], depth: tuple[float, float]):
+def _rim_blob(out, rng, sev, cx, cy, r, inward: bool, extent: tuple[float, float], depth: tuple[float, float]):
     """Polygon of an irregular lobe on the rim: outward (burr) or inward (chip)."""
-    a0 = rng.uniform(0, 2 * math.pi)
+    for _ in range(100):  # a part cropped by the frame: pick a stretch of rim that is in view
+        a0 = rng.uniform(0, 2 * math.pi)
+        if _on_image(out, cx + r * math.cos(a0), cy + r * math.sin(a0), 2):
+            break
+    else:
+        raise ValueError(f"the rim of the part (cx={cx:.0f}, cy={cy:.0f}, r={r:.0f}) is not on the "
+                         f"{out.shape[1]}x{out.shape[0]} image")
     half = _lerp(*extent, sev) / 2
     d = r * _lerp(*depth, sev)
     n = 14
@@ -186,7 +192,7 @@ def _fill_blob(out, rng, poly, value: float, texture: float, soft: float):
 
 
 def _burr(out, rng, sev, cx, cy, r):
-    poly, a0, d = _rim_blob(rng, sev, cx, cy, r, inward=False, extent=(0.05, 0.16), depth=(0.015, 0.06))
+    poly, a0, d = _rim_blob(out, rng, sev, cx, cy, r, inward=False, extent=(0.05, 0.16), depth=(0.015, 0.06))
     # Extra material: as bright as the flange near it, a little brighter where it catches the light.
     mat = _local_median(out, cx + 0.9 * r * math.cos(a0), cy + 0.9 * r * math.sin(a0), max(2.0, 0.03 * r))
     value = min(250.0, mat + _lerp(5, 45, sev))
@@ -194,7 +200,7 @@ def _burr(out, rng, sev, cx, cy, r):
 
 
 def _chip(out, rng, sev, cx, cy, r):
-    poly, a0, d = _rim_blob(rng, sev, cx, cy, r, inward=True, extent=(0.05, 0.18), depth=(0.02, 0.08))
+    poly, a0, d = _rim_blob(out, rng, sev, cx, cy, r, inward=True, extent=(0.05, 0.18), depth=(0.02, 0.08))
     # The missing piece shows whatever lies behind the part: sample just outside the rim.
     bx, by = cx + 1.12 * r * math.cos(a0), cy + 1.12 * r * math.sin(a0)
     h, w = out.shape
