@@ -117,3 +117,8 @@ def test_bad_input_is_named():
         add_artefact(np.zeros((50, 50), np.float32), "dust", np.random.default_rng(0))
     with pytest.raises(ValueError, match="defect_rate"):
         PartGenerator(defect_rate=1.5)
+
+
+def test_rim_defect_on_a_part_out_of_view_is_refused():
+    with pytest.raises(ValueError, match="not on the 300x300 image"):
+        add_defect(_photo_like(), "chip", np.random.default_rng(0), part=(1000.0, 1000.0, 50.0))
