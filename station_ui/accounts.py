@@ -67,7 +67,7 @@ def check_secret(role: str, secret: str, production: bool = True) -> None:
             raise WeakSecretError("an operator PIN needs at least 4 digits")
         return
     if len(secret) < 10:
-        raise WeakSecretError(f"a {role} password needs at least 10 characters"
+        raise WeakSecretError(f"{'an' if role[0] in 'aeiou' else 'a'} {role} password needs at least 10 characters"
                               + (" (or a PIN of 4+ digits for an operator)" if role == "operator" else ""))
 
 

@@ -44,3 +44,44 @@ def add_reviews(store, n: int, image_dir, t0: float | None = None, **kw) -> list
         store.insert_review(h, str(path), len(jpeg))
         out.append(h)
     return out
+
+
+# ------------------------------------------------------------------ web app helpers
+import re  # noqa: E402
+
+OPERATOR = ("olga", "operator", "4827")
+ENGINEER = ("erik", "engineer", "long-enough-pass")
+ADMIN = ("ada", "admin", "admin-secret-99")
+
+
+def make_station(tmp_path, publisher=None, users=(OPERATOR, ENGINEER, ADMIN), **sections):
+    """A real app on a tmp_path database with real users; returns (app, cfg)."""
+    from station_ui import accounts
+    from station_ui.app import create_app
+    from station_ui.config import config_for
+    from station_ui.store import Store
+
+    sections.setdefault("mqtt", {"enabled": False})
+    cfg = config_for(tmp_path / "station", **sections)
+    store = Store(cfg.db_path, station=cfg.station.name)
+    for name, role, secret in users:
+        accounts.add_user(store, name, role, secret)
+    store.close()
+    app = create_app(cfg, publisher=publisher)
+    app.config["TESTING"] = True
+    return app, cfg
+
+
+def csrf_of(html: str) -> str:
+    m = re.search(r'name="csrf-token" content="([^"]+)"', html)
+    assert m, "page has no CSRF token"
+    return m.group(1)
+
+
+def login(client, name: str, secret: str):
+    token = csrf_of(client.get("/login").get_data(as_text=True))
+    return client.post("/login", data={"name": name, "secret": secret, "csrf_token": token})
+
+
+def page_csrf(client, path: str = "/review") -> str:
+    return csrf_of(client.get(path).get_data(as_text=True))

@@ -1,0 +1,101 @@
+"""Read-only queries behind the dashboard and the history search.
+
+Escape rate is estimated from audit items: confident PASS decisions sampled at
+random and reviewed blind, so the share of them ruled "real fault" estimates how
+many defects the model lets through. Likewise audited REJECTs ruled "not a
+defect" estimate the false-reject rate.
+"""
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from station_ui.store import Store
+
+
+def summary(db: Store, since: float) -> dict[str, Any]:
+    c = db.conn
+    q = db.queue_stats()
+    out: dict[str, Any] = {"queue": q.count, "oldest_age_s": q.oldest_age_s()}
+    out["received"] = c.execute("SELECT count(*) FROM reviews WHERE captured_at >= ?", (since,)).fetchone()[0]
+    out["decided"] = c.execute("SELECT count(*) FROM reviews WHERE decided_at >= ?", (since,)).fetchone()[0]
+    out["per_reviewer"] = [(r[0], r[1]) for r in c.execute(
+        "SELECT user, count(*) FROM verdicts WHERE undone = 0 AND time >= ? GROUP BY user ORDER BY 2 DESC",
+        (since,))]
+    out["verdict_mix"] = [(f"{r[0]} {r[1] or ''}".strip(), r[2]) for r in c.execute(
+        "SELECT final_verdict, final_kind, count(*) FROM reviews WHERE decided_at >= ? GROUP BY 1, 2 ORDER BY 3 DESC",
+        (since,))]
+    pairs = c.execute(
+        "SELECT sum(a.verdict = b.verdict), count(*) FROM verdicts a JOIN verdicts b ON a.review_id = b.review_id"
+        " AND a.seq = 1 AND b.seq = 2 AND a.undone = 0 AND b.undone = 0 WHERE b.time >= ?", (since,)).fetchone()
+    out["agreement"] = {"agree": pairs[0] or 0, "pairs": pairs[1] or 0,
+                        "share": (pairs[0] or 0) / pairs[1] if pairs[1] else None}
+    esc = c.execute("SELECT sum(final_verdict = 'real_fault'), count(*) FROM reviews WHERE reason = 'audit'"
+                    " AND action_taken = 'PASS' AND final_verdict IS NOT NULL AND captured_at >= ?", (since,)).fetchone()
+    fr = c.execute("SELECT sum(final_verdict = 'not_defect'), count(*) FROM reviews WHERE reason = 'audit'"
+                   " AND action_taken = 'REJECT' AND final_verdict IS NOT NULL AND captured_at >= ?", (since,)).fetchone()
+    out["escape"] = {"faults": esc[0] or 0, "audited": esc[1] or 0, "rate": (esc[0] or 0) / esc[1] if esc[1] else None}
+    out["false_reject"] = {"false": fr[0] or 0, "audited": fr[1] or 0, "rate": (fr[0] or 0) / fr[1] if fr[1] else None}
+    out["disputed"] = c.execute("SELECT * FROM reviews WHERE state = 'disputed' ORDER BY captured_at DESC LIMIT 50").fetchall()
+    hours = {}
+    for r in c.execute("SELECT CAST(decided_at / 3600 AS INTEGER) h, count(*) FROM reviews WHERE decided_at >= ?"
+                       " GROUP BY h", (since,)):
+        hours[r[0]] = r[1]
+    now_h = int(time.time() // 3600)
+    first_h = int(since // 3600)
+    out["per_hour"] = [(time.strftime("%H:00", time.localtime(h * 3600)), hours.get(h, 0))
+                       for h in range(max(first_h, now_h - 47), now_h + 1)]
+    return out
+
+
+def edges(db: Store) -> list[dict[str, Any]]:
+    """Per line/camera: the edge's own counters and model (from status) and the latest reviewed model."""
+    rows = {(r["line"], r["camera"]): dict(r) for r in db.conn.execute("SELECT * FROM edge_status")}
+    for r in db.conn.execute("SELECT line, camera, model, max(captured_at) t FROM reviews GROUP BY line, camera"):
+        rows.setdefault((r["line"], r["camera"]), {"line": r["line"], "camera": r["camera"], "state": "-",
+                                                  "model": r["model"], "payload": "{}", "updated_at": None})
+    out = []
+    for (line, cam), r in sorted(rows.items()):
+        p = json.loads(r.get("payload") or "{}")
+        actions = p.get("actions") or {}
+        parts = int(p.get("parts") or 0)
+        rate = (lambda k: (actions.get(k, 0) / parts) if parts else None)
+        out.append({"line": line, "camera": cam, "state": r["state"], "model": r["model"] or "-", "parts": parts,
+                    "reject_rate": rate("REJECT"), "hold_rate": rate("HOLD"),
+                    "review_rate": (int(p.get("reviews_queued") or 0) / parts) if parts else None,
+                    "updated_at": r.get("updated_at")})
+    return out
+
+
+def history(db: Store, *, part_id: str = "", verdict: str = "", user: str = "", t0: float | None = None,
+            t1: float | None = None, limit: int = 200) -> list[Any]:
+    where, args = ["1 = 1"], []
+    if part_id:
+        where.append("r.part_id LIKE ?")
+        args.append(part_id.replace("%", "") + "%")
+    if verdict:
+        where.append("r.final_verdict = ?" if verdict != "open" else "r.open = 1")
+        if verdict != "open":
+            args.append(verdict)
+    if user:
+        where.append("EXISTS (SELECT 1 FROM verdicts v WHERE v.review_id = r.id AND v.user = ?)")
+        args.append(user)
+    if t0 is not None:
+        where.append("r.captured_at >= ?")
+        args.append(t0)
+    if t1 is not None:
+        where.append("r.captured_at < ?")
+        args.append(t1)
+    return db.conn.execute(
+        "SELECT r.*, (SELECT group_concat(v.user, ', ') FROM verdicts v WHERE v.review_id = r.id AND v.undone = 0)"
+        f" AS reviewers FROM reviews r WHERE {' AND '.join(where)} ORDER BY r.captured_at DESC LIMIT ?",
+        [*args, limit]).fetchall()
+
+
+def record(db: Store, review_id: str) -> dict[str, Any]:
+    row = db.get_review(review_id)
+    verdicts = db.conn.execute("SELECT * FROM verdicts WHERE review_id = ? ORDER BY id", (review_id,)).fetchall()
+    audit = db.conn.execute("SELECT * FROM audit_log WHERE target = ? ORDER BY id", (review_id,)).fetchall()
+    return {"review": row, "thresholds": json.loads(row["thresholds"]), "quality": json.loads(row["quality"]),
+            "verdicts": verdicts, "audit": audit}

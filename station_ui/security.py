@@ -1,0 +1,105 @@
+"""Request-level safety: the logged-in user, roles, idle logout, CSRF and the login rate limit.
+
+The CSRF token lives in the (signed, HttpOnly) session and must come back with
+every state-changing request: as the ``csrf_token`` form field or the
+``X-CSRF-Token`` header for JSON. The token-authenticated export API takes no
+cookies, so it needs no CSRF token.
+"""
+from __future__ import annotations
+
+import functools
+import hmac
+import secrets
+import threading
+import time
+from collections import defaultdict, deque
+from typing import Any, Callable
+
+from flask import abort, current_app, g, jsonify, redirect, request, session, url_for
+
+from station_ui.accounts import User
+
+UNSAFE = ("POST", "PUT", "PATCH", "DELETE")
+
+
+def csrf_token() -> str:
+    if "csrf" not in session:
+        session["csrf"] = secrets.token_urlsafe(32)
+    return session["csrf"]
+
+
+def check_csrf() -> None:
+    if request.method not in UNSAFE or (request.blueprint == "api"):
+        return
+    sent = request.headers.get("X-CSRF-Token") or request.form.get("csrf_token", "")
+    want = session.get("csrf", "")
+    if not want or not sent or not hmac.compare_digest(str(sent), str(want)):
+        abort(400, description="CSRF token missing or wrong: reload the page and try again")
+
+
+def load_user() -> None:
+    """Set g.user from the session; end the session after the idle timeout."""
+    g.user = None
+    name, role = session.get("user"), session.get("role")
+    if not name:
+        return
+    idle = current_app.extensions["station"].cfg.web.idle_logout_s
+    now = time.time()
+    if now - float(session.get("seen", 0)) > idle:
+        session.clear()
+        g.logged_out_idle = True
+        return
+    if request.endpoint != "review.events":  # an open event stream is not user activity
+        session["seen"] = now
+    g.user = User(name, role)
+
+
+def login_user(user: User) -> None:
+    session.clear()  # a fresh session on login: no fixation of a pre-login session
+    session["user"], session["role"], session["seen"] = user.name, user.role, time.time()
+    csrf_token()
+
+
+def require(role: str = "operator") -> Callable:
+    def wrap(view: Callable) -> Callable:
+        @functools.wraps(view)
+        def inner(*a: Any, **kw: Any) -> Any:
+            if g.user is None:
+                if request.accept_mimetypes.best == "application/json" or request.is_json:
+                    return jsonify(error="not logged in"), 401
+                return redirect(url_for("auth.login", next=request.full_path))
+            if not g.user.can(role):
+                abort(403, description=f"this page needs the {role} role")
+            return view(*a, **kw)
+        return inner
+    return wrap
+
+
+class LoginLimiter:
+    """Failed logins per (address, user name) in a sliding window; over the limit -> 429."""
+
+    def __init__(self, attempts: int, window_s: float):
+        self.attempts, self.window_s = attempts, window_s
+        self._fails: dict[tuple[str, str], deque] = defaultdict(deque)
+        self._lock = threading.Lock()
+
+    def _trim(self, key: tuple[str, str], now: float) -> deque:
+        q = self._fails[key]
+        while q and now - q[0] > self.window_s:
+            q.popleft()
+        return q
+
+    def blocked(self, addr: str, name: str) -> float:
+        """Seconds until the next try is allowed (0 when allowed)."""
+        now = time.monotonic()
+        with self._lock:
+            q = self._trim((addr, name.lower()), now)
+            return (q[0] + self.window_s - now) if len(q) >= self.attempts else 0.0
+
+    def failed(self, addr: str, name: str) -> None:
+        with self._lock:
+            self._fails[(addr, name.lower())].append(time.monotonic())
+
+    def succeeded(self, addr: str, name: str) -> None:
+        with self._lock:
+            self._fails.pop((addr, name.lower()), None)

@@ -1,0 +1,48 @@
+"""Login and logout. Failed logins are rate limited per address and name (429) and audited."""
+from __future__ import annotations
+
+from flask import Blueprint, current_app, flash, g, redirect, render_template, request, url_for
+
+from station_ui import accounts, security
+from station_ui.db import get_db
+
+bp = Blueprint("auth", __name__)
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():  # type: ignore[no-untyped-def]
+    state = current_app.extensions["station"]
+    error = None
+    if g.get("logged_out_idle"):
+        error = "You were logged out after a while without activity."
+    if request.method == "POST":
+        name = request.form.get("name", "").strip()
+        secret = request.form.get("secret", "")
+        addr = request.remote_addr or "?"
+        wait = state.limiter.blocked(addr, name)
+        if wait:
+            return render_template("login.html", error=f"Too many failed logins. Try again in {wait:.0f} s.",
+                                   name=name), 429, {"Retry-After": str(int(wait) + 1)}
+        user = accounts.authenticate(get_db(), name, secret)
+        if user is None:
+            state.limiter.failed(addr, name)
+            get_db().audit(name or "?", "login-failed", detail={"addr": addr})
+            return render_template("login.html", error="Wrong name or PIN/password.", name=name), 401
+        state.limiter.succeeded(addr, name)
+        security.login_user(user)
+        get_db().audit(user.name, "login", detail={"addr": addr})
+        nxt = request.args.get("next", "")
+        # Only local paths: an open redirect would let a link send a reviewer elsewhere.
+        return redirect(nxt if nxt.startswith("/") and not nxt.startswith("//") else url_for("review.page"))
+    return render_template("login.html", error=error, name="")
+
+
+@bp.route("/logout", methods=["POST"])
+def logout():  # type: ignore[no-untyped-def]
+    from flask import session
+
+    if g.user:
+        get_db().audit(g.user.name, "logout")
+    session.clear()
+    flash("Logged out.")
+    return redirect(url_for("auth.login"))

@@ -1,0 +1,144 @@
+"""The review screen: the queue, one item at a time, verdict and undo, live updates (SSE).
+
+The page is rendered on the server with the first item; after a verdict the JSON
+answer carries the next item's HTML fragment (the same template), so there is one
+way to draw an item. New reviews arrive as server-sent events from the ingest; the
+page then re-reads the queue once, it never polls.
+"""
+from __future__ import annotations
+
+import queue
+import time
+from typing import Any
+
+from flask import (Blueprint, Response, abort, current_app, g, jsonify, redirect, render_template, request,
+                   send_file, stream_with_context, url_for)
+
+from station_ui import present
+from station_ui.db import get_db
+from station_ui.errors import AlreadyDecided, ReviewNotFound, StoreError, UndoRefused
+from station_ui.events import sse_format
+from station_ui.security import require
+
+bp = Blueprint("review", __name__)
+
+
+def index_redirect():  # type: ignore[no-untyped-def]
+    return redirect(url_for("review.page"))
+
+
+def _filters() -> tuple[str | None, str | None]:
+    src = (request.get_json(silent=True) or {}) if request.method == "POST" else request.args
+    return (src.get("line") or None), (src.get("camera") or None)
+
+
+def _stats(line: str | None, camera: str | None) -> dict[str, Any]:
+    s = get_db().queue_stats(line, camera, user=g.user.name)
+    age = s.oldest_age_s()
+    return {"count": s.count, "oldest_captured_at": s.oldest_captured_at, "oldest_age": present.age_words(age)}
+
+
+def _item_html(row: Any) -> str:
+    return render_template("_item.html", item=present.item_view(row) if row is not None else None,
+                           fault_choices=present.FAULT_CHOICES, not_defect_choices=present.NOT_DEFECT_CHOICES,
+                           kind_labels=present.KIND_LABELS)
+
+
+def _next_row(line: str | None, camera: str | None) -> Any:
+    rows = get_db().next_items(g.user.name, line, camera, limit=1)
+    return rows[0] if rows else None
+
+
+@bp.route("/review")
+@require("operator")
+def page():  # type: ignore[no-untyped-def]
+    line, camera = _filters()
+    lines, cams = get_db().queue_filters()
+    return render_template("review.html", item_html=_item_html(_next_row(line, camera)), stats=_stats(line, camera),
+                           line=line or "", camera=camera or "", lines=lines, cameras=cams,
+                           undo_s=current_app.extensions["station"].cfg.web.undo_window_s)
+
+
+@bp.route("/review/item")
+@require("operator")
+def item():  # type: ignore[no-untyped-def]
+    line, camera = _filters()
+    row = _next_row(line, camera)
+    return jsonify(html=_item_html(row), id=row["id"] if row is not None else None, stats=_stats(line, camera))
+
+
+@bp.route("/review/verdict", methods=["POST"])
+@require("operator")
+def verdict():  # type: ignore[no-untyped-def]
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        return jsonify(error="send a JSON object with review_id, verdict and kind"), 400
+    state = current_app.extensions["station"]
+    line, camera = _filters()
+    try:
+        out = get_db().record_verdict(str(body.get("review_id", "")), str(body.get("verdict", "")),
+                                      str(body.get("kind", "") or ""), g.user.name)
+    except ReviewNotFound as exc:
+        return jsonify(error=str(exc)), 404
+    except AlreadyDecided as exc:
+        row = _next_row(line, camera)
+        return jsonify(error=str(exc), html=_item_html(row), id=row["id"] if row is not None else None,
+                       stats=_stats(line, camera)), 409
+    except StoreError as exc:
+        return jsonify(error=str(exc)), 400
+    state.publish(out.message)
+    state.hub.publish("queue", {"decided": out.review_id})
+    row = _next_row(line, camera)
+    return jsonify(ok=True, state=out.state, counted=out.counted, verdict_id=out.verdict_id,
+                   undo_until=time.time() + state.cfg.web.undo_window_s, html=_item_html(row),
+                   id=row["id"] if row is not None else None, stats=_stats(line, camera))
+
+
+@bp.route("/review/undo", methods=["POST"])
+@require("operator")
+def undo():  # type: ignore[no-untyped-def]
+    state = current_app.extensions["station"]
+    line, camera = _filters()
+    try:
+        out = get_db().undo_last(g.user.name, state.cfg.web.undo_window_s)
+    except UndoRefused as exc:
+        return jsonify(error=str(exc)), 409
+    state.publish(out.message)
+    state.hub.publish("queue", {"undone": out.review_id})
+    row = get_db().get_review(out.review_id)  # show the undone item again, at once
+    return jsonify(ok=True, html=_item_html(row), id=row["id"], stats=_stats(line, camera))
+
+
+@bp.route("/review/events")
+@require("operator")
+def events():  # type: ignore[no-untyped-def]
+    hub = current_app.extensions["station"].hub
+    sub = hub.subscribe()
+
+    def stream():  # type: ignore[no-untyped-def]
+        try:
+            yield "retry: 2000\n\n"
+            while not hub.closed.is_set():
+                try:
+                    event, data = sub.get(timeout=15)
+                except queue.Empty:
+                    yield ": keep-alive\n\n"  # lets proxies and the server notice a gone browser
+                    continue
+                if event == "close":
+                    break
+                yield sse_format(event, data)
+        finally:
+            hub.unsubscribe(sub)
+
+    return Response(stream_with_context(stream()), mimetype="text/event-stream",
+                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+@bp.route("/images/<review_id>.jpg")
+@require("operator")
+def image(review_id: str):  # type: ignore[no-untyped-def]
+    try:
+        row = get_db().get_review(review_id)
+    except ReviewNotFound:
+        abort(404)
+    return send_file(row["image_path"], mimetype="image/jpeg", max_age=3600)

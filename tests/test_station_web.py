@@ -1,0 +1,169 @@
+"""The station web app through Flask's test client: login, CSRF, rate limit, verdicts, export API."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from qcloop import wire
+from station_support import ADMIN, ENGINEER, OPERATOR, add_reviews, csrf_of, login, make_station, page_csrf
+from station_ui import accounts
+from station_ui.app import create_app
+from station_ui.config import config_for
+from station_ui.errors import UnsafeConfigError, WeakSecretError
+from station_ui.store import Store
+
+
+@pytest.fixture
+def station(tmp_path):
+    app, cfg = make_station(tmp_path, web={"login_attempts": 3})
+    return app, cfg
+
+
+def test_login_sets_safe_cookie_and_wrong_secret_fails(station):
+    app, _ = station
+    c = app.test_client()
+    assert c.get("/review").status_code == 302  # not logged in
+    assert login(c, "olga", "0000").status_code == 401
+    r = login(c, *OPERATOR[::2])
+    assert r.status_code == 302 and r.headers["Location"].endswith("/review")
+    cookie = r.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    assert c.get("/review").status_code == 200
+    assert c.get("/dashboard").status_code == 403  # an operator is not an engineer
+
+
+def test_secure_cookie_in_production(tmp_path):
+    app, _ = make_station(tmp_path, station={"production": True})
+    r = login(app.test_client(), *OPERATOR[::2])
+    assert "Secure" in r.headers["Set-Cookie"]
+
+
+def test_login_without_csrf_token_is_refused(station):
+    app, _ = station
+    c = app.test_client()
+    c.get("/login")
+    r = c.post("/login", data={"name": "olga", "secret": "4827"})
+    assert r.status_code == 400 and b"CSRF" in r.data
+
+
+def test_json_post_without_csrf_header_is_refused(station, tmp_path):
+    app, cfg = station
+    store = Store(cfg.db_path)
+    (h,) = add_reviews(store, 1, cfg.image_dir)
+    c = app.test_client()
+    login(c, *OPERATOR[::2])
+    r = c.post("/review/verdict", json={"review_id": h.id, "verdict": "not_defect", "kind": "glare"})
+    assert r.status_code == 400
+    assert store.get_review(h.id)["state"] == "pending"
+
+
+def test_login_rate_limit_answers_429(station):
+    app, _ = station
+    c = app.test_client()
+    for _ in range(3):
+        assert login(c, "olga", "9999").status_code == 401
+    r = login(c, *OPERATOR[::2])  # even the right PIN waits now
+    assert r.status_code == 429 and "Retry-After" in r.headers
+
+
+def test_verdict_undo_and_publish(station):
+    app, cfg = station
+    store = Store(cfg.db_path)
+    a, b = add_reviews(store, 2, cfg.image_dir)
+    c = app.test_client()
+    login(c, *OPERATOR[::2])
+    page = c.get("/review").get_data(as_text=True)
+    assert a.id in page and "12 % saturated pixels: glare likely" in page  # oldest first, hints in words
+    assert re.search(r'id="queue-count">2<', page)
+    token = csrf_of(page)
+    r = c.post("/review/verdict", json={"review_id": a.id, "verdict": "real_fault", "kind": "crack"},
+               headers={"X-CSRF-Token": token})
+    j = r.get_json()
+    assert r.status_code == 200 and j["counted"] and j["id"] == b.id and j["stats"]["count"] == 1
+    published = app.extensions["station"].published
+    assert published[-1] == wire.Verdict(a.id, "real_fault", "crack", "olga", published[-1].time, cfg.station.name,
+                                         "line1", "cam1", a.part_id)
+    v = store.live_verdicts(a.id)[0]
+    assert (v["user"], v["station"], v["verdict"]) == ("olga", cfg.station.name, "real_fault")
+
+    r = c.post("/review/undo", json={}, headers={"X-CSRF-Token": token})
+    assert r.status_code == 200 and r.get_json()["id"] == a.id and r.get_json()["stats"]["count"] == 2
+    assert published[-1].undone and store.get_review(a.id)["state"] == "pending"
+    r = c.post("/review/undo", json={}, headers={"X-CSRF-Token": token})
+    assert r.status_code == 409  # nothing left to undo
+    assert [e["action"] for e in store.audit_entries(10)][:3] == ["undo", "verdict", "login"]
+
+
+def test_audit_items_look_exactly_like_uncertain_ones(station):
+    app, cfg = station
+    store = Store(cfg.db_path)
+    (u,) = add_reviews(store, 1, cfg.image_dir, reason="uncertain", band="uncertain", part_id="PX")
+    (a,) = add_reviews(store, 1, cfg.image_dir, reason="audit", band="uncertain", part_id="PX", t0=0.0)
+    c = app.test_client()
+    login(c, *OPERATOR[::2])
+
+    def fragment(rid):
+        html = c.get("/review/item").get_json()["html"]
+        assert rid in html
+        return re.sub(r"[0-9a-f-]{36}", "ID", re.sub(r"Captured</dt><dd>[^<]*", "", html))
+
+    audit_html = fragment(a.id)  # captured earlier, so it comes first
+    assert "audit" not in audit_html.lower()
+    store.record_verdict(a.id, "not_defect", "glare", "erik")
+    assert fragment(u.id) == audit_html
+
+
+def test_export_api_needs_token_and_pages_by_cursor(station):
+    app, cfg = station
+    store = Store(cfg.db_path)
+    hs = add_reviews(store, 3, cfg.image_dir)
+    for h in hs[:2]:
+        store.record_verdict(h.id, "not_defect", "dust", "olga")
+    token = accounts.add_token(store, "trainer")
+    c = app.test_client()
+    assert c.get("/api/v1/export").status_code == 401
+    assert c.get("/api/v1/export", headers={"Authorization": "Bearer nope"}).status_code == 401
+    assert c.get(f"/api/v1/images/{hs[0].id}").status_code == 401
+    auth = {"Authorization": f"Bearer {token}"}
+    j = c.get("/api/v1/export?limit=1", headers=auth).get_json()
+    assert [i["id"] for i in j["items"]] == [hs[0].id] and j["items"][0]["verdict"] == "not_defect"
+    j2 = c.get(f"/api/v1/export?since={j['next_cursor']}", headers=auth).get_json()
+    assert [i["id"] for i in j2["items"]] == [hs[1].id]
+    assert c.get(f"/api/v1/export?since={j2['next_cursor']}", headers=auth).get_json()["items"] == []
+    img = c.get(j["items"][0]["image_url"].replace("http://localhost", ""), headers=auth)
+    assert img.status_code == 200 and img.data[:2] == b"\xff\xd8"
+    assert c.get("/api/v1/export?limit=abc", headers=auth).status_code == 400
+
+
+def test_production_refuses_default_passwords(tmp_path):
+    cfg = config_for(tmp_path / "st", station={"production": True}, mqtt={"enabled": False})
+    store = Store(cfg.db_path)
+    with pytest.raises(WeakSecretError):
+        accounts.add_user(store, "admin", "admin", "changeme", production=True)
+    accounts.add_user(store, "olaf", "operator", "1234", production=False)  # e.g. left from a test setup
+    store.close()
+    with pytest.raises(UnsafeConfigError, match="olaf"):
+        create_app(cfg)
+
+
+def test_engineer_screens_and_admin_setting_is_audited(station):
+    app, cfg = station
+    store = Store(cfg.db_path)
+    hs = add_reviews(store, 2, cfg.image_dir, part_id="PART-77")
+    store.record_verdict(hs[0].id, "real_fault", "pit", "olga")
+    c = app.test_client()
+    login(c, *ENGINEER[::2])
+    dash = c.get("/dashboard").get_data(as_text=True)
+    assert "<svg" in dash and "Verdicts per reviewer" in dash and "olga" in dash
+    hist = c.get("/history?part_id=PART-77&verdict=real_fault").get_data(as_text=True)
+    assert hist.count("PART-77</a>") == 1
+    rec = c.get(f"/history/{hs[0].id}").get_data(as_text=True)
+    assert "pass_below" in rec and "olga" in rec and "v3" in rec
+    token = page_csrf(c, "/admin/")
+    assert c.post("/admin/lines", data={"line": "line1", "critical": "1", "csrf_token": token}).status_code == 403
+    c2 = app.test_client()
+    login(c2, *ADMIN[::2])
+    token = page_csrf(c2, "/admin/")
+    assert c2.post("/admin/lines", data={"line": "line1", "critical": "1", "csrf_token": token}).status_code == 302
+    assert store.audit_entries(1)[0]["action"] == "setting"
