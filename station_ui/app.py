@@ -52,6 +52,10 @@ def create_app(config: StationConfig, *, hub: EventHub | None = None, publisher:
     try:
         if cfg.station.production:
             refuse_unsafe_production(store)
+        critical = {r["name"] for r in store.lines() if r["critical"]}
+        for line in cfg.critical_lines:
+            if line not in critical:
+                store.set_line_critical(line, True, "config")
     finally:
         store.close()
     app.config.update(

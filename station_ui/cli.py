@@ -1,0 +1,161 @@
+"""`qc station ...`: run the review station, manage users and API tokens, check a config.
+
+Imports nothing heavy at import time (no Flask); each handler imports what it runs.
+``register_bench`` adds ``qc bench station`` to the bench group.
+"""
+from __future__ import annotations
+
+import argparse
+import getpass
+import signal
+import sys
+from pathlib import Path
+
+from qcloop.cli import add_group
+
+EXAMPLE = Path(__file__).resolve().parent / "station.example.toml"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    cmds = add_group(sub, "station", help="the line-side review station (web app + MQTT ingest)")
+
+    run = cmds.add_parser("run", help="serve the review station and ingest reviews until stopped",
+                          description="Start the web app on waitress and the MQTT ingest in one process; "
+                                      "prints the URL to open.")
+    run.add_argument("--config", type=Path, default=EXAMPLE, help=f"station TOML config (default: {EXAMPLE.name})")
+    run.add_argument("--host", default=None, help="override [web].host")
+    run.add_argument("--port", type=int, default=None, help="override [web].port (0: a free port)")
+    run.set_defaults(func=cmd_run)
+
+    add = cmds.add_parser("add-user", help="create a user or set a user's role and password/PIN",
+                          description="Operators may use a PIN of 4+ digits; engineers and admins need a password "
+                                      "of 10+ characters. Reads the secret from a prompt or from stdin.")
+    add.add_argument("name")
+    add.add_argument("--role", required=True, choices=("operator", "engineer", "admin"))
+    add.add_argument("--password-stdin", action="store_true", help="read the password/PIN from stdin (one line)")
+    add.add_argument("--config", type=Path, default=EXAMPLE)
+    add.set_defaults(func=cmd_add_user)
+
+    tok = cmds.add_parser("add-token", help="create an API token for the export API (printed once)")
+    tok.add_argument("name", help="who uses it, e.g. trainer")
+    tok.add_argument("--config", type=Path, default=EXAMPLE)
+    tok.set_defaults(func=cmd_add_token)
+
+    crit = cmds.add_parser("set-critical", help="turn the two-person rule for a line on or off")
+    crit.add_argument("line")
+    crit.add_argument("--off", action="store_true")
+    crit.add_argument("--config", type=Path, default=EXAMPLE)
+    crit.set_defaults(func=cmd_set_critical)
+
+    check = cmds.add_parser("check-config", help="validate a station config file")
+    check.add_argument("config", type=Path)
+    check.set_defaults(func=cmd_check_config)
+
+
+def register_bench(bench_sub: argparse._SubParsersAction) -> None:
+    b = bench_sub.add_parser("station", help="station ingest rate, queue page and verdict latency",
+                             description="Ingest ~100 KB reviews through a private mosquitto into the store, then "
+                                         "time the review page and verdicts with many stored items.")
+    b.add_argument("--json", action="store_true", help="print one JSON object")
+    b.add_argument("--items", type=int, default=100_000, help="stored items for the page and verdict timings")
+    b.add_argument("--ingest", type=int, default=2000, help="reviews to send through the broker")
+    b.add_argument("--image-kb", type=int, default=100)
+    b.set_defaults(func=cmd_bench)
+
+
+def _store(cfg):  # type: ignore[no-untyped-def]
+    from station_ui.store import Store
+
+    return Store(cfg.db_path, station=cfg.station.name)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from station_ui.config import load_config
+    from station_ui.server import StationServer
+
+    cfg = load_config(args.config)
+    web = cfg.web
+    if args.host is not None:
+        web = replace(web, host=args.host)
+    if args.port is not None:
+        web = replace(web, port=args.port)
+    cfg = replace(cfg, web=web)
+    server = StationServer(cfg)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    print(f"review station {cfg.station.name} at {server.url} "
+          f"(MQTT {'%s:%d' % (cfg.mqtt.host, cfg.mqtt.port) if cfg.mqtt.enabled else 'off'}); Ctrl-C stops",
+          flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        server.stop()
+    return 0
+
+
+def cmd_add_user(args: argparse.Namespace) -> int:
+    from station_ui import accounts
+    from station_ui.config import load_config
+
+    cfg = load_config(args.config)
+    if args.password_stdin:
+        secret = sys.stdin.readline().rstrip("\r\n")
+    else:
+        secret = getpass.getpass(f"PIN or password for {args.name}: ")
+        if getpass.getpass("again: ") != secret:
+            print("qc: error: the two entries differ", file=sys.stderr)
+            return 2
+    store = _store(cfg)
+    try:
+        accounts.add_user(store, args.name, args.role, secret, by="cli", production=cfg.station.production)
+    finally:
+        store.close()
+    print(f"user {args.name} ({args.role}) saved in {cfg.db_path}")
+    return 0
+
+
+def cmd_add_token(args: argparse.Namespace) -> int:
+    from station_ui import accounts
+    from station_ui.config import load_config
+
+    cfg = load_config(args.config)
+    store = _store(cfg)
+    try:
+        token = accounts.add_token(store, args.name)
+    finally:
+        store.close()
+    print(token)
+    print(f"API token {args.name!r} created; it is shown only now (the station keeps only its hash)", file=sys.stderr)
+    return 0
+
+
+def cmd_set_critical(args: argparse.Namespace) -> int:
+    from station_ui.config import load_config
+
+    cfg = load_config(args.config)
+    store = _store(cfg)
+    try:
+        store.set_line_critical(args.line, not args.off, "cli")
+    finally:
+        store.close()
+    print(f"line {args.line}: two-person rule {'off' if args.off else 'on'}")
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from station_ui.config import load_config
+
+    cfg = load_config(args.config)
+    for section, values in asdict(cfg).items():
+        print(f"{section} = {values!r}")
+    print(f"{args.config}: OK")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from station_ui.bench import main
+
+    return main(args)

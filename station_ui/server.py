@@ -1,0 +1,67 @@
+"""One station process: the web app on waitress (a production WSGI server) plus the MQTT ingest.
+
+``StationServer(cfg).start()`` serves in a background thread (the CLI, the
+browser test and the demo use it); ``stop()`` ends the event streams first, so
+the waitress threads they hold are free, then closes the server and the ingest.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+
+from station_ui.config import StationConfig
+from station_ui.events import EventHub
+
+log = logging.getLogger(__name__)
+
+
+class StationServer:
+    def __init__(self, cfg: StationConfig):
+        from waitress.server import create_server
+
+        from station_ui.app import create_app
+        from station_ui.ingest import Ingest
+
+        self.cfg = cfg
+        self.hub = EventHub()
+        self.ingest = Ingest(cfg, self.hub) if cfg.mqtt.enabled else None
+        self.app = create_app(cfg, hub=self.hub, publisher=self.ingest)
+        # channel_timeout well above the event stream's 15 s keep-alive.
+        self.server = create_server(self.app, host=cfg.web.host, port=cfg.web.port, threads=cfg.web.threads,
+                                    channel_timeout=120, ident="qc-station")
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.effective_host, self.server.effective_port
+        return f"http://{host}:{port}/"
+
+    def start(self, mqtt_wait_s: float = 10.0) -> "StationServer":
+        if self.ingest:
+            self.ingest.start(wait_s=mqtt_wait_s)
+        self._thread = threading.Thread(target=self.server.run, name="station-http", daemon=True)
+        self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        if self.ingest:
+            self.ingest.start(wait_s=0)
+        try:
+            self.server.run()
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        self.hub.close()
+        try:
+            for channel in list(self.server._map.values()):
+                if channel is not self.server:
+                    channel.handle_close() if hasattr(channel, "handle_close") else channel.close()
+            self.server.close()
+            self.server.task_dispatcher.shutdown(timeout=5)
+        except Exception:  # closing half-closed sockets at exit must not hide the real outcome
+            log.debug("error while closing the web server", exc_info=True)
+        if self._thread:
+            self._thread.join(10)
+        if self.ingest:
+            self.ingest.stop()

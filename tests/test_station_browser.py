@@ -1,0 +1,103 @@
+"""End to end in headless Chromium: reviews arrive over MQTT, a reviewer rules by tap and by key."""
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from qcloop import wire
+from station_support import OPERATOR, make_header, make_jpeg
+from station_ui import accounts
+from station_ui.config import config_for
+from station_ui.store import Store
+
+CHROMIUM = "/usr/bin/chromium"
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK), reason=f"{CHROMIUM} is not installed")]
+
+
+def wait_until(cond, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.02)  # polling a condition with a deadline
+    return False
+
+
+def test_review_by_tap_and_key_and_live_queue(tmp_path, broker):
+    from playwright.sync_api import expect, sync_playwright
+
+    from station_ui.server import StationServer
+
+    cfg = config_for(tmp_path / "st", mqtt={"host": broker.host, "port": broker.port, "client_id": "st-e2e"},
+                     web={"port": 0, "threads": 8})
+    store = Store(cfg.db_path)
+    accounts.add_user(store, OPERATOR[0], OPERATOR[1], OPERATOR[2])
+    server = StationServer(cfg).start()
+    verdicts: list[wire.Verdict] = []
+    got = threading.Condition()
+    ready = threading.Event()
+    edge = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="e2e-edge")
+    edge.on_connect = lambda c, u, f, rc, p: c.subscribe(wire.Topics().all_verdicts(), qos=1)
+    edge.on_subscribe = lambda *a: ready.set()
+
+    def on_message(c, u, msg):
+        with got:
+            verdicts.append(wire.Verdict.decode(msg.payload))
+            got.notify_all()
+
+    edge.on_message = on_message
+    edge.connect(broker.host, broker.port)
+    edge.loop_start()
+    try:
+        assert ready.wait(10) and server.ingest.connected.is_set()
+        jpeg = make_jpeg(7, size=(480, 640))
+        headers = [make_header(captured_at=1000.0 + i) for i in range(3)]
+        for h in headers:
+            edge.publish(wire.Topics().review(h.line, h.camera), wire.encode_review(h, jpeg), qos=1)
+        assert wait_until(lambda: store.queue_stats().count == 3)
+
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+                "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--no-first-run"])
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.goto(server.url + "login")
+            page.fill("input[name=name]", OPERATOR[0])
+            page.fill("input[name=secret]", OPERATOR[2])
+            page.click("button[type=submit]")
+            count = page.locator("#queue-count")
+            expect(count).to_have_text("3")
+            expect(page.locator(f'article[data-id="{headers[0].id}"]')).to_be_visible()
+
+            fault = page.locator("button.verdict.fault")
+            box = fault.bounding_box()
+            assert box and box["height"] >= 64  # a gloved finger's target
+            assert page.locator("button.verdict.notdefect").bounding_box()["height"] >= 64
+            fault.click()
+            page.locator('#kinds-real_fault button[data-kind="crack"]').click()
+            expect(count).to_have_text("2")
+            expect(page.locator(f'article[data-id="{headers[1].id}"]')).to_be_visible()
+
+            page.keyboard.press("n")
+            page.keyboard.press("1")  # glare
+            expect(count).to_have_text("1")
+
+            # A new review appears without a reload (server-sent events).
+            late = make_header(captured_at=2000.0)
+            edge.publish(wire.Topics().review(late.line, late.camera), wire.encode_review(late, jpeg), qos=1)
+            expect(count).to_have_text("2")
+            browser.close()
+
+        with got:
+            assert got.wait_for(lambda: len(verdicts) >= 2, 10)
+        assert [(v.review_id, v.verdict, v.kind, v.user) for v in verdicts] == [
+            (headers[0].id, "real_fault", "crack", OPERATOR[0]), (headers[1].id, "not_defect", "glare", OPERATOR[0])]
+    finally:
+        edge.disconnect()
+        edge.loop_stop()
+        server.stop()
