@@ -69,7 +69,7 @@ def run(model_dir: Path | None = None, parts: int = 3000, rate_hz: float = 100.0
         say(f"phase 3: {rate_parts} parts at {rate_hz:.0f} parts/s")
         paced = _phase(base, camera, SoftwareTrigger(rate_hz), rate_parts, backpressure=False)
         lat = np.array(paced["latencies"]) * 1000.0
-        reviews = fast["reviews"] + paced["reviews"]
+        reviews = fast["reviews"] | paced["reviews"]
         delivered = sink.wait_for(reviews, timeout=30)
         result = {
             "parts_per_s": round(fast["parts_per_s"], 1),

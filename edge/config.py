@@ -35,11 +35,13 @@ class ModelSection:
     seed_builtin: bool = True  # install the built-in model when the registry is empty
     threads: int = 1  # onnxruntime intra-op threads; 1 leaves the other core to capture
     spinning: bool = False  # busy-wait threads burn a core between parts
+    opencv_threads: int = 1  # OpenCV's pool would compete with inference for the other core
     roi: tuple[int, int, int, int] | None = None  # x, y, w, h in pixels; overrides the manifest
     warmup: int = 3
 
     def __post_init__(self) -> None:
         check_range("threads", self.threads, 1, 64)
+        check_range("opencv_threads", self.opencv_threads, 1, 64)
         check_range("warmup", self.warmup, 0, 1000)
         if self.roi is not None and (min(self.roi[:2]) < 0 or min(self.roi[2:]) <= 0):
             raise field_error("roi", f"must be [x, y, w, h] with x, y >= 0 and w, h > 0, got {list(self.roi)}")

@@ -155,6 +155,11 @@ class Detector:
     def score(self, image: np.ndarray) -> float:
         return self.infer(self.preprocess(image))
 
+    def crop(self, image: np.ndarray) -> np.ndarray:
+        """The region of the frame the model inspects (a view, not a copy): what a reviewer needs to see."""
+        rows, cols = self._crop(image.shape[0], image.shape[1])
+        return image[rows, cols]
+
     def _crop(self, height: int, width: int) -> tuple[slice, slice]:
         cached = self._crop_cache  # one read: another thread may replace it, never mutate it
         if cached is not None and cached[0] == (height, width):

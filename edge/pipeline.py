@@ -49,6 +49,8 @@ class ScoringModel(Protocol):
 
     def infer(self, tensor: np.ndarray) -> float: ...
 
+    def crop(self, image: np.ndarray) -> np.ndarray: ...
+
 
 class ReviewStore(Protocol):
     def put(self, header: wire.ReviewHeader, jpeg: bytes) -> None: ...
@@ -64,7 +66,7 @@ class _Job:
 
 @dataclass
 class _ReviewJob:
-    frame: Frame
+    image: np.ndarray  # the inspected region of the frame
     decision: Decision
     thresholds: dict[str, float]
 
@@ -117,7 +119,8 @@ class Pipeline:
             t.join(timeout)
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Wait until max_parts parts are decided (or the pipeline stopped)."""
+        """Wait until the line stopped (max_parts reached or stop()), every part is decided and
+        every review is in the outbox."""
         return self.finished.wait(timeout)
 
     @property
@@ -178,7 +181,6 @@ class Pipeline:
                 self._inspect(job)
         finally:
             self._reviews.put(None)
-            self.finished.set()
 
     def _inspect(self, job: _Job) -> None:
         frame = job.frame
@@ -235,9 +237,14 @@ class Pipeline:
     def _queue_review(self, frame: Frame, decision: Decision) -> None:
         if self.outbox is None:
             return
+        model = self.detector
         try:
-            pb, ra = self._thresholds(self.detector)
-            self._reviews.put_nowait(_ReviewJob(frame, decision, {"pass_below": pb, "reject_above": ra}))
+            image = model.crop(frame.image)
+        except (EdgeError, ValueError):
+            image = frame.image  # a frame too small for the ROI is still worth a look
+        try:
+            pb, ra = self._thresholds(model)
+            self._reviews.put_nowait(_ReviewJob(image, decision, {"pass_below": pb, "reject_above": ra}))
             self.reviews_queued += 1
             self.metrics.reviews.labels(decision.review).inc()
         except queue.Full:
@@ -250,23 +257,26 @@ class Pipeline:
 
     # ------------------------------------------------------------------ review thread
     def _review_loop(self) -> None:
-        while True:
-            job = self._reviews.get()
-            if job is None:
-                return
-            self._store_review(job)
+        try:
+            while True:
+                job = self._reviews.get()
+                if job is None:
+                    return
+                self._store_review(job)
+        finally:
+            self.finished.set()  # every part decided and every review durable
 
     def _store_review(self, job: _ReviewJob) -> None:
-        d, frame = job.decision, job.frame
-        ok, buf = cv2.imencode(".jpg", frame.image, [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
+        d, image = job.decision, job.image
+        ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
         if not ok:
             self._review_dropped(d, "JPEG encoding failed")
             return
-        h, w = frame.image.shape[:2]
+        h, w = image.shape[:2]
         header = wire.ReviewHeader(
             id=wire.new_review_id(), part_id=d.part_id, line=self.line, camera=self.camera_name,
             captured_at=d.captured_at, model=d.model, score=d.score, band=d.band, action_taken=d.action,
-            reason=d.review or "uncertain", thresholds=job.thresholds, quality=quality_hints(frame.image),
+            reason=d.review or "uncertain", thresholds=job.thresholds, quality=quality_hints(image),
             detail=d.fail_safe, width=w, height=h)
         try:
             self.outbox.put(header, buf.tobytes())  # type: ignore[union-attr]

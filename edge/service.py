@@ -12,6 +12,8 @@ import threading
 import time
 from typing import Any
 
+import cv2
+
 from edge.config import EdgeConfig
 from edge.decision import Decision
 from edge.detector import Detector
@@ -32,6 +34,7 @@ class EdgeService:
     def __init__(self, cfg: EdgeConfig, *, camera: Camera | None = None, trigger: Trigger | None = None,
                  actuator: Actuator | None = None, max_parts: int | None = None, backpressure: bool = False):
         self.cfg = cfg
+        cv2.setNumThreads(cfg.model.opencv_threads)  # process-wide: capture and preprocessing share it
         self.metrics = EdgeMetrics()
         self.registry = Registry(cfg.registry_dir)
         self.detector = self._load_current_model()

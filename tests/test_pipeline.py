@@ -79,7 +79,7 @@ def test_late_decisions_fail_safe_to_reject(tmp_path):
 
 
 def test_a_model_emitting_nan_fails_safe_with_an_alarm(tmp_path):
-    det = make_detector(tmp_path, model_bytes=constant_model_bytes(math.nan))
+    det = Detector.load(build_version(tmp_path / "models", "1.0.0", model_bytes=constant_model_bytes(math.nan)), warmup=0)
     p, actuator, decisions, _ = run_pipeline(det, 10, tmp_path)
     assert_one_decision_each(10, actuator, decisions)
     assert {(d.action, d.fail_safe) for d in decisions} == {("REJECT", "model-error")}
