@@ -60,6 +60,8 @@ def register_bench(bench_sub: argparse._SubParsersAction) -> None:
     b.add_argument("--items", type=int, default=100_000, help="stored items for the page and verdict timings")
     b.add_argument("--ingest", type=int, default=2000, help="reviews to send through the broker")
     b.add_argument("--image-kb", type=int, default=100)
+    b.add_argument("--pages", type=int, default=200, help="review page loads timed")
+    b.add_argument("--verdicts", type=int, default=300, help="verdicts timed")
     b.set_defaults(func=cmd_bench)
 
 

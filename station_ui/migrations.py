@@ -126,6 +126,20 @@ def m003_edge_status(db: Database) -> None:
     """)
 
 
+@migrations()
+def m004_queue_indexes_and_sources(db: Database) -> None:
+    # The review page must stay fast with 100,000 waiting items: counts and filters
+    # come from covering partial indexes and a small table of known line/camera pairs.
+    _run(db, """
+    CREATE INDEX ix_reviews_queue_line ON reviews(line, captured_at) WHERE open = 1;
+    CREATE INDEX ix_reviews_queue_cam ON reviews(camera, captured_at) WHERE open = 1;
+    CREATE INDEX ix_reviews_queue_lc ON reviews(line, camera, captured_at) WHERE open = 1;
+    CREATE INDEX ix_reviews_queue_user ON reviews(first_user) WHERE open = 1 AND first_user IS NOT NULL;
+    CREATE TABLE sources (line TEXT NOT NULL, camera TEXT NOT NULL, PRIMARY KEY (line, camera));
+    INSERT OR IGNORE INTO sources (line, camera) SELECT DISTINCT line, camera FROM reviews;
+    """)
+
+
 def _run(db: Database, script: str) -> None:
     """Run statements one by one: executescript() would COMMIT the migration's transaction."""
     buf = ""

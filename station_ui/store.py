@@ -129,6 +129,8 @@ class Store:
                      h.reason, json.dumps(h.thresholds), json.dumps(h.quality), h.detail, h.width, h.height,
                      image_path, nbytes, now))
                 out.append(cur.rowcount == 1)
+                if cur.rowcount == 1:
+                    conn.execute("INSERT OR IGNORE INTO sources (line, camera) VALUES (?, ?)", (h.line, h.camera))
         return out
 
     def insert_review(self, header: wire.ReviewHeader, image_path: str, image_bytes: int = 0) -> bool:
@@ -158,19 +160,25 @@ class Store:
         return " AND ".join(where), args
 
     def queue_stats(self, line: str | None = None, camera: str | None = None, user: str | None = None) -> QueueStats:
-        where, args = self._queue_where(line, camera, user)
-        count, oldest = self.conn.execute(f"SELECT count(*), min(captured_at) FROM reviews WHERE {where}", args).fetchone()
-        return QueueStats(count, oldest)
+        # count(*) over a covering partial index, minus this user's own items awaiting a
+        # second reviewer (a small index): a filter on first_user would visit every row.
+        where, args = self._queue_where(line, camera, None)
+        count = self.conn.execute(f"SELECT count(*) FROM reviews WHERE {where}", args).fetchone()[0]
+        if user and count:
+            count -= self.conn.execute(f"SELECT count(*) FROM reviews WHERE {where} AND first_user = ?",
+                                       [*args, user]).fetchone()[0]
+        rows = self.next_items(user, line, camera)
+        return QueueStats(count, rows[0]["captured_at"] if rows else None)
 
     def next_items(self, user: str | None = None, line: str | None = None, camera: str | None = None,
                    limit: int = 1, offset: int = 0) -> list[sqlite3.Row]:
         where, args = self._queue_where(line, camera, user)
-        return self.conn.execute(f"SELECT * FROM reviews WHERE {where} ORDER BY captured_at, id LIMIT ? OFFSET ?",
+        return self.conn.execute(f"SELECT * FROM reviews WHERE {where} ORDER BY captured_at LIMIT ? OFFSET ?",
                                  [*args, limit, offset]).fetchall()
 
     def queue_filters(self) -> tuple[list[str], list[str]]:
-        lines = [r[0] for r in self.conn.execute("SELECT DISTINCT line FROM reviews WHERE open = 1 ORDER BY line")]
-        cams = [r[0] for r in self.conn.execute("SELECT DISTINCT camera FROM reviews WHERE open = 1 ORDER BY camera")]
+        lines = [r[0] for r in self.conn.execute("SELECT DISTINCT line FROM sources ORDER BY line")]
+        cams = [r[0] for r in self.conn.execute("SELECT DISTINCT camera FROM sources ORDER BY camera")]
         return lines, cams
 
     # --------------------------------------------------------------- verdicts

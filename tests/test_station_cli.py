@@ -1,0 +1,45 @@
+"""`qc station add-user / add-token` and `qc bench station` through the real argument parsers."""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+
+from qcloop.cli import main
+from station_ui import accounts
+from station_ui.cli import register_bench
+from station_ui.config import load_config
+from station_ui.store import Store
+
+
+def write_config(tmp_path, production=False):
+    path = tmp_path / "station.toml"
+    path.write_text(f'[station]\ndata_dir = "data"\nproduction = {str(production).lower()}\n[mqtt]\nenabled = false\n')
+    return path
+
+
+def test_add_user_from_stdin_and_token_printed_once(tmp_path, monkeypatch, capsys):
+    cfg_path = write_config(tmp_path, production=True)
+    monkeypatch.setattr("sys.stdin", io.StringIO("a-long-password\n"))
+    assert main(["station", "add-user", "erik", "--role", "engineer", "--password-stdin", "--config", str(cfg_path)]) == 0
+    monkeypatch.setattr("sys.stdin", io.StringIO("1234\n"))  # a known default PIN, refused in production
+    assert main(["station", "add-user", "olga", "--role", "operator", "--password-stdin", "--config", str(cfg_path)]) == 2
+    assert "known default" in capsys.readouterr().err
+    assert main(["station", "add-token", "trainer", "--config", str(cfg_path)]) == 0
+    token = capsys.readouterr().out.strip()
+    store = Store(load_config(cfg_path).db_path)
+    assert accounts.authenticate(store, "erik", "a-long-password").role == "engineer"
+    assert accounts.get_user(store, "olga") is None
+    assert accounts.check_token(store, token) == "trainer"
+    assert token not in (tmp_path / "data" / "station.db").read_bytes().decode("latin-1")  # only its hash is kept
+
+
+def test_bench_station_prints_the_figures(capsys):
+    parser = argparse.ArgumentParser()
+    register_bench(parser.add_subparsers())
+    args = parser.parse_args(["station", "--json", "--items", "500", "--ingest", "20", "--image-kb", "20", "--pages", "20", "--verdicts", "20"])
+    assert args.func(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["items"] == 500 and out["ingest_stored"] == 20
+    for key in ("ingest_per_s", "queue_page_ms_p95", "verdict_ms_p99"):
+        assert out[key] > 0
