@@ -32,6 +32,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     check.add_argument("config", type=Path)
     check.set_defaults(func=cmd_check_config)
 
+    rb = cmds.add_parser("rollback", help="return to the previous model version (a running edge follows within a second)")
+    rb.add_argument("--config", type=Path, default=EXAMPLE)
+    rb.set_defaults(func=cmd_rollback)
+
     ob = cmds.add_parser("outbox", help="show what waits in the outbox for the station's ack")
     ob.add_argument("--config", type=Path, default=EXAMPLE)
     ob.set_defaults(func=cmd_outbox)
@@ -48,6 +52,18 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         for key, value in values.items():
             print(f"  {key} = {value!r}")
     print(f"{args.config}: OK")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from edge.config import load_config
+    from models.registry import Registry
+
+    cfg = load_config(args.config)
+    registry = Registry(cfg.registry_dir)
+    before = registry.current_version()
+    after = registry.rollback(reason="qc edge rollback")
+    print(f"{registry.root}: model {before} -> {after}")
     return 0
 
 

@@ -38,8 +38,12 @@ class ModelSection:
     opencv_threads: int = 1  # OpenCV's pool would compete with inference for the other core
     roi: tuple[int, int, int, int] | None = None  # x, y, w, h in pixels; overrides the manifest
     warmup: int = 3
+    public_key: Path | None = None  # the trainer's Ed25519 public key: new models must carry its signature
+    allow_unsigned: bool = False  # accept announced models without a signature (never in production)
+    follow_registry_s: float = 1.0  # how often a running edge checks CURRENT (e.g. after qc edge rollback)
 
     def __post_init__(self) -> None:
+        check_range("follow_registry_s", self.follow_registry_s, 0.05, 60)
         check_range("threads", self.threads, 1, 64)
         check_range("opencv_threads", self.opencv_threads, 1, 64)
         check_range("warmup", self.warmup, 0, 1000)
@@ -171,7 +175,8 @@ def load_config(path: str | Path) -> EdgeConfig:
 def resolve_paths(cfg: EdgeConfig, base: Path) -> EdgeConfig:
     fix = lambda p: None if p is None else configfile.resolve_path(base, p)  # noqa: E731
     edge = replace(cfg.edge, data_dir=fix(cfg.edge.data_dir))
-    model = replace(cfg.model, registry=fix(cfg.model.registry) if str(cfg.model.registry) not in ("", ".") else Path(""))
+    model = replace(cfg.model, registry=fix(cfg.model.registry) if str(cfg.model.registry) not in ("", ".") else Path(""),
+                    public_key=fix(cfg.model.public_key))
     mqtt = replace(cfg.mqtt, password_file=fix(cfg.mqtt.password_file), ca_file=fix(cfg.mqtt.ca_file),
                    cert_file=fix(cfg.mqtt.cert_file), key_file=fix(cfg.mqtt.key_file))
     camera = cfg.camera

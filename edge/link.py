@@ -38,6 +38,8 @@ class EdgeLink:
         self.connected = threading.Event()
         self.on_ack = on_ack
         self.on_connect_hooks: list[Callable[[], None]] = []
+        # topic -> handler(payload); subscribed with QoS 1 on every (re)connect.
+        self._handlers: dict[str, Callable[[bytes], None]] = {self.topics.review_ack(line): self._on_ack_payload}
         self.acks_received = 0
         self.bad_messages = 0
         self._status: dict[str, Any] = {"state": "starting"}
@@ -80,7 +82,8 @@ class EdgeLink:
         if reason_code != 0:
             log.error("broker %s:%s refused the connection: %s", self.cfg.host, self.cfg.port, reason_code)
             return
-        client.subscribe(self.topics.review_ack(self.line), qos=1)
+        for topic in list(self._handlers):
+            client.subscribe(topic, qos=1)
         self.connected.set()
         log.info("connected to broker %s:%s", self.cfg.host, self.cfg.port)
         self.publish_status(self._status)
@@ -92,13 +95,24 @@ class EdgeLink:
             log.warning("lost the broker connection (%s); reconnecting", reason_code)
         self.connected.clear()
 
+    def subscribe(self, topic: str, handler: Callable[[bytes], None]) -> None:
+        """Call handler(payload) for each message on topic (exact name), from now and after reconnects."""
+        self._handlers[topic] = handler
+        if self.connected.is_set():
+            self.client.subscribe(topic, qos=1)
+
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        handler = self._handlers.get(msg.topic)
+        if handler is None:
+            return
         try:
-            ack = wire.ReviewAck.decode(msg.payload)
+            handler(msg.payload)
         except WireError as exc:
             self.bad_messages += 1
             log.warning("ignoring a bad message on %s: %s", msg.topic, exc)
-            return
+
+    def _on_ack_payload(self, payload: bytes) -> None:
+        ack = wire.ReviewAck.decode(payload)
         self.acks_received += 1
         if ack.stored and self.on_ack:
             self.on_ack(ack.id)

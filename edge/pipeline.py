@@ -102,6 +102,7 @@ class Pipeline:
         self.reviews_queued = 0
         self.reviews_dropped = 0
         self.last_decision_mono = 0.0
+        self.last_frame: Frame | None = None  # for a new model's self-test on a real frame
         self.finished = threading.Event()
 
     # ------------------------------------------------------------------ lifecycle
@@ -156,6 +157,7 @@ class Pipeline:
             self._finish(stub, fail_safe("camera-fault", has_frame=False), None, "")
             return
         self.metrics.alarms.clear("camera")
+        self.last_frame = frame
         model = self.detector
         job = _Job(frame, model, None)
         try:

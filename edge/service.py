@@ -21,6 +21,7 @@ from edge.link import EdgeLink, ReviewSender
 from edge.metrics import EdgeMetrics, MetricsServer
 from edge.outbox import Outbox
 from edge.pipeline import Pipeline
+from edge.watcher import ModelWatcher
 from hardware.base import Actuator, Camera, Trigger
 from hardware.factory import make_actuator, make_camera, make_trigger
 from models import builtin
@@ -60,6 +61,13 @@ class EdgeService:
             self.pipeline.review_listeners.append(lambda header: self.sender.wake())
         if self.link and cfg.mqtt.publish_results:
             self.pipeline.listeners.append(self._publish_result)
+        m = cfg.model
+        self.watcher = ModelWatcher(
+            self.registry, self.pipeline, self.metrics,
+            load=lambda d: Detector.load(d, threads=m.threads, spinning=m.spinning, roi=m.roi, warmup=m.warmup),
+            public_key_path=m.public_key, allow_unsigned=m.allow_unsigned, poll_s=m.follow_registry_s)
+        if self.link:
+            self.link.subscribe(self.link.topics.model(cfg.edge.line), self.watcher.on_announcement)
         self.http: MetricsServer | None = None
         if cfg.metrics.port:
             self.http = MetricsServer(self.metrics, self.health, cfg.metrics.host, cfg.metrics.port)
@@ -91,9 +99,11 @@ class EdgeService:
             self.link.start()
             self.sender.start()  # type: ignore[union-attr]
         self.pipeline.start()
+        self.watcher.start()
         self._status_thread.start()
 
     def stop(self) -> None:
+        self.watcher.stop()
         self.pipeline.stop()
         self._stop.set()
         if self.sender:

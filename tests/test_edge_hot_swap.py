@@ -1,0 +1,148 @@
+"""A running edge takes a new signed model between two parts, refuses bad ones, and rolls back."""
+import dataclasses
+import functools
+import hashlib
+import http.server
+import threading
+import time
+from dataclasses import replace
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from edge.config import load_config
+from edge.service import EdgeService
+from hardware.actuators import SimulatedActuator
+from models.manifest import load_manifest, write_manifest
+from models.onnx_build import constant_model_bytes
+from models.registry import Registry
+from models.signing import generate_keypair, load_private_key, sign
+from qcloop import wire
+from tests.models_support import build_version
+from tests.test_edge_service import write_config
+
+
+@pytest.fixture
+def model_server(tmp_path):
+    """The trainer's side: a signing key, a registry, and an HTTP server over it."""
+    generate_keypair(tmp_path / "trainer.key", tmp_path / "trainer.pub")
+    root = tmp_path / "published"
+    root.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield {"root": root, "key": load_private_key(tmp_path / "trainer.key"), "pub": tmp_path / "trainer.pub",
+           "url": f"http://127.0.0.1:{server.server_address[1]}"}
+    server.shutdown()
+
+
+def publish(model_server, version, score, tamper=False, signed=True):
+    d = build_version(model_server["root"], version, model_bytes=constant_model_bytes(score), thresholds=(0.3, 0.7))
+    m = load_manifest(d / "manifest.json")
+    if signed:
+        m = sign(m, model_server["key"])
+    if tamper:
+        m = dataclasses.replace(m, thresholds=dataclasses.replace(m.thresholds, reject_above=0.99))
+    write_manifest(d / "manifest.json", m)
+    raw = (d / "manifest.json").read_bytes()
+    return wire.ModelAnnouncement(version, f"{model_server['url']}/{version}/manifest.json",
+                                  hashlib.sha256(raw).hexdigest(), m.signature)
+
+
+def announce(broker, ann):
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="trainer")
+    c.connect(broker.host, broker.port)
+    c.loop_start()
+    c.publish(wire.Topics().model("L1"), ann.encode(), qos=1, retain=True).wait_for_publish(5)
+    c.disconnect()
+    c.loop_stop()
+
+
+def running_edge(tmp_path, broker, model_server, rate_hz=100.0):
+    cfg = load_config(write_config(tmp_path, broker))
+    cfg = replace(cfg, trigger=replace(cfg.trigger, rate_hz=rate_hz),
+                  model=replace(cfg.model, public_key=model_server["pub"], follow_registry_s=0.1),
+                  decision=replace(cfg.decision, deadline_ms=1000))
+    actuator = SimulatedActuator()
+    service = EdgeService(cfg, actuator=actuator)
+    decisions = []
+    service.pipeline.listeners.append(decisions.append)
+    service.start()
+    assert service.link.connected.wait(10)
+    return service, actuator, decisions
+
+
+def wait_until(predicate, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def test_new_signed_model_goes_live_under_a_running_line_with_no_part_missed(tmp_path, broker, model_server):
+    service, actuator, decisions = running_edge(tmp_path, broker, model_server)
+    try:
+        assert wait_until(lambda: len(decisions) > 30)
+        announce(broker, publish(model_server, "2.0.0", score=0.95))
+        assert wait_until(lambda: any(d.model == "2.0.0" for d in decisions))
+        n = len(decisions)
+        assert wait_until(lambda: len(decisions) > n + 30)
+    finally:
+        service.stop()
+    models = [d.model for d in decisions]
+    k = models.index("2.0.0")
+    assert set(models[:k]) == {"1.0.0"} and set(models[k:]) == {"2.0.0"}  # one clean switch between parts
+    assert all(d.action == "REJECT" and not d.fail_safe for d in decisions[k:])
+    ids = [c[0] for c in actuator.calls]
+    assert len(ids) == len(set(ids)) == service.pipeline.triggered  # no part missed, none decided twice
+    assert not any(d.fail_safe for d in decisions)
+    swap = service.watcher.swaps[0]
+    assert swap["version"] == "2.0.0" and "first_part_ms" in swap
+    assert Registry(service.registry.root).current_version() == "2.0.0"
+
+
+@pytest.mark.parametrize("kind, why", [
+    ("tampered", "does not match"),
+    ("unsigned", "unsigned"),
+    ("older", "older than the running"),
+    ("bad-hash", "sha256"),
+])
+def test_bad_models_are_refused_and_the_running_one_is_kept(tmp_path, broker, model_server, kind, why):
+    service, actuator, decisions = running_edge(tmp_path, broker, model_server)
+    try:
+        if kind == "tampered":
+            ann = publish(model_server, "2.0.0", 0.95, tamper=True)
+        elif kind == "unsigned":
+            ann = publish(model_server, "2.0.0", 0.95, signed=False)
+        elif kind == "older":
+            ann = publish(model_server, "0.9.0", 0.95)
+        else:
+            ann = dataclasses.replace(publish(model_server, "2.0.0", 0.95), sha256="0" * 64)
+        announce(broker, ann)
+        assert wait_until(lambda: service.watcher.refused)
+        assert why in service.watcher.refused[0]
+        assert "model-refused" in service.metrics.alarms.active()
+        n = len(decisions)
+        assert wait_until(lambda: len(decisions) > n + 10)
+    finally:
+        service.stop()
+    assert {d.model for d in decisions} == {"1.0.0"}
+    assert service.registry.current_version() == "1.0.0"
+
+
+def test_rollback_returns_a_running_edge_to_the_previous_model(tmp_path, broker, model_server):
+    service, actuator, decisions = running_edge(tmp_path, broker, model_server)
+    try:
+        announce(broker, publish(model_server, "2.0.0", score=0.95))
+        assert wait_until(lambda: any(d.model == "2.0.0" for d in decisions))
+        Registry(service.registry.root).rollback(reason="test")  # as `qc edge rollback` does
+        n = len(decisions)
+        assert wait_until(lambda: len(decisions) > n and decisions[-1].model == "1.0.0")
+    finally:
+        service.stop()
+    assert service.registry.current_version() == "1.0.0"
+    ids = [c[0] for c in actuator.calls]
+    assert len(ids) == len(set(ids)) == service.pipeline.triggered
