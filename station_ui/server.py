@@ -52,13 +52,15 @@ class StationServer:
             self.stop()
 
     def stop(self) -> None:
+        # End the event streams, let the worker threads finish their responses, and only
+        # then close the sockets: closing first leaves workers writing to a closed trigger.
         self.hub.close()
         try:
+            self.server.task_dispatcher.shutdown(timeout=5)
             for channel in list(self.server._map.values()):
                 if channel is not self.server:
-                    channel.handle_close() if hasattr(channel, "handle_close") else channel.close()
+                    channel.close()
             self.server.close()
-            self.server.task_dispatcher.shutdown(timeout=5)
         except Exception:  # closing half-closed sockets at exit must not hide the real outcome
             log.debug("error while closing the web server", exc_info=True)
         if self._thread:
