@@ -93,3 +93,19 @@ def test_garbage_is_counted_and_ingest_keeps_working(station, broker):
     assert ing.stats()["rejected"] == 4 and ing.stats()["stored"] == 1
     assert Store(cfg.db_path, migrate=False).has_review(good.id)
     edge.close()
+
+
+def test_reviews_sent_while_station_is_down_arrive_after_restart(tmp_path, broker):
+    cfg = config_for(tmp_path / "st", mqtt={"host": broker.host, "port": broker.port, "client_id": "st-persist"})
+    Store(cfg.db_path).close()
+    Ingest(cfg).start().stop()  # the broker now holds a persistent session for this client id
+    edge = Edge(broker)
+    h = make_header()
+    edge.send(wire.encode_review(h, make_jpeg(5)))  # nobody is listening right now
+    ing = Ingest(cfg).start()
+    try:
+        assert edge.wait_acks(1) and edge.acks == [h.id]
+        assert Store(cfg.db_path, migrate=False).has_review(h.id)
+    finally:
+        ing.stop()
+        edge.close()
