@@ -1,0 +1,136 @@
+"""Threshold calibration on validation scores: ``pass_below`` and ``reject_above`` from budgets.
+
+Priorities, highest first:
+
+1. Escape budget (default 0.5 % of defects may pass). ``pass_below`` is the highest
+   threshold at which at most ``floor(budget * defects)`` validation defects score
+   below it. It is never traded away.
+2. Review budget (default 5 % of parts in the uncertain band). ``reject_above``
+   starts where good parts stop being rejected beyond the false-reject budget; if
+   that band is too wide for the review budget, ``reject_above`` comes down until
+   it fits, and what no longer goes to review is rejected -- the safe side, paid
+   for in false rejects, which the report names.
+3. False-reject budget (default 1 % of good parts rejected): met when 1 and 2 allow.
+
+Thresholds sit halfway between neighbouring validation scores rather than on one,
+so a part scoring like its nearest validation example lands on the same side.
+With few validation defects the observed escape rate says little, so the 95 %
+upper bound on it is reported beside it.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from training.errors import CalibrationError
+from training.metrics import binomial_upper, decision_rates
+
+
+@dataclass(frozen=True)
+class Calibration:
+    pass_below: float
+    reject_above: float
+    escape_rate: float  # share of validation defects passed
+    escape_rate_upper95: float
+    review_rate: float  # share of validation parts in the band
+    false_reject_rate: float  # share of validation good parts rejected
+    escape_budget: float
+    review_budget: float
+    false_reject_budget: float
+    met: dict  # budget name -> bool
+    note: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def calibrate(scores, labels, escape_budget: float = 0.005, review_budget: float = 0.05,
+              false_reject_budget: float = 0.01, prevalence: float | None = None) -> Calibration:
+    """Choose thresholds on validation ``scores`` (0..1) with ``labels`` (1 = defect)."""
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    y = np.asarray(labels).reshape(-1)
+    if s.shape != y.shape:
+        raise CalibrationError(f"scores ({s.size}) and labels ({y.size}) differ in length")
+    if s.size == 0 or not np.all(np.isfinite(s)) or s.min() < 0 or s.max() > 1:
+        raise CalibrationError("scores must be a non-empty array of finite values in [0, 1]")
+    if not set(np.unique(y).tolist()) <= {0, 1}:
+        raise CalibrationError(f"labels must be 0 (good) or 1 (defect), got {sorted(set(np.unique(y).tolist()))}")
+    for name, value in (("escape_budget", escape_budget), ("review_budget", review_budget),
+                        ("false_reject_budget", false_reject_budget)):
+        if not 0.0 <= value < 1.0:
+            raise CalibrationError(f"{name} must be in [0, 1), got {value}")
+    y = y.astype(bool)
+    defects, good = np.sort(s[y]), np.sort(s[~y])
+    if defects.size == 0 or good.size == 0:
+        raise CalibrationError(f"calibration needs both classes; got {defects.size} defects and {good.size} good parts")
+
+    # 1. pass_below: up to k defects may score below it.
+    k = int(math.floor(escape_budget * defects.size + 1e-9))
+    pass_below = _between(defects[k - 1] if k > 0 else None, defects[k], s)
+
+    # 2. reject_above from the false-reject budget: up to m good parts may score at or above it.
+    m = int(math.floor(false_reject_budget * good.size + 1e-9))
+    top = good.size - 1 - m  # the highest good score that must not be rejected
+    reject_above = max(pass_below, _above(good[top], s)) if top >= 0 else pass_below
+    notes = []
+    band = _share_in_band(s, y, pass_below, reject_above, prevalence)
+    if band > review_budget:
+        # Lower reject_above until the band fits; ties can force a little under the budget.
+        above = np.sort(s[(s >= pass_below) & (s < reject_above)])
+        allowed = int(math.floor(review_budget * s.size + 1e-9)) if prevalence is None else None
+        if allowed is not None:
+            reject_above = pass_below if allowed == 0 else _above(above[min(allowed, above.size) - 1], s)
+            while reject_above > pass_below and _share_in_band(s, y, pass_below, reject_above, prevalence) > review_budget:
+                reject_above = _below_value(reject_above, s, pass_below)
+        else:
+            while _share_in_band(s, y, pass_below, reject_above, prevalence) > review_budget:
+                reject_above = _below_value(reject_above, s, pass_below)
+        notes.append("review budget too small for the false-reject budget: the uncertain band was narrowed "
+                     "and the parts above it are rejected")
+    rates = decision_rates(s, y, pass_below, reject_above, prevalence)
+    met = {"escape": rates["escape_rate"] <= escape_budget + 1e-12,
+           "review": rates["review_rate"] <= review_budget + 1e-12,
+           "false_reject": rates["false_reject_rate"] <= false_reject_budget + 1e-12}
+    upper = binomial_upper(rates["escapes"], rates["defects"])
+    if upper > escape_budget:
+        notes.append(f"{rates['defects']} validation defects cannot show an escape rate under {escape_budget} "
+                     f"with 95 % confidence (upper bound {upper:.4f}); more defect examples would")
+    return Calibration(pass_below=pass_below, reject_above=reject_above, escape_rate=rates["escape_rate"],
+                       escape_rate_upper95=upper, review_rate=rates["review_rate"],
+                       false_reject_rate=rates["false_reject_rate"], escape_budget=escape_budget,
+                       review_budget=review_budget, false_reject_budget=false_reject_budget, met=met,
+                       note="; ".join(notes))
+
+
+def _share_in_band(s, y, lo, hi, prevalence) -> float:
+    return decision_rates(s, y, lo, hi, prevalence)["review_rate"]
+
+
+def _between(lower: float | None, upper: float, s: np.ndarray) -> float:
+    """A threshold t with lower < t <= upper: midway to the highest score below ``upper``."""
+    below = s[s < upper]
+    if lower is not None:
+        below = below[below >= lower]
+    if below.size == 0:
+        return float(upper)
+    return float((below.max() + upper) / 2.0)
+
+
+def _above(value: float, s: np.ndarray) -> float:
+    """A threshold just above ``value``: midway to the next higher score, or above it within [0, 1]."""
+    higher = s[s > value]
+    if higher.size:
+        return float((value + higher.min()) / 2.0)
+    return float(min(1.0, value + max(1e-6, (1.0 - value) / 2.0))) if value < 1.0 else 1.0
+
+
+def _below_value(threshold: float, s: np.ndarray, floor: float) -> float:
+    """The next lower candidate threshold (halfway below the next score under ``threshold``)."""
+    lower = s[(s < threshold) & (s >= floor)]
+    if lower.size == 0:
+        return floor
+    v = lower.max()
+    below = s[s < v]
+    return float(max(floor, (v + below.max()) / 2.0)) if below.size else float(max(floor, v))

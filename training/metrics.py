@@ -1,0 +1,84 @@
+"""Score metrics shared by training, calibration and (later) the gate: AUROC, accuracy, decision rates.
+
+Rates follow the edge's decision rule (edge.decision): score < pass_below passes,
+score >= reject_above is rejected, the band between goes to review.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve (Mann-Whitney, ties count half); NaN when a class is missing."""
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    y = np.asarray(labels).reshape(-1).astype(bool)
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(s, kind="mergesort")
+    ranks = np.empty(len(s), dtype=np.float64)
+    sorted_s = s[order]
+    # Average ranks over ties.
+    i = 0
+    while i < len(s):
+        j = i
+        while j + 1 < len(s) and sorted_s[j + 1] == sorted_s[i]:
+            j += 1
+        ranks[order[i:j + 1]] = (i + j) / 2.0 + 1.0
+        i = j + 1
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def accuracy(scores: np.ndarray, labels: np.ndarray, threshold: float = 0.5) -> float:
+    s = np.asarray(scores).reshape(-1)
+    if s.size == 0:
+        return float("nan")
+    return float(np.mean((s >= threshold) == np.asarray(labels).reshape(-1).astype(bool)))
+
+
+def decision_rates(scores: np.ndarray, labels: np.ndarray, pass_below: float, reject_above: float,
+                   prevalence: float | None = None) -> dict[str, float]:
+    """escape_rate: share of defects passed; false_reject_rate: share of good parts rejected;
+    review_rate: share of all parts in the band (at ``prevalence`` if given, else as in the data)."""
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    y = np.asarray(labels).reshape(-1).astype(bool)
+    passed, rejected = s < pass_below, s >= reject_above
+    band = ~passed & ~rejected
+    d, g = s[y], s[~y]
+    escape = float(passed[y].mean()) if d.size else float("nan")
+    false_reject = float(rejected[~y].mean()) if g.size else float("nan")
+    if prevalence is None or not d.size or not g.size:
+        review = float(band.mean()) if s.size else float("nan")
+    else:
+        review = prevalence * float(band[y].mean()) + (1 - prevalence) * float(band[~y].mean())
+    return {"escape_rate": escape, "false_reject_rate": false_reject, "review_rate": review,
+            "escapes": int(passed[y].sum()), "defects": int(d.size), "good": int(g.size)}
+
+
+def binomial_upper(k: int, n: int, confidence: float = 0.95) -> float:
+    """One-sided Clopper-Pearson upper bound on a rate seen k times in n (1.0 when n == 0)."""
+    if n <= 0:
+        return 1.0
+    if k >= n:
+        return 1.0
+    alpha = 1.0 - confidence
+
+    def cdf(p: float) -> float:  # P(X <= k) for X ~ Binomial(n, p)
+        if p <= 0:
+            return 1.0
+        if p >= 1:
+            return 0.0
+        lp, lq = math.log(p), math.log1p(-p)
+        return sum(math.exp(math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * lp + (n - i) * lq)
+                   for i in range(k + 1))
+
+    lo, hi = k / n, 1.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if cdf(mid) > alpha:
+            lo = mid
+        else:
+            hi = mid
+    return hi
