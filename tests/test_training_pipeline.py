@@ -1,0 +1,70 @@
+"""Train -> export -> calibrate on a tiny synthetic set; the result loads in the edge and scores alike."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge.detector import Detector
+from hardware.synthetic import PartGenerator
+from models.registry import Registry
+from training.data import ImageSet, fit_input, roi_fractions
+from training.errors import ParityError
+from training.export import export_onnx
+from training.pipeline import build_model
+from training.train import TrainConfig, predict
+
+HW = (48, 48)
+SEED = 11
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    gen = PartGenerator(seed=SEED, defect_rate=0.5)
+    roi = roi_fractions(gen.roi(), gen.width, gen.height)
+    data = ImageSet.from_synthetic(96, HW, seed=SEED, defect_rate=0.5)
+    for i, s in enumerate(data.samples):
+        s.meta["split"] = ("train", "train", "val", "golden")[i % 4]
+    cfg = TrainConfig(epochs=1, batch_size=16, widths=(8, 8, 16), progress=False, seed=SEED)
+    result = build_model(data.dedup(), "1.2.3", cfg, roi=roi, log=None)
+    root = tmp_path_factory.mktemp("registry")
+    where = Registry(root).add(result.manifest, result.model_bytes)
+    return result, where, gen
+
+
+def test_manifest_carries_dataset_calibration_and_parity(built):
+    result, _, _ = built
+    m = result.manifest
+    assert m.input.shape == (1, 1, *HW) and m.input.name == "image" and m.output.name == "score"
+    assert m.thresholds.pass_below == result.calibration.pass_below
+    assert m.dataset["counts"]["val"]["def"] > 0 and len(m.dataset["hash"]) == 64
+    assert m.metrics["parity_max_abs_diff"] < 1e-4 and m.metrics["parity_images"] == 24
+    assert m.metrics["calibration"]["escape_budget"] == 0.005
+    assert m.metrics["infer_ms_1thread"] > 0 and "golden" in m.metrics
+
+
+def test_edge_detector_loads_and_matches_training_scores(built):
+    result, where, gen = built
+    det = Detector.load(where)
+    frames = [gen.render(i)[0] for i in range(200, 206)]
+    edge_scores = np.array([det.score(f) for f in frames])
+    crops = np.stack([fit_input(f, HW, result.manifest.input.roi) for f in frames])
+    train_scores = predict(result.training.model, crops, result.training.norm)
+    assert np.max(np.abs(edge_scores - train_scores)) < 1e-4
+
+
+def test_export_refuses_when_parity_fails(built):
+    result, _, _ = built
+    crops = np.zeros((2, *HW), np.uint8)
+    with pytest.raises(ParityError, match="export refused"):
+        export_onnx(result.training.model, HW, result.training.norm, crops, tolerance=0.0)
+
+
+def test_training_is_reproducible():
+    data = ImageSet.from_synthetic(32, HW, seed=3, defect_rate=0.5)
+    X, y = data.arrays()
+    cfg = TrainConfig(epochs=1, batch_size=16, widths=(8, 8), progress=False, seed=5)
+    from training.train import train
+
+    a = train(X, y, X[:8], y[:8], cfg, log=None)
+    b = train(X, y, X[:8], y[:8], cfg, log=None)
+    np.testing.assert_array_equal(predict(a.model, X, a.norm), predict(b.model, X, b.norm))
