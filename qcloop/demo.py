@@ -25,6 +25,8 @@ def run(args: argparse.Namespace) -> int:
 
     broker = MosquittoBroker(data / "broker", port=args.mqtt_port, persistence=True).start()
     say(f"broker (mosquitto) on {broker.host}:{broker.port}")
+    station, login = start_station(data / "station", broker, args.web_port)
+    say(f"review station: {station.url}  (log in as {login[0]!r}, password {login[1]!r})")
     cfg = load_config(EXAMPLE_EDGE)
     cfg = replace(cfg,
                   edge=replace(cfg.edge, data_dir=data / "edge"),
@@ -51,6 +53,31 @@ def run(args: argparse.Namespace) -> int:
     finally:
         edge.stop()
         print("\r" + status_line(edge.status(state="stopped")), file=sys.stderr)
+        station.stop()
         broker.stop()
         say("stopped cleanly")
     return 0
+
+
+def start_station(data: Path, broker: MosquittoBroker, port: int) -> tuple[object, tuple[str, str]]:
+    """The station on the demo's broker, with a demo reviewer whose password is made once per data dir."""
+    import secrets
+
+    from station_ui import accounts
+    from station_ui.config import config_for
+    from station_ui.server import StationServer
+    from station_ui.store import Store
+
+    cfg = config_for(data, mqtt={"host": broker.host, "port": broker.port, "client_id": "qc-demo-station"},
+                     web={"port": port})
+    pin_file = data / "demo-login.txt"
+    if pin_file.exists():
+        name, pin = pin_file.read_text().split()
+    else:
+        name, pin = "demo", secrets.token_urlsafe(9)  # an engineer: sees review, dashboard and history
+        store = Store(cfg.db_path)
+        accounts.add_user(store, name, "engineer", pin, production=False)
+        store.close()
+        pin_file.write_text(f"{name} {pin}\n")
+        pin_file.chmod(0o600)
+    return StationServer(cfg).start(), (name, pin)

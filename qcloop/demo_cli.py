@@ -19,5 +19,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     demo.add_argument("--parts", type=int, default=None, help="stop after this many parts (default: run until Ctrl-C)")
     demo.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     demo.add_argument("--mqtt-port", type=int, default=0, help="broker port (default: a free port)")
+    demo.add_argument("--web-port", type=int, default=8080, help="review station port (default 8080)")
     demo.add_argument("--metrics-port", type=int, default=9108, help="edge /metrics and /healthz port (0 = off)")
     demo.set_defaults(func=lambda args: __import__("qcloop.demo", fromlist=["run"]).run(args))
