@@ -67,6 +67,14 @@ class Topics:
     def model(self, line: str) -> str:
         return f"{self.prefix}/model/{_level(line)}"
 
+    def retrain_request(self) -> str:
+        """Station -> trainer: an engineer asked for a retrain now."""
+        return f"{self.prefix}/train/request"
+
+    def train_status(self) -> str:
+        """Trainer -> all (retained): what the retraining server is doing, and its last result."""
+        return f"{self.prefix}/train/status"
+
     # Subscriptions used by the station and the trainer.
     def all_reviews(self, line: str = "+") -> str:
         return f"{self.prefix}/{line}/+/review"
@@ -306,3 +314,27 @@ class ModelAnnouncement:
             if not isinstance(obj.get(key), str) or not obj[key]:
                 raise WireError(f"model announcement lacks a string {key!r}")
         return cls(obj["version"], obj["manifest_url"], obj["sha256"], str(obj.get("signature", "")))
+
+
+@dataclass(frozen=True)
+class RetrainRequest:
+    """Station -> trainer: retrain now (engineers only; the station checks the role)."""
+
+    user: str
+    time: float
+    line: str = ""  # "" = every line the trainer serves
+    station: str = ""
+    reason: str = ""
+
+    def encode(self) -> bytes:
+        return dumps(asdict(self))
+
+    @classmethod
+    def decode(cls, payload: bytes) -> "RetrainRequest":
+        obj = loads(payload, "retrain request")
+        if not isinstance(obj.get("user"), str) or not obj["user"]:
+            raise WireError("retrain request needs the requesting 'user'")
+        if isinstance(obj.get("time"), bool) or not isinstance(obj.get("time"), (int, float)):
+            raise WireError("retrain request needs a numeric 'time'")
+        return cls(user=obj["user"], time=float(obj["time"]), line=str(obj.get("line", "")),
+                   station=str(obj.get("station", "")), reason=str(obj.get("reason", "")))
