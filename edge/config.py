@@ -3,7 +3,7 @@
 Loaded with qcloop.configfile, so an unknown key, a wrong type or an out-of-range
 value stops the edge with a message naming the file and the key. Paths are resolved
 relative to the config file. Secrets are never in the file: the MQTT password is
-read from an environment variable or a file named here.
+read from an environment variable or a file named here (qcloop.mqttconn).
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from typing import Literal
 from hardware.config import ActuatorConfig, CameraConfig, TriggerConfig
 from qcloop import configfile
 from qcloop.configfile import check_range, field_error
+from qcloop.mqttconn import BrokerSettings
 
 
 @dataclass(frozen=True)
@@ -92,43 +93,14 @@ class OutboxSection:
 
 
 @dataclass(frozen=True)
-class MqttSection:
+class MqttSection(BrokerSettings):
     enabled: bool = True
-    host: str = "127.0.0.1"
-    port: int = 1883
-    prefix: str = "qc/v1"
-    client_id: str = ""  # "" = qc-edge-<line>-<camera>; fixed so the broker keeps our session
-    username: str = ""
-    password_env: str = ""  # name of an environment variable holding the password
-    password_file: Path | None = None
-    tls: bool = False
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    keepalive_s: int = 15
-    reconnect_max_s: float = 5.0
     publish_results: bool = True
     status_every_s: float = 5.0
 
     def __post_init__(self) -> None:
-        check_range("port", self.port, 1, 65535)
-        check_range("keepalive_s", self.keepalive_s, 5, 3600)
-        check_range("reconnect_max_s", self.reconnect_max_s, 0.5, 300)
+        super().__post_init__()
         check_range("status_every_s", self.status_every_s, 0.1, 3600)
-        if self.password_env and self.password_file:
-            raise field_error("password_env", "set password_env or password_file, not both")
-        if (self.cert_file is None) != (self.key_file is None):
-            raise field_error("cert_file", "client certificate needs both cert_file and key_file")
-
-    def password(self) -> str | None:
-        """The password from the environment or the file (read when connecting, not at load)."""
-        import os
-
-        if self.password_env:
-            return os.environ.get(self.password_env)
-        if self.password_file:
-            return self.password_file.read_text().strip()
-        return None
 
 
 @dataclass(frozen=True)
@@ -177,8 +149,7 @@ def resolve_paths(cfg: EdgeConfig, base: Path) -> EdgeConfig:
     edge = replace(cfg.edge, data_dir=fix(cfg.edge.data_dir))
     model = replace(cfg.model, registry=fix(cfg.model.registry) if str(cfg.model.registry) not in ("", ".") else Path(""),
                     public_key=fix(cfg.model.public_key))
-    mqtt = replace(cfg.mqtt, password_file=fix(cfg.mqtt.password_file), ca_file=fix(cfg.mqtt.ca_file),
-                   cert_file=fix(cfg.mqtt.cert_file), key_file=fix(cfg.mqtt.key_file))
+    mqtt = replace(cfg.mqtt, **cfg.mqtt.resolved(fix))
     camera = cfg.camera
     if camera.path:
         camera = replace(camera, path=str(configfile.resolve_path(base, Path(camera.path))))

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import ssl
 import threading
 import time
 from typing import Any, Callable
@@ -24,6 +23,7 @@ from edge.config import MqttSection
 from edge.errors import OutboxError
 from edge.outbox import Outbox
 from qcloop import wire
+from qcloop.mqttconn import make_client
 from qcloop.errors import WireError
 
 log = logging.getLogger(__name__)
@@ -43,18 +43,8 @@ class EdgeLink:
         self.acks_received = 0
         self.bad_messages = 0
         self._status: dict[str, Any] = {"state": "starting"}
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False,
-                        protocol=mqtt.MQTTv311)
-        c.will_set(self.topics.status(line, camera), wire.dumps({"state": "offline", "line": line, "camera": camera}),
-                   qos=1, retain=True)
-        if cfg.username:
-            c.username_pw_set(cfg.username, cfg.password())
-        if cfg.tls:
-            c.tls_set(ca_certs=str(cfg.ca_file) if cfg.ca_file else None,
-                      certfile=str(cfg.cert_file) if cfg.cert_file else None,
-                      keyfile=str(cfg.key_file) if cfg.key_file else None,
-                      tls_version=ssl.PROTOCOL_TLS_CLIENT)
-        c.reconnect_delay_set(min_delay=0.2, max_delay=cfg.reconnect_max_s)
+        c = make_client(cfg, client_id, will=(self.topics.status(line, camera),
+                                              wire.dumps({"state": "offline", "line": line, "camera": camera})))
         c.max_inflight_messages_set(100)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from qcloop import configfile, wire
 from qcloop.configfile import check_range, field_error
+from qcloop.mqttconn import BrokerSettings
 
 
 @dataclass(frozen=True)
@@ -27,22 +28,15 @@ class StationSection:
 
 
 @dataclass(frozen=True)
-class MqttSection:
-    enabled: bool = True
-    host: str = "127.0.0.1"
-    port: int = 1883
-    prefix: str = wire.DEFAULT_PREFIX
+class MqttSection(BrokerSettings):
     client_id: str = "qc-station-1"  # fixed, so the broker keeps the session's QoS 1 queue
-    username: str = ""
-    password_env: str = ""  # name of the environment variable holding the password
-    keepalive: int = 30
+    enabled: bool = True
     subscribe_status: bool = True  # edge status messages (counters, model) for the dashboard
     max_review_bytes: int = wire.MAX_ENVELOPE_BYTES
     queue_size: int = 1000  # received reviews waiting for the disk writer
 
     def __post_init__(self) -> None:
-        check_range("port", self.port, 1, 65535)
-        check_range("keepalive", self.keepalive, 5, 3600)
+        super().__post_init__()
         check_range("queue_size", self.queue_size, 1, 1_000_000)
         check_range("max_review_bytes", self.max_review_bytes, 1024, wire.MAX_ENVELOPE_BYTES)
         if not self.client_id:
@@ -101,7 +95,9 @@ class StationConfig:
 
 def load_config(path: str | Path) -> StationConfig:
     cfg = configfile.load(path, StationConfig)
-    return replace(cfg, base_dir=Path(path).resolve().parent)
+    base = Path(path).resolve().parent
+    mqtt = replace(cfg.mqtt, **cfg.mqtt.resolved(lambda p: configfile.resolve_path(base, p)))
+    return replace(cfg, base_dir=base, mqtt=mqtt)
 
 
 def config_for(data_dir: Path, **sections: object) -> StationConfig:

@@ -24,6 +24,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from qcloop import wire
+from qcloop.mqttconn import make_client
 from qcloop.errors import WireError
 from station_ui.config import StationConfig
 from station_ui.events import EventHub
@@ -46,14 +47,10 @@ class Ingest:
         self._pending = 0
         self._worker: threading.Thread | None = None
         m = cfg.mqtt
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=m.client_id, clean_session=False,
-                        protocol=mqtt.MQTTv311)
-        if m.username:
-            c.username_pw_set(m.username, os.environ.get(m.password_env, "") if m.password_env else None)
+        c = make_client(m, m.client_id)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
-        c.reconnect_delay_set(1, 5)
         c.max_queued_messages_set(0)  # verdicts published while disconnected wait for the reconnect
         self.client = c
 
@@ -62,7 +59,7 @@ class Ingest:
         self.cfg.image_dir.mkdir(parents=True, exist_ok=True)
         self._worker = threading.Thread(target=self._run_writer, name="station-ingest-writer", daemon=True)
         self._worker.start()
-        self.client.connect_async(self.cfg.mqtt.host, self.cfg.mqtt.port, keepalive=self.cfg.mqtt.keepalive)
+        self.client.connect_async(self.cfg.mqtt.host, self.cfg.mqtt.port, keepalive=self.cfg.mqtt.keepalive_s)
         self.client.loop_start()
         if wait_s and not self.connected.wait(wait_s):
             log.warning("not connected to the broker at %s:%s yet; retrying in the background",
