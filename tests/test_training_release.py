@@ -1,0 +1,226 @@
+"""Golden set, gate, signing and publishing: from a candidate model to a running edge."""
+import dataclasses
+import hashlib
+import json
+import urllib.error
+import urllib.request
+
+import cv2
+import numpy as np
+import pytest
+
+from models.manifest import load_manifest, write_manifest
+from models.onnx_build import constant_model_bytes, threshold_model_bytes
+from models.registry import Registry
+from qcloop import wire
+from qcloop.mqttconn import BrokerSettings
+from tests.models_support import build_version, make_test_manifest
+from tests.test_edge_hot_swap import running_edge, wait_until
+from training.data import ImageSet
+from training.dedup import content_hash
+from training.gate import GateRule, gate, gate_candidate, read_log
+from training.golden import GoldenSet
+from training.release import Announcer, ModelHTTPServer, keygen, next_version, release
+
+HW = (64, 64)
+
+
+@pytest.fixture(scope="module")
+def parts():
+    """Synthetic parts at model input size, with clear defects."""
+    return ImageSet.from_synthetic(40, HW, seed=3, severity=(0.7, 1.0), artefact_rate=0.0)
+
+
+@pytest.fixture
+def golden(tmp_path, parts):
+    return GoldenSet.load_or_freeze(tmp_path / "data" / "golden", parts, size=40)
+
+
+def dark_spot_thresholds(golden):
+    """Thresholds for the dark-spot model that pass no golden defect (and as many good parts as that allows)."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(threshold_model_bytes(HW, contrast=0.3, blur=5))
+    scores = np.array([sess.run(None, {"image": (im[None, None] / np.float32(255))})[0].item()
+                       for im in golden.images])
+    return float(scores[golden.labels == 1].min()), 1.0
+
+
+def stage(root, version, model_bytes, thresholds):
+    return build_version(root, version, input_hw=HW, thresholds=thresholds, model_bytes=model_bytes)
+
+
+def test_golden_set_is_frozen_once_and_reloaded_unchanged(tmp_path, parts):
+    root = tmp_path / "golden"
+    first = GoldenSet.load_or_freeze(root, parts, size=12)
+    assert 12 <= len(first) < len(parts) and set(first.counts().values()) != {0}
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert manifest["counts"] == first.counts() and manifest["hash"] == first.digest() and manifest["created_at"]
+    other = ImageSet.from_synthetic(30, HW, seed=9)
+    again = GoldenSet.load_or_freeze(root, other, size=25)  # already frozen: the candidates are ignored
+    assert again.digest() == first.digest()
+    assert np.array_equal(again.images, first.images) and list(again.labels) == list(first.labels)
+    assert again.add(other.dedup()) == 30 and len(GoldenSet.load(root)) == len(first) + 30
+
+
+def test_golden_images_and_their_near_duplicates_never_reach_training(tmp_path):
+    seed_dir = tmp_path / "seed"
+    photos = ImageSet.from_synthetic(24, (96, 96), seed=5, severity=(0.7, 1.0))
+    for i, s in enumerate(photos.samples):
+        folder = seed_dir / ("def" if s.label else "ok")
+        folder.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(folder / f"p{i:02d}.png"), s.image)
+    data = ImageSet.from_folders(seed_dir, HW).dedup()
+    golden = GoldenSet.load_or_freeze(tmp_path / "golden", data, size=8)
+    # A rotated copy of a golden image arrives later in the seed folder.
+    gshas = {e.sha for e in golden.entries}
+    src = next(s for s in data.samples if content_hash(s.image) in gshas)
+    rotated = cv2.rotate(cv2.imread(src.meta["path"], cv2.IMREAD_GRAYSCALE), cv2.ROTATE_90_CLOCKWISE)
+    cv2.imwrite(str(seed_dir / ("def" if src.label else "ok") / "rotated-copy.png"), rotated)
+    data2 = ImageSet.from_folders(seed_dir, HW).dedup()
+    train = golden.exclude_from(data2)
+    paths = {s.meta["path"] for s in train.samples}
+    assert not any(p.endswith("rotated-copy.png") for p in paths)
+    assert not ({content_hash(s.image) for s in train.samples} & gshas)
+    assert len(train) == len(data2) - len(golden) - 1 and train.stats["golden_excluded"] == len(golden) + 1
+
+
+def test_gate_promotes_a_better_candidate_refuses_a_worse_one_and_logs_both(tmp_path, golden):
+    data_dir = tmp_path / "data"
+    root = tmp_path / "staged"
+    # Current: sends every part to review (no escapes, all review).
+    current = stage(root, "1.0.0", constant_model_bytes(0.5, HW), (0.3, 0.7))
+    better = stage(root, "1.0.1", threshold_model_bytes(HW, contrast=0.3, blur=5), dark_spot_thresholds(golden))
+    worse = stage(root, "1.0.2", constant_model_bytes(0.1, HW), (0.3, 0.7))  # passes every part
+    rule = GateRule(escape_tolerance=0.0, review_weight=0.25)
+
+    up = gate(better, current, golden, rule, log_dir=data_dir)
+    assert up.promoted, up.report()
+    assert up.candidate.escape_rate == 0.0 and up.candidate.cost < up.current.cost == 0.25
+    assert up.current.review_rate == 1.0 and up.candidate.auroc is not None
+    down = gate(worse, current, golden, rule, log_dir=data_dir)
+    assert not down.promoted and down.candidate.escape_rate == 1.0 and "escape" in down.reason
+    assert "promote if escape" in down.report() and "NOT promoted" in down.report()
+
+    first = gate(worse, None, golden, rule, log_dir=data_dir)  # no current model: the escape budget decides
+    assert not first.promoted and "budget" in first.reason
+
+    logged = read_log(data_dir)
+    assert [e["promoted"] for e in logged] == [True, False, False]
+    assert logged[0]["candidate"]["version"] == "1.0.1" and logged[0]["current"]["version"] == "1.0.0"
+    assert logged[1]["candidate"]["escape_rate"] == 1.0 and logged[2]["current"] is None
+    assert logged[0]["golden"]["hash"] == golden.digest() and logged[0]["rule"]["review_weight"] == 0.25
+
+
+def test_gate_cost_rule_refuses_an_equal_candidate(tmp_path, golden):
+    root = tmp_path / "staged"
+    a = stage(root, "1.0.0", constant_model_bytes(0.5, HW), (0.3, 0.7))
+    m, data = make_test_manifest("1.0.1", constant_model_bytes(0.5, HW), HW, (0.3, 0.7))
+    same = gate_candidate(m, data, a, golden, GateRule(), log_dir=tmp_path)
+    assert not same.promoted and "not lower" in same.reason
+
+
+def test_next_version_bumps_the_last_number(tmp_path):
+    reg = Registry(tmp_path / "reg")
+    assert next_version(reg) == "1.0.0"
+    build_version(reg.root, "1.0.9")
+    build_version(reg.root, "1.0.10")
+    assert next_version(reg) == "1.0.11"
+
+
+@pytest.fixture
+def trainer(tmp_path):
+    keygen(tmp_path / "keys" / "trainer.key", tmp_path / "keys" / "trainer.pub")
+    reg = Registry(tmp_path / "trainer" / "registry")
+    build_version(reg.root, "1.0.0", input_hw=HW, thresholds=(0.0, 1.0), set_current=True)  # what the edge runs
+    server = ModelHTTPServer(reg).start()
+    yield {"registry": reg, "key": tmp_path / "keys" / "trainer.key", "pub": tmp_path / "keys" / "trainer.pub",
+           "server": server, "url": server.url}
+    server.stop()
+
+
+def test_model_server_serves_published_files_only(trainer):
+    reg, url = trainer["registry"], trainer["url"]
+    body = urllib.request.urlopen(f"{url}/1.0.0/manifest.json", timeout=5).read()
+    assert body == (reg.version_dir("1.0.0") / "manifest.json").read_bytes()
+    assert urllib.request.urlopen(f"{url}/1.0.0/model.onnx", timeout=5).read() == reg.model_path("1.0.0").read_bytes()
+    for bad in ("/CURRENT", "/history.jsonl", "/1.0.0/../CURRENT", "/9.9.9/manifest.json", "/1.0.0/other",
+                "/", "/1.0.0/manifest.json/x"):
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(url + bad, timeout=5)
+        assert err.value.code == 404, bad
+
+
+def test_released_model_is_signed_announced_and_taken_by_a_running_edge(tmp_path, broker, trainer):
+    reg = trainer["registry"]
+    service, actuator, decisions = running_edge(tmp_path / "edge", broker, trainer)
+    announcer = Announcer(BrokerSettings(host=broker.host, port=broker.port)).start()
+    try:
+        version = next_version(reg)
+        m, data = make_test_manifest(version, constant_model_bytes(0.95, HW), HW, (0.3, 0.7), parent="1.0.0")
+        signed = release(reg, m, data, trainer["key"], golden_metrics={"escape_rate": 0.0, "images": 40})
+        assert reg.current_version() == version == "1.0.1"
+        assert reg.manifest(version).metrics["golden"]["images"] == 40 and signed.signature
+        ann = announcer.announce(reg, version, trainer["server"], ["L1"])
+        assert ann.sha256 == hashlib.sha256((reg.version_dir(version) / "manifest.json").read_bytes()).hexdigest()
+        assert wait_until(lambda: any(d.model == version for d in decisions))
+        n = len(decisions)
+        assert wait_until(lambda: len(decisions) > n + 10)
+    finally:
+        announcer.stop()
+        service.stop()
+    models = [d.model for d in decisions]
+    k = models.index(version)
+    assert set(models[:k]) == {"1.0.0"} and set(models[k:]) == {version}
+    ids = [c[0] for c in actuator.calls]
+    assert len(ids) == len(set(ids)) == service.pipeline.triggered
+    assert not service.watcher.refused
+
+
+def test_a_tampered_published_manifest_is_refused_by_the_edge(tmp_path, broker, trainer):
+    reg = trainer["registry"]
+    service, actuator, decisions = running_edge(tmp_path / "edge", broker, trainer)
+    announcer = Announcer(BrokerSettings(host=broker.host, port=broker.port)).start()
+    try:
+        m, data = make_test_manifest("1.0.1", constant_model_bytes(0.95, HW), HW, (0.3, 0.7))
+        release(reg, m, data, trainer["key"])
+        # Someone with write access to the registry but not the key widens the pass band.
+        path = reg.version_dir("1.0.1") / "manifest.json"
+        loaded = load_manifest(path)
+        write_manifest(path, dataclasses.replace(loaded, thresholds=dataclasses.replace(loaded.thresholds,
+                                                                                          pass_below=0.99,
+                                                                                          reject_above=0.99)))
+        announcer.announce(reg, "1.0.1", trainer["server"], ["L1"])  # sha256 of the tampered file
+        assert wait_until(lambda: service.watcher.refused)
+        assert "does not match" in service.watcher.refused[0]
+        n = len(decisions)
+        assert wait_until(lambda: len(decisions) > n + 10)
+    finally:
+        announcer.stop()
+        service.stop()
+    assert {d.model for d in decisions} == {"1.0.0"}
+
+
+def test_announcement_is_retained_for_edges_that_connect_later(broker, trainer):
+    import paho.mqtt.client as mqtt
+    import threading
+
+    reg = trainer["registry"]
+    announcer = Announcer(BrokerSettings(host=broker.host, port=broker.port)).start()
+    try:
+        announcer.announce(reg, "1.0.0", trainer["server"], ["L1", "L2"])
+    finally:
+        announcer.stop()
+    got, ready = [], threading.Event()
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="late-edge")
+    c.on_message = lambda cl, u, msg: (got.append(msg), ready.set())
+    c.connect(broker.host, broker.port)
+    c.subscribe(wire.Topics().model("L2"), qos=1)
+    c.loop_start()
+    try:
+        assert ready.wait(10)
+    finally:
+        c.loop_stop()
+        c.disconnect()
+    ann = wire.ModelAnnouncement.decode(got[0].payload)
+    assert got[0].retain and ann.version == "1.0.0" and ann.manifest_url == f"{trainer['url']}/1.0.0/manifest.json"

@@ -1,0 +1,187 @@
+"""The promotion gate: a candidate model replaces the current one only if the golden set says it is better.
+
+Both models are scored on the golden set by ``edge.detector.Detector`` -- the edge's
+own loader and preprocessing -- and decided at each model's own thresholds, so the
+figures are what the line would see. Rule (``GateRule``, printed with the figures):
+
+- with a current model: promote only if the candidate's escape rate is at most the
+  current's plus ``escape_tolerance``, AND its cost ``false_reject_rate +
+  review_weight * review_rate`` is strictly lower;
+- with no current model: promote if the candidate's escape rate is within ``escape_budget``.
+
+Every decision, promoted or not, is appended with all figures to ``<data>/gate-log.jsonl``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from models.manifest import MANIFEST_NAME, Manifest, write_manifest
+from training.errors import TrainingError
+from training.golden import GoldenSet
+from training.metrics import auroc, decision_rates
+
+GATE_LOG = "gate-log.jsonl"
+
+
+class GateError(TrainingError):
+    """A model cannot be scored on the golden set (unloadable, wrong input, empty golden set)."""
+
+
+@dataclass(frozen=True)
+class GateRule:
+    escape_tolerance: float = 0.0  # how much higher the candidate's escape rate may be
+    review_weight: float = 0.25  # a review costs this many false rejects (a look, not a scrapped part)
+    escape_budget: float = 0.005  # the bar when there is no current model
+
+    def __post_init__(self) -> None:
+        for name in ("escape_tolerance", "review_weight", "escape_budget"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise GateError(f"gate rule {name} must be a finite number >= 0, got {value!r}")
+
+    def describe(self) -> str:
+        return (f"promote if escape <= current escape + {self.escape_tolerance:g} and "
+                f"false_reject + {self.review_weight:g} x review < current's; "
+                f"with no current model: escape <= {self.escape_budget:g}")
+
+
+@dataclass(frozen=True)
+class ModelFigures:
+    version: str
+    pass_below: float
+    reject_above: float
+    images: int
+    defects: int
+    good: int
+    escapes: int
+    escape_rate: float
+    false_reject_rate: float
+    review_rate: float
+    auroc: float | None
+    cost: float
+
+    def line(self) -> str:
+        auc = "-" if self.auroc is None else f"{self.auroc:.4f}"
+        return (f"{self.version:>16}: escape {self.escape_rate:.4f} ({self.escapes}/{self.defects}), "
+                f"false reject {self.false_reject_rate:.4f}, review {self.review_rate:.4f}, AUROC {auc}, "
+                f"cost {self.cost:.4f} (thresholds {self.pass_below:.4f} / {self.reject_above:.4f})")
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    promoted: bool
+    reason: str
+    rule: GateRule
+    candidate: ModelFigures
+    current: ModelFigures | None
+    golden: dict  # images, counts, hash of the golden set used
+    time: str
+
+    def to_dict(self) -> dict:
+        return {"promoted": self.promoted, "reason": self.reason, "rule": asdict(self.rule),
+                "rule_text": self.rule.describe(), "candidate": asdict(self.candidate),
+                "current": asdict(self.current) if self.current else None, "golden": self.golden,
+                "time": self.time}
+
+    def report(self) -> str:
+        lines = [f"gate on the golden set ({self.golden.get('images')} images, {self.golden.get('counts')}):",
+                 f"  rule: {self.rule.describe()}", "  candidate " + self.candidate.line()]
+        if self.current:
+            lines.append("  current   " + self.current.line())
+        lines.append(f"  {'PROMOTED' if self.promoted else 'NOT promoted'}: {self.reason}")
+        return "\n".join(lines)
+
+
+def score_model(model_dir: str | Path, golden: GoldenSet, review_weight: float) -> ModelFigures:
+    """Score one model directory on the golden set at its own thresholds."""
+    from edge.detector import Detector
+    from qcloop.errors import QcError
+
+    if len(golden) == 0:
+        raise GateError(f"the golden set in {golden.root} is empty")
+    h, w = golden.hw
+    try:
+        # The golden images are already the model's region of the frame (cropped like the
+        # edge crops); a pixel ROI of the whole image keeps the manifest ROI from cropping twice.
+        det = Detector.load(model_dir, roi=(0, 0, w, h), warmup=1)
+        scores = [det.score(img) for img in golden.images]
+    except QcError as exc:
+        raise GateError(f"cannot score {model_dir} on the golden set: {exc}") from exc
+    t = det.thresholds
+    y = golden.labels
+    r = decision_rates(scores, y, t.pass_below, t.reject_above)
+    auc = auroc(scores, y)
+    clean = {k: (0.0 if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
+    cost = clean["false_reject_rate"] + review_weight * clean["review_rate"]
+    return ModelFigures(version=det.version, pass_below=t.pass_below, reject_above=t.reject_above,
+                        images=len(y), defects=r["defects"], good=r["good"], escapes=r["escapes"],
+                        escape_rate=round(clean["escape_rate"], 6),
+                        false_reject_rate=round(clean["false_reject_rate"], 6),
+                        review_rate=round(clean["review_rate"], 6),
+                        auroc=None if math.isnan(auc) else round(auc, 6), cost=round(cost, 6))
+
+
+def decide(candidate: ModelFigures, current: ModelFigures | None, rule: GateRule) -> tuple[bool, str]:
+    if current is None:
+        ok = candidate.escape_rate <= rule.escape_budget + 1e-12
+        return ok, (f"no current model; escape {candidate.escape_rate:.4f} "
+                    f"{'within' if ok else 'over'} the budget {rule.escape_budget:g}")
+    limit = current.escape_rate + rule.escape_tolerance
+    if candidate.escape_rate > limit + 1e-12:
+        return False, f"escape rate {candidate.escape_rate:.4f} is worse than the current's {current.escape_rate:.4f}" \
+                      + (f" + {rule.escape_tolerance:g}" if rule.escape_tolerance else "")
+    if not candidate.cost < current.cost - 1e-12:
+        return False, (f"cost {candidate.cost:.4f} (false reject + {rule.review_weight:g} x review) is not "
+                       f"lower than the current's {current.cost:.4f}")
+    return True, (f"escape {candidate.escape_rate:.4f} <= {limit:.4f} and cost {candidate.cost:.4f} < "
+                  f"{current.cost:.4f}")
+
+
+def gate(candidate_dir: str | Path, current_dir: str | Path | None, golden: GoldenSet, rule: GateRule = GateRule(),
+         log_dir: str | Path | None = None) -> GateDecision:
+    """Score both models, apply the rule, append the decision to ``<log_dir>/gate-log.jsonl``."""
+    cand = score_model(candidate_dir, golden, rule.review_weight)
+    cur = score_model(current_dir, golden, rule.review_weight) if current_dir is not None else None
+    promoted, reason = decide(cand, cur, rule)
+    decision = GateDecision(promoted, reason, rule, cand, cur, golden.summary(),
+                            datetime.now(timezone.utc).isoformat(timespec="milliseconds"))
+    if log_dir is not None:
+        append_log(Path(log_dir) / GATE_LOG, decision)
+    return decision
+
+
+def gate_candidate(manifest: Manifest, model_bytes: bytes, current_dir: str | Path | None, golden: GoldenSet,
+                   rule: GateRule = GateRule(), log_dir: str | Path | None = None) -> GateDecision:
+    """``gate`` for a candidate not yet in any registry (a fresh build): staged in a temporary directory."""
+    with tempfile.TemporaryDirectory(prefix="qc-candidate-") as tmp:
+        d = Path(tmp)
+        (d / manifest.file).write_bytes(model_bytes)
+        write_manifest(d / MANIFEST_NAME, manifest)
+        return gate(d, current_dir, golden, rule, log_dir)
+
+
+def append_log(path: Path, decision: GateDecision) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(decision.to_dict(), sort_keys=True) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def read_log(data_dir: str | Path) -> list[dict]:
+    path = Path(data_dir) / GATE_LOG
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a torn last line from a crash
+    return out

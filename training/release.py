@@ -1,0 +1,210 @@
+"""Releasing a gated model: sign, add to the registry, flip CURRENT, serve over HTTP, announce on MQTT.
+
+- ``keygen`` makes the trainer's Ed25519 key pair (models.signing); edges get the public key.
+- ``release`` writes the golden-set figures into the manifest's ``metrics``, signs
+  it, adds the version to the trainer's registry and flips ``CURRENT``.
+- ``ModelHTTPServer`` serves the registry read-only: ``/<version>/manifest.json`` and
+  ``/<version>/<the manifest's file>``, nothing else (404), so no other file in the
+  data directory (keys, golden set, logs) can be fetched.
+- ``Announcer`` publishes ``wire.ModelAnnouncement`` retained, QoS 1, on
+  ``Topics.model(line)``: an edge that connects later still learns the live version.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import http.server
+import logging
+import re
+import threading
+from pathlib import Path
+
+from models.errors import ManifestError, ModelsError
+from models.manifest import MANIFEST_NAME, Manifest, check_version, version_key
+from models.registry import Registry
+from qcloop import wire
+from qcloop.errors import QcError
+from qcloop.mqttconn import BrokerSettings, make_client
+from training.errors import TrainingError
+
+log = logging.getLogger(__name__)
+
+
+class ReleaseError(TrainingError):
+    """A model cannot be signed, registered, served or announced."""
+
+
+# ------------------------------------------------------------------ keys, versions
+def keygen(private_path: str | Path, public_path: str | Path, force: bool = False) -> None:
+    from models.signing import generate_keypair
+
+    generate_keypair(private_path, public_path, overwrite=force)
+
+
+def next_version(registry: Registry, first: str = "1.0.0") -> str:
+    """The newest version in the registry with its last number bumped ("1.0.9" -> "1.0.10")."""
+    versions = registry.versions()
+    if not versions:
+        return first
+    newest = max(versions, key=version_key)
+    matches = list(re.finditer(r"\d+", newest))
+    if not matches:
+        return check_version(newest + ".1")
+    m = matches[-1]
+    return check_version(newest[:m.start()] + str(int(m.group()) + 1) + newest[m.end():])
+
+
+# ------------------------------------------------------------------ sign and register
+def release(registry: Registry, manifest: Manifest, model_bytes: bytes, private_key_path: str | Path,
+            golden_metrics: dict | None = None, reason: str = "promoted by the gate") -> Manifest:
+    """Sign (with the golden-set figures in ``metrics``), add to the registry, make current; return it."""
+    from models.signing import load_private_key, sign
+
+    metrics = dict(manifest.metrics)
+    if golden_metrics is not None:
+        metrics["golden"] = golden_metrics
+    try:
+        signed = sign(dataclasses.replace(manifest, metrics=metrics, signature=""), load_private_key(private_key_path))
+        registry.add(signed, model_bytes)
+        registry.set_current(signed.version, reason=reason)
+    except ModelsError as exc:
+        raise ReleaseError(f"cannot release model {manifest.version}: {exc}") from exc
+    return signed
+
+
+def manifest_sha256(registry: Registry, version: str) -> str:
+    return hashlib.sha256((registry.version_dir(version) / MANIFEST_NAME).read_bytes()).hexdigest()
+
+
+# ------------------------------------------------------------------ HTTP
+class _Handler(http.server.BaseHTTPRequestHandler):
+    registry: Registry  # set on the subclass made per server
+    server_version = "qc-models/1"
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        self._serve(body=True)
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self._serve(body=False)
+
+    def _serve(self, body: bool) -> None:
+        path = self._resolve(self.path.split("?", 1)[0])
+        if path is None:
+            self.send_error(404, "not a published model file")
+            return
+        try:
+            data = path.read_bytes()
+        except OSError:
+            self.send_error(404, "not a published model file")
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json" if path.name == MANIFEST_NAME
+                         else "application/octet-stream")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        if body:
+            self.wfile.write(data)
+
+    def _resolve(self, url_path: str) -> Path | None:
+        parts = url_path.strip("/").split("/")
+        if len(parts) != 2:
+            return None
+        version, name = parts
+        try:
+            check_version(version)
+            if version not in self.registry.versions():
+                return None
+            if name == MANIFEST_NAME:
+                return self.registry.version_dir(version) / MANIFEST_NAME
+            if name == self.registry.manifest(version).file:
+                return self.registry.version_dir(version) / name
+        except QcError:
+            return None
+        return None
+
+    def log_message(self, fmt: str, *args) -> None:  # noqa: ANN002
+        log.debug("model server: " + fmt, *args)
+
+
+class ModelHTTPServer:
+    """Serves a registry's published versions read-only on a background thread."""
+
+    def __init__(self, registry: Registry, host: str = "127.0.0.1", port: int = 0, public_url: str = ""):
+        handler = type("RegistryHandler", (_Handler,), {"registry": registry})
+        try:
+            self._server = http.server.ThreadingHTTPServer((host, port), handler)
+        except OSError as exc:
+            raise ReleaseError(f"cannot serve models on {host}:{port}: {exc}") from exc
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="model-http", daemon=True)
+        bound_host, bound_port = self._server.server_address[:2]
+        shown = "127.0.0.1" if bound_host in ("0.0.0.0", "") else bound_host
+        self.url = (public_url or f"http://{shown}:{bound_port}").rstrip("/")
+
+    @property
+    def port(self) -> int:
+        return self._server.server_address[1]
+
+    def manifest_url(self, version: str) -> str:
+        return f"{self.url}/{version}/{MANIFEST_NAME}"
+
+    def start(self) -> "ModelHTTPServer":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+# ------------------------------------------------------------------ MQTT
+class Announcer:
+    """Publishes retained model announcements (and other retained trainer messages)."""
+
+    def __init__(self, settings: BrokerSettings, client_id: str = "qc-trainer-announce"):
+        self.settings = settings
+        self.topics = settings.topics
+        self.connected = threading.Event()
+        self.client = make_client(settings, client_id, clean_session=True)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = lambda *a: self.connected.clear()
+
+    def _on_connect(self, client, userdata, flags, reason_code, props) -> None:  # noqa: ANN001
+        if reason_code == 0:
+            self.connected.set()
+
+    def start(self, wait_s: float = 10.0) -> "Announcer":
+        self.client.connect_async(self.settings.host, self.settings.port, keepalive=self.settings.keepalive_s)
+        self.client.loop_start()
+        if not self.connected.wait(wait_s):
+            log.warning("not connected to the broker at %s:%s yet; retrying", self.settings.host, self.settings.port)
+        return self
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def publish_retained(self, topic: str, payload: bytes, timeout: float = 10.0) -> None:
+        info = self.client.publish(topic, payload, qos=1, retain=True)
+        try:
+            info.wait_for_publish(timeout)
+        except (RuntimeError, ValueError) as exc:
+            raise ReleaseError(f"cannot publish on {topic}: {exc}") from exc
+        if not info.is_published():
+            raise ReleaseError(f"the broker at {self.settings.host}:{self.settings.port} did not take the "
+                               f"message on {topic} within {timeout:g} s")
+
+    def announce(self, registry: Registry, version: str, server: ModelHTTPServer | str,
+                 lines: list[str] | tuple[str, ...]) -> wire.ModelAnnouncement:
+        """Announce ``version`` of ``registry`` (served by ``server``) on each line's model topic."""
+        try:
+            manifest = registry.manifest(version)
+        except (ManifestError, ModelsError) as exc:
+            raise ReleaseError(f"cannot announce {version}: {exc}") from exc
+        url = server.manifest_url(version) if isinstance(server, ModelHTTPServer) \
+            else f"{server.rstrip('/')}/{version}/{MANIFEST_NAME}"
+        ann = wire.ModelAnnouncement(version, url, manifest_sha256(registry, version), manifest.signature)
+        for line in lines:
+            self.publish_retained(self.topics.model(line), ann.encode())
+        return ann
