@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--out", type=Path, default=Path("var/models"), help="model registry folder (default var/models)")
     run.add_argument("--version", default=None, help="version name (default: a UTC timestamp)")
     run.add_argument("--parent", default=None, help="version this one replaces")
-    run.add_argument("--size", type=int, default=160, help="model input side in pixels (default 160)")
+    run.add_argument("--size", type=int, default=128, help="model input side in pixels (default 128)")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--escape-budget", type=float, default=0.005, help="share of defects that may pass (0.005)")
     run.add_argument("--review-budget", type=float, default=0.05, help="share of parts sent to review (0.05)")

@@ -256,12 +256,17 @@ class ImageSet:
 
 def _redraw_defect(gen, index: int, truth, severity: tuple[float, float]):
     from hardware.base import PartTruth
-    from hardware.synthetic import add_defect
+    from hardware.synthetic import add_artefact, add_defect
 
     clean = gen.render_clean(index)
     rng = np.random.default_rng([gen.seed, index, 0xDEF])
-    image, box = add_defect(clean, truth.defect, rng, float(rng.uniform(*severity)), part=_find_part(clean))
-    return image, PartTruth(defect=truth.defect, artefacts=(), boxes=(box,))
+    part = _find_part(clean)
+    image, box = add_defect(clean, truth.defect, rng, float(rng.uniform(*severity)), part=part)
+    # The part keeps its lighting artefacts: dropping them from defective parts only would
+    # teach "a highlight means good".
+    for kind in truth.artefacts:
+        image = add_artefact(image, kind, rng, part=part)
+    return image, PartTruth(defect=truth.defect, artefacts=truth.artefacts, boxes=(box,))
 
 
 def _find_part(image: np.ndarray) -> tuple[float, float, float]:

@@ -18,29 +18,29 @@ from training.train import TrainConfig
 VERSION = "0.1.0"
 SEED = 2024
 WIDTH, HEIGHT = 1280, 1024
-INPUT_HW = (160, 160)
+INPUT_HW = (128, 128)
 TRAIN_PARTS = 2400
 HELD_OUT_PARTS = 800
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "models" / "default"
 
 
 def build_default(out: Path = DEFAULT_OUT, train_parts: int = TRAIN_PARTS, held_out_parts: int = HELD_OUT_PARTS,
-                  epochs: int = 14, hw: tuple[int, int] = INPUT_HW, log=sys.stderr):
+                  epochs: int = 16, hw: tuple[int, int] = INPUT_HW, log=sys.stderr):
     from hardware.synthetic import PartGenerator
     from training.pipeline import build_model
 
     roi = roi_fractions(PartGenerator(seed=SEED, width=WIDTH, height=HEIGHT).roi(), WIDTH, HEIGHT)
     train_set = ImageSet.from_synthetic(train_parts, hw, seed=SEED, defect_rate=0.4, artefact_rate=0.3,
-                                        severity=(0.3, 1.0))
+                                        severity=(0.5, 1.0))
     for s in train_set.samples:
         s.meta["split"] = "train"
     held = ImageSet.from_synthetic(held_out_parts, hw, seed=SEED + 1, defect_rate=0.4, artefact_rate=0.3)
     for i, s in enumerate(held.samples):
         s.meta["split"] = "val" if i % 2 == 0 else "golden"
     data = (train_set + held).dedup()
-    cfg = TrainConfig(epochs=epochs, seed=SEED, lr=1e-2)
+    cfg = TrainConfig(epochs=epochs, seed=SEED, progress=False)
     result = build_model(data, VERSION, cfg, roi=roi, sources=[
-        {"synthetic": {"seed": SEED, "parts": train_parts, "severity": [0.3, 1.0]}},
+        {"synthetic": {"seed": SEED, "parts": train_parts, "severity": [0.5, 1.0]}},
         {"synthetic": {"seed": SEED + 1, "parts": held_out_parts}}], log=log)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / result.manifest.file, result.model_bytes)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-DEFAULT_WIDTHS = (16, 24, 32, 48, 64)
+DEFAULT_WIDTHS = (8, 16, 24, 32, 48)
 
 
 def _block(cin: int, cout: int) -> nn.Sequential:
