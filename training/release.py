@@ -16,6 +16,7 @@ import hashlib
 import http.server
 import logging
 import re
+import socket
 import threading
 from pathlib import Path
 
@@ -139,7 +140,8 @@ class ModelHTTPServer:
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="model-http", daemon=True)
         bound_host, bound_port = self._server.server_address[:2]
-        shown = "127.0.0.1" if bound_host in ("0.0.0.0", "") else bound_host
+        # Bound to every interface: edges on other machines need a name, not the wildcard.
+        shown = socket.getfqdn() if bound_host in ("0.0.0.0", "", "::") else bound_host
         self.url = (public_url or f"http://{shown}:{bound_port}").rstrip("/")
 
     @property

@@ -1,0 +1,412 @@
+"""``qc train serve``: the retraining server -- triggers, one retrain at a time, gate, release, status.
+
+One process that retrains when (a) a configured number of new verdicts has arrived
+on ``Topics.all_verdicts()`` (QoS 1, persistent session: verdicts sent while the
+server is down still count), (b) a schedule comes due, or (c) an engineer presses
+"retrain now" at the station (``wire.RetrainRequest``). Retrains never overlap: one
+worker thread runs them, and a request that arrives during a run is queued once --
+ten presses during a run give one more run, not ten.
+
+A retrain: sync new station items + read the seed folders -> freeze (first time) or
+load the golden set and exclude it with its near-duplicates -> ``build_model`` ->
+gate against the current model -> if promoted: sign, registry, flip, announce.
+What the server is doing and its last result (with the gate figures) are published
+retained on ``Topics.train_status()``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import paho.mqtt.client as mqtt
+
+from models.registry import Registry
+from qcloop import configfile, wire
+from qcloop.configfile import check_range, field_error
+from qcloop.errors import ConfigError, QcError, WireError
+from qcloop.mqttconn import BrokerSettings, make_client
+from training.gate import GateRule, gate_candidate
+from training.golden import GoldenSet
+from training.release import Announcer, ModelHTTPServer, next_version, release
+
+log = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------ config
+_frozen = dataclasses.dataclass(frozen=True)
+
+
+@_frozen
+class DataSection:
+    dir: Path = Path("var/trainer")  # registry, golden set, station items, gate log
+    seed_folders: tuple[Path, ...] = ()
+    synthetic: int = 0  # also train on this many synthetic parts
+    synthetic_seed: int = 0
+    size: int = 128  # model input side in pixels
+    golden_size: int = 200  # images frozen into the golden set at the first build
+    roi: tuple[float, float, float, float] | None = None  # the part's region of a full frame, as fractions
+
+    def __post_init__(self) -> None:
+        check_range("size", self.size, 32, 1024)
+        check_range("golden_size", self.golden_size, 2)
+        check_range("synthetic", self.synthetic, 0)
+
+
+@_frozen
+class StationSection:
+    url: str = ""  # "" = no station source (seed folders only)
+    token_env: str = "QC_STATION_TOKEN"  # the variable holding the export API token (never the token here)
+    page: int = 500
+
+    def __post_init__(self) -> None:
+        if self.url and not self.url.startswith(("http://", "https://")):
+            raise field_error("url", f"must start with http:// or https://, got {self.url!r}")
+        check_range("page", self.page, 1, 1000)
+
+
+@_frozen
+class TrainerMqtt(BrokerSettings):
+    client_id: str = "qc-trainer"
+    lines: tuple[str, ...] = ("line1",)  # model topics to announce on
+
+
+@_frozen
+class KeysSection:
+    private: Path = Path("keys/trainer.key")  # made by `qc train keygen`; mode 0600
+    public: Path = Path("keys/trainer.pub")  # copy this to each edge ([model].public_key)
+
+
+@_frozen
+class GateSection:
+    escape_tolerance: float = 0.0
+    review_weight: float = 0.25
+    escape_budget: float = 0.005
+
+    def __post_init__(self) -> None:
+        for name in ("escape_tolerance", "review_weight", "escape_budget"):
+            check_range(name, getattr(self, name), 0.0)
+
+    def rule(self) -> GateRule:
+        return GateRule(self.escape_tolerance, self.review_weight, self.escape_budget)
+
+
+@_frozen
+class TrainSection:
+    epochs: int = 14
+    seed: int = 0
+    val: float = 0.15
+    escape_budget: float = 0.005
+    review_budget: float = 0.05
+    false_reject_budget: float = 0.01
+    first_version: str = "1.0.0"  # used when the registry is empty; must be newer than what edges run
+
+    def __post_init__(self) -> None:
+        check_range("epochs", self.epochs, 1)
+        check_range("val", self.val, 0.01, 0.9)
+
+
+@_frozen
+class TriggersSection:
+    verdicts: int = 200  # retrain after this many new verdicts (0 = off)
+    every_hours: float = 0.0  # retrain on a schedule (0 = off)
+    on_request: bool = True  # retrain when the station asks
+
+    def __post_init__(self) -> None:
+        check_range("verdicts", self.verdicts, 0)
+        check_range("every_hours", self.every_hours, 0.0)
+
+
+@_frozen
+class ServeSection:
+    host: str = "0.0.0.0"
+    port: int = 8765
+    public_url: str = ""  # the URL edges use to reach this server ("" = http://host:port)
+
+    def __post_init__(self) -> None:
+        check_range("port", self.port, 0, 65535)
+
+
+@_frozen
+class ServeConfig:
+    data: DataSection = dataclasses.field(default_factory=DataSection)
+    station: StationSection = dataclasses.field(default_factory=StationSection)
+    mqtt: TrainerMqtt = dataclasses.field(default_factory=TrainerMqtt)
+    keys: KeysSection = dataclasses.field(default_factory=KeysSection)
+    gate: GateSection = dataclasses.field(default_factory=GateSection)
+    train: TrainSection = dataclasses.field(default_factory=TrainSection)
+    triggers: TriggersSection = dataclasses.field(default_factory=TriggersSection)
+    serve: ServeSection = dataclasses.field(default_factory=ServeSection)
+
+
+def load_config(path: str | Path) -> ServeConfig:
+    """Read the TOML config; relative paths are relative to the config file's folder."""
+    path = Path(path)
+    cfg = configfile.load(path, ServeConfig)
+    return resolve(cfg, path.parent)
+
+
+def resolve(cfg: ServeConfig, base: Path) -> ServeConfig:
+    fix = lambda p: configfile.resolve_path(base, p)  # noqa: E731
+    data = dataclasses.replace(cfg.data, dir=fix(cfg.data.dir), seed_folders=tuple(fix(p) for p in cfg.data.seed_folders))
+    keys = dataclasses.replace(cfg.keys, private=fix(cfg.keys.private), public=fix(cfg.keys.public))
+    return dataclasses.replace(cfg, data=data, keys=keys, mqtt=dataclasses.replace(cfg.mqtt, **cfg.mqtt.resolved(fix)))
+
+
+# ------------------------------------------------------------------ server
+class TrainServer:
+    def __init__(self, cfg: ServeConfig, build: Callable[..., Any] | None = None, log_to=sys.stderr):
+        self.cfg = cfg
+        self.topics = cfg.mqtt.topics
+        self.registry = Registry(cfg.data.dir / "registry")
+        self._build = build
+        self._log_to = log_to
+        self.state = "idle"
+        self._reason = ""
+        self.last: dict | None = None
+        self.runs = 0
+        self.verdicts_since = 0
+        self.connected = threading.Event()
+        self._cv = threading.Condition()
+        self._pending: str | None = None
+        self._busy = False
+        self._run_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.http: ModelHTTPServer | None = None
+        self.announcer: Announcer | None = None
+        self.client: mqtt.Client | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self, wait_s: float = 10.0) -> "TrainServer":
+        if not self.cfg.keys.private.is_file():
+            raise ConfigError(f"[keys].private {self.cfg.keys.private} does not exist; run `qc train keygen`")
+        self.http = ModelHTTPServer(self.registry, self.cfg.serve.host, self.cfg.serve.port,
+                                    self.cfg.serve.public_url).start()
+        self.announcer = Announcer(self.cfg.mqtt, self.cfg.mqtt.client_id + "-pub").start(wait_s)
+        c = make_client(self.cfg.mqtt, self.cfg.mqtt.client_id, clean_session=False)
+        c.on_connect = self._on_connect
+        c.on_disconnect = lambda *a: self.connected.clear()
+        c.on_message = self._on_message
+        self.client = c
+        c.connect_async(self.cfg.mqtt.host, self.cfg.mqtt.port, keepalive=self.cfg.mqtt.keepalive_s)
+        c.loop_start()
+        self._spawn(self._worker, "retrain-worker")
+        if self.cfg.triggers.every_hours > 0:
+            self._spawn(self._schedule, "retrain-schedule")
+        self.connected.wait(wait_s)
+        self._publish_status()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._cv:
+            self._cv.notify_all()
+        for t in self._threads:
+            t.join(30)
+        if self.client is not None:
+            self.client.disconnect()
+            self.client.loop_stop()
+        if self.announcer is not None:
+            self.announcer.stop()
+        if self.http is not None:
+            self.http.stop()
+
+    def _spawn(self, target: Callable[[], None], name: str) -> None:
+        t = threading.Thread(target=target, name=name, daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    # ------------------------------------------------------------------ triggers
+    def request(self, reason: str) -> str:
+        """Ask for a retrain: 'started', 'queued' (one will follow the running one) or 'already queued'."""
+        with self._cv:
+            if self._pending is not None:
+                return "already queued"
+            self._pending = reason
+            self._cv.notify_all()
+            answer = "queued" if self._busy else "started"
+        log.info("retrain %s: %s", answer, reason)
+        self._publish_status(wait=False)
+        return answer
+
+    @property
+    def queued(self) -> str | None:
+        return self._pending
+
+    @property
+    def busy(self) -> bool:
+        return self._busy
+
+    def _on_connect(self, client, userdata, flags, reason_code, props) -> None:  # noqa: ANN001
+        if reason_code != 0:
+            log.error("broker refused the trainer: %s", reason_code)
+            return
+        client.subscribe(self.topics.all_verdicts(), qos=1)
+        if self.cfg.triggers.on_request:
+            client.subscribe(self.topics.retrain_request(), qos=1)
+        self.connected.set()
+
+    def _on_message(self, client, userdata, msg) -> None:  # noqa: ANN001
+        try:
+            if msg.topic == self.topics.retrain_request():
+                req = wire.RetrainRequest.decode(msg.payload)
+                self.request(f"requested by {req.user}" + (f" at {req.station}" if req.station else "")
+                             + (f": {req.reason}" if req.reason else ""))
+                return
+            verdict = wire.Verdict.decode(msg.payload)
+        except WireError as exc:
+            log.warning("ignored a message on %s: %s", msg.topic, exc)
+            return
+        if verdict.undone:
+            return
+        with self._cv:
+            self.verdicts_since += 1
+            due = 0 < self.cfg.triggers.verdicts <= self.verdicts_since
+        if due:
+            self.request(f"{self.verdicts_since} new verdicts")
+
+    def _schedule(self) -> None:
+        period = self.cfg.triggers.every_hours * 3600.0
+        while not self._stop.wait(period):
+            self.request(f"schedule (every {self.cfg.triggers.every_hours:g} h)")
+
+    def _worker(self) -> None:
+        while True:
+            with self._cv:
+                self._cv.wait_for(lambda: self._pending is not None or self._stop.is_set())
+                if self._stop.is_set():
+                    return
+                reason, self._pending, self._busy = self._pending, None, True
+            try:
+                self.retrain_once(reason)
+            finally:
+                with self._cv:
+                    self._busy = False
+                self._publish_status()
+
+    # ------------------------------------------------------------------ one retrain
+    def retrain_once(self, reason: str = "manual") -> dict:
+        """Run one retrain now (callers are serialised); return the result published as ``last``."""
+        with self._run_lock:
+            t0 = time.monotonic()
+            with self._cv:
+                self.verdicts_since = 0
+            self.runs += 1
+            self._set_state("training", reason)
+            try:
+                result = self._retrain(reason)
+            except QcError as exc:
+                log.error("retrain failed: %s", exc)
+                result = {"ok": False, "error": str(exc)}
+            except Exception as exc:  # the server must outlive one bad run
+                log.exception("retrain crashed")
+                result = {"ok": False, "error": repr(exc)}
+            result.update(reason=reason, seconds=round(time.monotonic() - t0, 1), finished=time.time())
+            self.last = result
+            self._set_state("idle", reason)
+            return result
+
+    def _retrain(self, reason: str) -> dict:
+        from training.pipeline import Budgets
+        from training.train import TrainConfig
+
+        cfg = self.cfg
+        data, sources = self.collect()
+        golden = GoldenSet.load_or_freeze(cfg.data.dir / "golden", data, cfg.data.golden_size, cfg.train.seed)
+        train_set = golden.exclude_from(data)
+        current = self.registry.current_version()
+        version = next_version(self.registry, cfg.train.first_version)
+        build = self._build or _default_build()
+        built = build(train_set, version, TrainConfig(epochs=cfg.train.epochs, seed=cfg.train.seed, progress=False),
+                      Budgets(cfg.train.escape_budget, cfg.train.review_budget, cfg.train.false_reject_budget),
+                      roi=cfg.data.roi, val=cfg.train.val, golden=0.0, parent=current, sources=sources,
+                      log=self._log_to)
+        self._set_state("gating", reason)
+        decision = gate_candidate(built.manifest, built.model_bytes,
+                                  self.registry.version_dir(current) if current else None, golden,
+                                  cfg.gate.rule(), log_dir=cfg.data.dir)
+        print(decision.report(), file=self._log_to)
+        out = {"ok": True, "version": version, "promoted": decision.promoted, "gate": decision.to_dict()}
+        if decision.promoted:
+            figures = {**dataclasses.asdict(decision.candidate), "golden_set": golden.summary()}
+            release(self.registry, built.manifest, built.model_bytes, cfg.keys.private, golden_metrics=figures,
+                    reason=f"promoted by the gate ({reason})")
+            ann = self.announcer.announce(self.registry, version, self.http, cfg.mqtt.lines)
+            out["announced"] = {"lines": list(cfg.mqtt.lines), "manifest_url": ann.manifest_url}
+        return out
+
+    def collect(self) -> tuple[Any, list]:
+        """Station items (synced first) + seed folders + synthetic parts, deduplicated."""
+        from training.data import ImageSet
+        from training.station_source import StationSource, merge
+
+        cfg, hw = self.cfg, (self.cfg.data.size, self.cfg.data.size)
+        sets, sources = [], []
+        if cfg.station.url:
+            token = os.environ.get(cfg.station.token_env, "")
+            if not token:
+                raise ConfigError(f"[station].token_env names {cfg.station.token_env!r}, which is not set")
+            src = StationSource(cfg.station.url, token, cfg.data.dir, cfg.station.page)
+            synced = src.sync()
+            sets.append(src.load(hw))
+            sources.append({"station": cfg.station.url, "new_items": synced.fetched, "cursor": synced.cursor})
+        for folder in cfg.data.seed_folders:
+            sets.append(ImageSet.from_folders(folder, hw, cfg.data.roi))
+            sources.append({"folder": str(folder)})
+        if cfg.data.synthetic:
+            sets.append(ImageSet.from_synthetic(cfg.data.synthetic, hw, seed=cfg.data.synthetic_seed))
+            sources.append({"synthetic": {"seed": cfg.data.synthetic_seed, "parts": cfg.data.synthetic}})
+        return merge([s for s in sets if len(s)]).dedup(), sources
+
+    # ------------------------------------------------------------------ status
+    def _set_state(self, state: str, reason: str) -> None:
+        self.state = state
+        self._reason = reason
+        self._publish_status(wait=False)
+
+    def status(self) -> dict:
+        return {"state": self.state, "reason": self._reason, "time": time.time(),
+                "queued": self._pending, "runs": self.runs, "verdicts_since_last": self.verdicts_since,
+                "current": self.registry.current_version(), "last": self.last}
+
+    def _publish_status(self, wait: bool = True) -> None:
+        if self.announcer is None:
+            return
+        payload = wire.dumps(self.status())
+        try:
+            if wait:
+                self.announcer.publish_retained(self.topics.train_status(), payload)
+            else:
+                self.announcer.client.publish(self.topics.train_status(), payload, qos=1, retain=True)
+        except QcError as exc:
+            log.warning("train status not published: %s", exc)
+
+
+def _default_build() -> Callable[..., Any]:
+    from training.pipeline import build_model  # torch loads here, not at import
+
+    return build_model
+
+
+def serve(config_path: str | Path) -> int:
+    """Run the server until interrupted (SIGINT/SIGTERM)."""
+    import signal
+
+    server = TrainServer(load_config(config_path)).start()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *a: stop.set())
+    print(f"qc train serve: models at {server.http.url}, status on {server.topics.train_status()}", file=sys.stderr)
+    try:
+        while not stop.wait(1.0):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    return 0
