@@ -36,14 +36,14 @@ def golden(tmp_path, parts):
     return GoldenSet.load_or_freeze(tmp_path / "data" / "golden", parts, size=40)
 
 
-def dark_spot_thresholds(golden):
+def dark_spot_thresholds(tmp_path, golden):
     """Thresholds for the dark-spot model that pass no golden defect (and as many good parts as that allows)."""
-    import onnxruntime as ort
+    from edge.detector import Detector
 
-    sess = ort.InferenceSession(threshold_model_bytes(HW, contrast=0.3, blur=5))
-    scores = np.array([sess.run(None, {"image": (im[None, None] / np.float32(255))})[0].item()
-                       for im in golden.images])
-    return float(scores[golden.labels == 1].min()), 1.0
+    probe = stage(tmp_path / "probe", "0.0.1", threshold_model_bytes(HW, contrast=0.3, blur=5), (0.0, 1.0))
+    det = Detector.load(probe, roi=(0, 0, HW[1], HW[0]))  # scored exactly as the gate scores
+    scores = np.array([det.score(im) for im in golden.images])
+    return float(scores[golden.labels == 1].min()) * 0.99, 1.0
 
 
 def stage(root, version, model_bytes, thresholds):
@@ -90,7 +90,7 @@ def test_gate_promotes_a_better_candidate_refuses_a_worse_one_and_logs_both(tmp_
     root = tmp_path / "staged"
     # Current: sends every part to review (no escapes, all review).
     current = stage(root, "1.0.0", constant_model_bytes(0.5, HW), (0.3, 0.7))
-    better = stage(root, "1.0.1", threshold_model_bytes(HW, contrast=0.3, blur=5), dark_spot_thresholds(golden))
+    better = stage(root, "1.0.1", threshold_model_bytes(HW, contrast=0.3, blur=5), dark_spot_thresholds(tmp_path, golden))
     worse = stage(root, "1.0.2", constant_model_bytes(0.1, HW), (0.3, 0.7))  # passes every part
     rule = GateRule(escape_tolerance=0.0, review_weight=0.25)
 
