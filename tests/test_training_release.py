@@ -224,3 +224,26 @@ def test_announcement_is_retained_for_edges_that_connect_later(broker, trainer):
         c.disconnect()
     ann = wire.ModelAnnouncement.decode(got[0].payload)
     assert got[0].retain and ann.version == "1.0.0" and ann.manifest_url == f"{trainer['url']}/1.0.0/manifest.json"
+
+
+def test_release_commands_register_without_torch_and_gate_from_the_command_line(tmp_path, golden, capsys):
+    import argparse
+    import subprocess
+    import sys
+
+    from training.release_cli import register
+
+    code = ("import sys, argparse; from training.release_cli import register; "
+            "p = argparse.ArgumentParser(); register(p.add_subparsers()); assert 'torch' not in sys.modules")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
+    parser = argparse.ArgumentParser(prog="qc train")
+    register(parser.add_subparsers())
+    args = parser.parse_args(["keygen", "--private", str(tmp_path / "k.key"), "--public", str(tmp_path / "k.pub")])
+    assert args.func(args) == 0 and (tmp_path / "k.key").stat().st_mode & 0o777 == 0o600
+    root = tmp_path / "staged"
+    cand = stage(root, "1.0.0", constant_model_bytes(0.1, HW), (0.3, 0.7))  # passes every defect
+    args = parser.parse_args(["gate", str(cand), "--data", str(tmp_path / "data")])
+    assert args.func(args) == 1
+    out = capsys.readouterr().out
+    assert "NOT promoted" in out and "escape 1.0000" in out and "rule:" in out
+    assert read_log(tmp_path / "data")[-1]["candidate"]["version"] == "1.0.0"
