@@ -1,9 +1,12 @@
-"""Engineers' dashboard: queue, rates per edge, throughput per reviewer, agreement, escape estimate."""
+"""Engineers' dashboard: queue, rates per edge, throughput per reviewer, agreement, escape estimate,
+and the "retrain now" button (a wire.RetrainRequest to the retraining server, audited like a setting)."""
 from __future__ import annotations
 
 import time
 
-from flask import Blueprint, render_template, request
+from flask import Blueprint, current_app, g, redirect, render_template, request, url_for
+
+from qcloop import wire
 
 from station_ui import present, reports, svg
 from station_ui.db import get_db
@@ -26,4 +29,26 @@ def page():  # type: ignore[no-untyped-def]
         "mix": svg.bar_chart(s["verdict_mix"], title="Verdicts by kind", color="#c98a2e"),
     }
     return render_template("dashboard.html", s=s, edges=reports.edges(db), charts=charts, window=window,
-                           windows=list(WINDOWS), oldest=present.age_words(s["oldest_age_s"]))
+                           windows=list(WINDOWS), oldest=present.age_words(s["oldest_age_s"]),
+                           retrain=request.args.get("retrain", ""),
+                           can_retrain=current_app.extensions["station"].publisher is not None)
+
+
+@bp.route("/dashboard/retrain", methods=["POST"])
+@require("engineer")
+def retrain():  # type: ignore[no-untyped-def]
+    state = current_app.extensions["station"]
+    publisher = state.publisher
+    if publisher is None:
+        return render_template("error.html", message="MQTT is off at this station: the retraining server "
+                                                     "cannot be reached"), 503
+    reason = request.form.get("reason", "").strip()[:200]
+    msg = wire.RetrainRequest(user=g.user.name, time=time.time(), station=state.cfg.station.name, reason=reason)
+    send = getattr(publisher, "publish_retrain_request", None)
+    if send is not None:
+        send(msg)
+    else:
+        # The ingest's client carries verdicts too: same broker session, same credentials.
+        publisher.client.publish(publisher.topics.retrain_request(), msg.encode(), qos=1)
+    get_db().audit(g.user.name, "setting", "retrain", {"requested": True, "reason": reason})
+    return redirect(url_for("dashboard.page", retrain="sent"))
