@@ -185,6 +185,9 @@ class Ingest:
     def publish_verdict(self, message: wire.Verdict) -> None:
         self.client.publish(self.topics.verdict(message.line), message.encode(), qos=1)
 
+    def publish_retrain_request(self, message: wire.RetrainRequest) -> None:
+        self.client.publish(self.topics.retrain_request(), message.encode(), qos=1)
+
 
 def _write_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)

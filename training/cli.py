@@ -36,6 +36,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     dm.add_argument("--out", type=Path, default=None, help="output folder (default: models/default)")
     dm.set_defaults(func=_default_model)
 
+    from training.release_cli import register as register_release
+
+    register_release(cmds)  # keygen, gate, publish, serve, golden
+
 
 def _run(args: argparse.Namespace) -> int:
     from datetime import datetime, timezone

@@ -6,7 +6,9 @@
         ├── TrainError             training cannot start or diverged (bad options, NaN loss)
         ├── ExportError            the model cannot be exported to ONNX
         │   └── ParityError        onnxruntime and PyTorch disagree on real images beyond tolerance
-        └── CalibrationError       thresholds cannot be chosen (no scores, one class, bad budget)
+        ├── CalibrationError       thresholds cannot be chosen (no scores, one class, bad budget)
+        ├── GateError              a model cannot be scored on the golden set
+        └── ReleaseError           a model cannot be signed, registered, served or announced
 
 Model files (manifest, registry) raise models.errors.ModelsError. Library errors
 (torch, onnx, onnxruntime, OpenCV) are translated at the boundary with ``raise ... from exc``.
@@ -36,3 +38,11 @@ class ParityError(ExportError):
 
 class CalibrationError(TrainingError):
     """Thresholds cannot be chosen from the given scores."""
+
+
+class GateError(TrainingError):
+    """A model cannot be scored on the golden set (unloadable, wrong input, empty golden set)."""
+
+
+class ReleaseError(TrainingError):
+    """A model cannot be signed, registered, served or announced."""

@@ -22,15 +22,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from models.manifest import MANIFEST_NAME, Manifest, write_manifest
-from training.errors import TrainingError
+from training.errors import GateError
 from training.golden import GoldenSet
 from training.metrics import auroc, decision_rates
 
 GATE_LOG = "gate-log.jsonl"
-
-
-class GateError(TrainingError):
-    """A model cannot be scored on the golden set (unloadable, wrong input, empty golden set)."""
 
 
 @dataclass(frozen=True)

@@ -26,13 +26,9 @@ from models.registry import Registry
 from qcloop import wire
 from qcloop.errors import QcError
 from qcloop.mqttconn import BrokerSettings, make_client
-from training.errors import TrainingError
+from training.errors import ReleaseError
 
 log = logging.getLogger(__name__)
-
-
-class ReleaseError(TrainingError):
-    """A model cannot be signed, registered, served or announced."""
 
 
 # ------------------------------------------------------------------ keys, versions

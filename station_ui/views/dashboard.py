@@ -44,11 +44,6 @@ def retrain():  # type: ignore[no-untyped-def]
                                                      "cannot be reached"), 503
     reason = request.form.get("reason", "").strip()[:200]
     msg = wire.RetrainRequest(user=g.user.name, time=time.time(), station=state.cfg.station.name, reason=reason)
-    send = getattr(publisher, "publish_retrain_request", None)
-    if send is not None:
-        send(msg)
-    else:
-        # The ingest's client carries verdicts too: same broker session, same credentials.
-        publisher.client.publish(publisher.topics.retrain_request(), msg.encode(), qos=1)
+    publisher.publish_retrain_request(msg)  # the ingest's session: same broker, same credentials
     get_db().audit(g.user.name, "setting", "retrain", {"requested": True, "reason": reason})
     return redirect(url_for("dashboard.page", retrain="sent"))
