@@ -112,8 +112,9 @@ def _composite_dark(out: np.ndarray, layer: np.ndarray, box: tuple[int, int, int
 
 
 def _pit(out, rng, sev, cx, cy, r):
+    # Sizes are fractions of the part radius: a blow-hole is 3 to 9 % of the part's diameter.
     n = int(rng.integers(1, 4))
-    rad = max(1.0, r * _lerp(0.006, 0.026, sev))
+    rad = max(1.0, r * _lerp(0.014, 0.045, sev))
     x, y = _material_point(out, rng, cx, cy, r, 0.68, 0.94, rad * 3)
     offsets = [(0.0, 0.0)] + [tuple(rng.normal(0, rad * 2.5, 2)) for _ in range(n - 1)]
     spread = rad * 8
@@ -129,8 +130,8 @@ def _pit(out, rng, sev, cx, cy, r):
 
 
 def _crack(out, rng, sev, cx, cy, r):
-    length = r * _lerp(0.08, 0.3, sev)
-    thick = max(1, int(round(r * _lerp(0.002, 0.007, sev))))
+    length = r * _lerp(0.15, 0.4, sev)
+    thick = max(1, int(round(r * _lerp(0.004, 0.012, sev))))
     x, y = _material_point(out, rng, cx, cy, r, 0.7, 0.92, length * 0.6)
     # Cracks in castings run roughly radially from stress points; jag around that direction.
     heading = math.atan2(y - cy, x - cx) + rng.normal(0, 0.5)
@@ -192,7 +193,7 @@ def _fill_blob(out, rng, poly, value: float, texture: float, soft: float):
 
 
 def _burr(out, rng, sev, cx, cy, r):
-    poly, a0, d = _rim_blob(out, rng, sev, cx, cy, r, inward=False, extent=(0.05, 0.16), depth=(0.015, 0.06))
+    poly, a0, d = _rim_blob(out, rng, sev, cx, cy, r, inward=False, extent=(0.08, 0.2), depth=(0.03, 0.09))
     # Extra material: as bright as the flange near it, a little brighter where it catches the light.
     mat = _local_median(out, cx + 0.9 * r * math.cos(a0), cy + 0.9 * r * math.sin(a0), max(2.0, 0.03 * r))
     value = min(250.0, mat + _lerp(5, 45, sev))
@@ -200,7 +201,7 @@ def _burr(out, rng, sev, cx, cy, r):
 
 
 def _chip(out, rng, sev, cx, cy, r):
-    poly, a0, d = _rim_blob(out, rng, sev, cx, cy, r, inward=True, extent=(0.05, 0.18), depth=(0.02, 0.08))
+    poly, a0, d = _rim_blob(out, rng, sev, cx, cy, r, inward=True, extent=(0.08, 0.22), depth=(0.035, 0.1))
     # The missing piece shows whatever lies behind the part: sample just outside the rim.
     bx, by = cx + 1.12 * r * math.cos(a0), cy + 1.12 * r * math.sin(a0)
     h, w = out.shape

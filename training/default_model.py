@@ -27,7 +27,7 @@ DEFAULT_OUT = Path(__file__).resolve().parent.parent / "models" / "default"
 def build_default(out: Path = DEFAULT_OUT, train_parts: int = TRAIN_PARTS, held_out_parts: int = HELD_OUT_PARTS,
                   epochs: int = 16, hw: tuple[int, int] = INPUT_HW, log=sys.stderr):
     from hardware.synthetic import PartGenerator
-    from training.pipeline import build_model
+    from training.pipeline import Budgets, build_model
 
     roi = roi_fractions(PartGenerator(seed=SEED, width=WIDTH, height=HEIGHT).roi(), WIDTH, HEIGHT)
     train_set = ImageSet.from_synthetic(train_parts, hw, seed=SEED, defect_rate=0.4, artefact_rate=0.3,
@@ -39,7 +39,10 @@ def build_default(out: Path = DEFAULT_OUT, train_parts: int = TRAIN_PARTS, held_
         s.meta["split"] = "val" if i % 2 == 0 else "golden"
     data = (train_set + held).dedup()
     cfg = TrainConfig(epochs=epochs, seed=SEED, progress=False)
-    result = build_model(data, VERSION, cfg, roi=roi, sources=[
+    # A first model on a new line: a wide review band is cheaper than rejecting good parts, and
+    # the verdicts it collects are what the first retrain learns from.
+    result = build_model(data, VERSION, cfg, budgets=Budgets(escape=0.005, review=0.25, false_reject=0.05), roi=roi,
+                         sources=[
         {"synthetic": {"seed": SEED, "parts": train_parts, "severity": [0.5, 1.0]}},
         {"synthetic": {"seed": SEED + 1, "parts": held_out_parts}}], log=log)
     out.mkdir(parents=True, exist_ok=True)
