@@ -41,6 +41,7 @@ class EdgeLink:
         # topic -> handler(payload); subscribed with QoS 1 on every (re)connect.
         self._handlers: dict[str, Callable[[bytes], None]] = {self.topics.review_ack(line): self._on_ack_payload}
         self.acks_received = 0
+        self._stopping = False
         self.bad_messages = 0
         self._status: dict[str, Any] = {"state": "starting"}
         c = make_client(cfg, client_id, will=(self.topics.status(line, camera),
@@ -57,6 +58,7 @@ class EdgeLink:
         self.client.loop_start()
 
     def stop(self) -> None:
+        self._stopping = True
         if self.connected.is_set():
             info = self.client.publish(self.topics.status(self.line, self.camera),
                                        wire.dumps({**self._status, "state": "offline"}), qos=1, retain=True)
@@ -81,7 +83,7 @@ class EdgeLink:
             hook()
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
-        if self.connected.is_set():
+        if self.connected.is_set() and not self._stopping:
             log.warning("lost the broker connection (%s); reconnecting", reason_code)
         self.connected.clear()
 
