@@ -84,27 +84,35 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config)
     service = EdgeService(cfg, max_parts=args.parts)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = stop_on_signals()
     service.start()
     print(f"edge {cfg.edge.line}/{cfg.edge.camera} running model {service.detector.version}; "
           f"Ctrl-C stops", file=sys.stderr)
-    t0 = time.monotonic()
     try:
-        while not stop.is_set():
-            if service.pipeline.finished.is_set():
-                break
-            if args.duration is not None and time.monotonic() - t0 >= args.duration:
-                break
-            if not args.quiet:
-                print("\r" + status_line(service.status()), end="", file=sys.stderr, flush=True)
-            stop.wait(0.5)
+        show_status_until_stopped(service, stop, args.duration, quiet=args.quiet)
     finally:
         service.stop()
-        final = service.status(state="stopped")
-        print("\r" + status_line(final), file=sys.stderr)
+        print("\r" + status_line(service.status(state="stopped")), file=sys.stderr)
     return 0
+
+
+def stop_on_signals() -> threading.Event:
+    """An event set by Ctrl-C or SIGTERM, so the caller can stop everything in order."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+def show_status_until_stopped(service, stop: threading.Event, duration: float | None, quiet: bool = False) -> None:
+    """Refresh a one-line status until stop is set, the line finishes, or duration passes."""
+    t0 = time.monotonic()
+    while not stop.is_set() and not service.pipeline.finished.is_set():
+        if duration is not None and time.monotonic() - t0 >= duration:
+            return
+        if not quiet:
+            print("\r" + status_line(service.status()), end="", file=sys.stderr, flush=True)
+        stop.wait(0.5)
 
 
 def status_line(s: dict) -> str:

@@ -2,10 +2,7 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-import threading
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,7 +12,7 @@ EXAMPLE_EDGE = Path(__file__).resolve().parent.parent / "config" / "edge.example
 
 
 def run(args: argparse.Namespace) -> int:
-    from edge.cli import status_line
+    from edge.cli import show_status_until_stopped, status_line, stop_on_signals
     from edge.config import load_config
     from edge.service import EdgeService
 
@@ -34,22 +31,15 @@ def run(args: argparse.Namespace) -> int:
                   mqtt=replace(cfg.mqtt, host=broker.host, port=broker.port),
                   metrics=replace(cfg.metrics, port=args.metrics_port))
     edge = EdgeService(cfg, max_parts=args.parts)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = stop_on_signals()
     edge.start()
     say(f"edge {cfg.edge.line}/{cfg.edge.camera} on a simulated line at {args.rate:g} parts/s, "
         f"model {edge.detector.version}")
     if args.metrics_port:
         say(f"edge metrics: http://127.0.0.1:{args.metrics_port}/metrics  health: /healthz")
     say(f"data under {data}; Ctrl-C stops everything")
-    t0 = time.monotonic()
     try:
-        while not stop.is_set() and not edge.pipeline.finished.is_set():
-            if args.duration is not None and time.monotonic() - t0 >= args.duration:
-                break
-            print("\r" + status_line(edge.status()), end="", file=sys.stderr, flush=True)
-            stop.wait(0.5)
+        show_status_until_stopped(edge, stop, args.duration)
     finally:
         edge.stop()
         print("\r" + status_line(edge.status(state="stopped")), file=sys.stderr)
