@@ -85,3 +85,20 @@ def login(client, name: str, secret: str):
 
 def page_csrf(client, path: str = "/review") -> str:
     return csrf_of(client.get(path).get_data(as_text=True))
+
+
+# ------------------------------------------------------------------ browser helpers
+CHROMIUM = "/usr/bin/chromium"  # Debian's package; Playwright drives it (its own download is not used)
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+
+
+def open_review_screen(playwright, base_url: str, user=OPERATOR, viewport=(1280, 800)):
+    """Launch headless Chromium, log in as user, and return (browser, page) on the review screen."""
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
+    page.goto(base_url + "login")
+    page.fill("input[name=name]", user[0])
+    page.fill("input[name=secret]", user[2])
+    page.click("button[type=submit]")
+    return browser, page

@@ -7,6 +7,7 @@ from edge.link import EdgeLink, ReviewSender
 from edge.outbox import Outbox
 from qcloop import wire
 from qcloop.reviewsink import ReviewSink
+from tests.waiting import wait_until
 
 JPEG = b"\xff\xd8" + b"\x22" * 2000 + b"\xff\xd9"
 
@@ -24,16 +25,6 @@ def start_edge(broker, outbox, resend_after_s=0.3):
     sender.start()
     assert link.connected.wait(10)
     return link, sender
-
-
-def wait_until(predicate, timeout=10.0):
-    """Poll a condition until it holds or the deadline passes (readiness, not a fixed sleep)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 def test_review_made_while_no_station_listens_is_delivered_once_one_appears(broker, tmp_path):

@@ -20,6 +20,7 @@ from models.signing import generate_keypair, load_private_key, sign
 from qcloop import wire
 from tests.models_support import build_version
 from tests.test_edge_service import write_config
+from tests.waiting import wait_until
 
 
 @pytest.fixture
@@ -71,15 +72,6 @@ def running_edge(tmp_path, broker, model_server, rate_hz=100.0):
     service.start()
     assert service.link.connected.wait(10)
     return service, actuator, decisions
-
-
-def wait_until(predicate, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return False
 
 
 def test_new_signed_model_goes_live_under_a_running_line_with_no_part_missed(tmp_path, broker, model_server):

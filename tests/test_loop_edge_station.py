@@ -20,24 +20,15 @@ from edge.config import load_config
 from edge.service import EdgeService
 from hardware.actuators import SimulatedActuator
 from qcloop import wire
-from station_support import OPERATOR
+from station_support import CHROMIUM, OPERATOR, open_review_screen
 from station_ui import accounts
 from station_ui.config import config_for
 from station_ui.store import Store
 from tests.test_edge_service import write_config
+from tests.waiting import wait_until
 
-CHROMIUM = "/usr/bin/chromium"
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK), reason=f"{CHROMIUM} is not installed")]
-
-
-def wait_until(cond, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def test_edge_reviews_are_ruled_at_the_station_and_exported(tmp_path, broker):
@@ -71,14 +62,7 @@ def test_edge_reviews_are_ruled_at_the_station_and_exported(tmp_path, broker):
     try:
         assert subscribed.wait(10) and station.ingest.connected.wait(10)
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-                "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--no-first-run"])
-            page = browser.new_page(viewport={"width": 1280, "height": 800})
-            page.goto(station.url + "login")
-            page.fill("input[name=name]", OPERATOR[0])
-            page.fill("input[name=secret]", OPERATOR[2])
-            page.click("button[type=submit]")
+            browser, page = open_review_screen(p, station.url)
             count = page.locator("#queue-count")
             expect(count).to_have_text("0")
 

@@ -9,23 +9,14 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from qcloop import wire
-from station_support import OPERATOR, make_header, make_jpeg
+from station_support import CHROMIUM, OPERATOR, make_header, make_jpeg, open_review_screen
 from station_ui import accounts
 from station_ui.config import config_for
 from station_ui.store import Store
+from tests.waiting import wait_until
 
-CHROMIUM = "/usr/bin/chromium"
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK), reason=f"{CHROMIUM} is not installed")]
-
-
-def wait_until(cond, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.02)  # polling a condition with a deadline
-    return False
 
 
 def test_review_by_tap_and_key_and_live_queue(tmp_path, broker):
@@ -62,14 +53,7 @@ def test_review_by_tap_and_key_and_live_queue(tmp_path, broker):
         assert wait_until(lambda: store.queue_stats().count == 3)
 
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-                "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--no-first-run"])
-            page = browser.new_page(viewport={"width": 1280, "height": 800})
-            page.goto(server.url + "login")
-            page.fill("input[name=name]", OPERATOR[0])
-            page.fill("input[name=secret]", OPERATOR[2])
-            page.click("button[type=submit]")
+            browser, page = open_review_screen(p, server.url)
             count = page.locator("#queue-count")
             expect(count).to_have_text("3")
             expect(page.locator(f'article[data-id="{headers[0].id}"]')).to_be_visible()

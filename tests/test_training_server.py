@@ -23,17 +23,9 @@ from training.golden import GoldenSet
 from training.release import keygen
 from training.server import ServeConfig, TrainServer, load_config
 from training.station_source import StationSource
+from tests.waiting import wait_until
 
 HW = (64, 64)
-
-
-def wait_until(predicate, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +93,7 @@ def test_a_station_request_runs_a_real_retrain_that_is_gated_signed_served_and_a
         assert server.connected.wait(10)
         w.send(topics.retrain_request(), wire.RetrainRequest("erik", time.time(), station="st1").encode())
         done = lambda: (w.last(topics.train_status()) or {}).get("last") is not None  # noqa: E731
-        assert wait_until(done), server.last
+        assert wait_until(done, timeout=60), server.last
         status = w.last(topics.train_status())
         assert wait_until(lambda: w.last(topics.model("L1")) is not None, 10)
         ann = wire.ModelAnnouncement.decode(json.dumps(w.last(topics.model("L1"))).encode())
@@ -138,7 +130,7 @@ def test_enough_new_verdicts_start_a_retrain(tmp_path, broker, seed_images):
         assert wait_until(lambda: server.verdicts_since == 2, 10)
         assert server.runs == 0 and server.queued is None
         w.send(wire.Topics().verdict("L1"), wire.Verdict("r2", "not_defect", "glare", "olga", time.time()).encode())
-        assert wait_until(lambda: server.last is not None)
+        assert wait_until(lambda: server.last is not None, timeout=60)
     finally:
         w.close()
         server.stop()
@@ -172,10 +164,10 @@ def test_retrains_never_overlap_and_requests_during_a_run_queue_once(tmp_path, b
         assert server.connected.wait(10)
         req = lambda who: wire.RetrainRequest(who, time.time()).encode()  # noqa: E731
         w.send(wire.Topics().retrain_request(), req("erik"))
-        assert wait_until(lambda: len(calls) == 1)
+        assert wait_until(lambda: len(calls) == 1, timeout=60)
         for who in ("ada", "erik", "ada"):
             w.send(wire.Topics().retrain_request(), req(who))
-        assert wait_until(lambda: server.queued is not None)
+        assert wait_until(lambda: server.queued is not None, timeout=60)
         assert server.request("direct") == "already queued"
         assert len(calls) == 1  # still held: nothing ran beside it
         release_build.set()
