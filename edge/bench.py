@@ -83,6 +83,8 @@ def run(model_dir: Path | None = None, parts: int = 3000, rate_hz: float = 100.0
             "fail_safe": fast["fail_safe"] + paced["fail_safe"],
             "reviews_sent": len(reviews),
             "reviews_delivered": len(reviews & sink.stored),
+            "reviews_dropped": fast["reviews_dropped"] + paced["reviews_dropped"],
+            "review_share": round(len(reviews) / (parts + rate_parts), 4),
             "all_reviews_delivered": delivered,
             "rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1),
             "model": version,
@@ -131,6 +133,7 @@ def _phase(base: EdgeConfig, camera: SyntheticCamera, trigger: SoftwareTrigger, 
         "uninspected": (parts - len(decided_parts)) + fail_safe,
         "fail_safe": fail_safe,
         "reviews": reviews,
+        "reviews_dropped": service.pipeline.reviews_dropped,
     }
 
 

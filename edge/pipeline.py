@@ -10,7 +10,8 @@ Capture and preprocessing (OpenCV) overlap inference (onnxruntime) on the second
 core; both release the GIL. A part fails safe (REJECT, counted, alarm) when its
 frame cannot be read, when the frame queue is full, when the model fails, or when
 its decision would come after the deadline. The frame queue is bounded; a full one
-never blocks the line unless ``backpressure`` is set (benchmarks: "as fast as it can").
+never blocks the line unless ``backpressure`` is set (benchmarks: "as fast as it can"),
+and then the review queue blocks as well, so every review is stored.
 
 The detector is read once per part from ``self.detector``; a hot-swap assigns a fully
 loaded, warmed-up detector there, so no part is inspected by a half-loaded model.
@@ -244,13 +245,17 @@ class Pipeline:
             image = model.crop(frame.image)
         except (EdgeError, ValueError):
             image = frame.image  # a frame too small for the ROI is still worth a look
+        pb, ra = self._thresholds(model)
+        job = _ReviewJob(image, decision, {"pass_below": pb, "reject_above": ra})
         try:
-            pb, ra = self._thresholds(model)
-            self._reviews.put_nowait(_ReviewJob(image, decision, {"pass_below": pb, "reject_above": ra}))
-            self.reviews_queued += 1
-            self.metrics.reviews.labels(decision.review).inc()
+            # With backpressure ("as fast as it can") the review writer paces the line too, so a
+            # throughput figure never hides dropped reviews.
+            self._reviews.put(job) if self.backpressure else self._reviews.put_nowait(job)
         except queue.Full:
             self._review_dropped(decision, "the review queue is full")
+            return
+        self.reviews_queued += 1
+        self.metrics.reviews.labels(decision.review).inc()
 
     def _review_dropped(self, decision: Decision, why: str) -> None:
         self.reviews_dropped += 1
