@@ -74,7 +74,9 @@ def add_defect(image: np.ndarray, kind: str, rng: np.random.Generator, severity:
     if kind not in DEFECT_KINDS:
         raise ValueError(f"unknown defect kind {kind!r}; expected one of {DEFECT_KINDS}")
     if severity is None:
-        severity = float(rng.uniform(0.0, 1.0) ** 1.3)  # skewed towards subtle
+        # Skewed towards subtle, with a floor: a defect below what the camera resolves at all is
+        # an escape for any vision system, and would only teach calibration to reject everything.
+        severity = 0.2 + 0.8 * float(rng.uniform(0.0, 1.0) ** 1.3)
     if not 0.0 <= severity <= 1.0:
         raise ValueError(f"severity must be in [0, 1], got {severity}")
     cx, cy, r = part if part is not None else _default_part(image)
