@@ -109,6 +109,10 @@ def _install_model(registry: Registry, model_dir: Path | None) -> str:
 def _phase(base: EdgeConfig, camera: SyntheticCamera, trigger: SoftwareTrigger, parts: int,
            backpressure: bool) -> dict[str, Any]:
     cfg = replace(base, edge=replace(base.edge, data_dir=base.edge.data_dir / f"phase-{time.monotonic_ns()}"))
+    if backpressure:
+        # The line waits for the pipeline here, so a deep frame queue would only age frames
+        # past the deadline; two keep inference busy.
+        cfg = replace(cfg, decision=replace(cfg.decision, queue_size=2))
     actuator = SimulatedActuator()
     service = EdgeService(cfg, camera=camera, trigger=trigger, actuator=actuator, max_parts=parts,
                           backpressure=backpressure)
