@@ -61,9 +61,11 @@ class DecisionSection:
     pass_below: float | None = None  # overrides the manifest's thresholds when set
     reject_above: float | None = None
     seed: int | None = None  # audit sampling seed (None: random)
+    shadow_review_rate: float = 0.1  # share of shadow-model disagreements sent for review (as audits)
 
     def __post_init__(self) -> None:
         check_range("audit_rate", self.audit_rate, 0.0, 1.0)
+        check_range("shadow_review_rate", self.shadow_review_rate, 0.0, 1.0)
         check_range("deadline_ms", self.deadline_ms, 0.0, 60_000.0, lo_open=True)
         check_range("queue_size", self.queue_size, 1, 10_000)
         for name in ("pass_below", "reject_above"):

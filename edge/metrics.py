@@ -68,6 +68,8 @@ class EdgeMetrics:
         self.outbox_bytes = Gauge("qc_outbox_bytes", "Bytes of images in the outbox", registry=r)
         self.model = Gauge("qc_model_info", "The model version in use (value 1)", ["version"], registry=r)
         self.connected = Gauge("qc_broker_connected", "1 while connected to the MQTT broker", registry=r)
+        self.shadow = Counter("qc_shadow_parts", "Parts also scored by a shadow model, by agreement with the live one",
+                              ["version", "agreement"], registry=r)
         self.alarm = Gauge("qc_alarm", "1 while an alarm is active", ["name"], registry=r)
         self.alarms = Alarms(on_change=lambda name, on: self.alarm.labels(name).set(1 if on else 0))
         self._model_version = ""

@@ -70,6 +70,8 @@ class _ReviewJob:
     image: np.ndarray  # the inspected region of the frame
     decision: Decision
     thresholds: dict[str, float]
+    reason: str
+    detail: str
 
 
 class Pipeline:
@@ -80,6 +82,9 @@ class Pipeline:
                  max_parts: int | None = None):
         self.camera, self.trigger, self.actuator = camera, trigger, actuator
         self.detector = detector
+        self.shadow: ScoringModel | None = None  # a candidate scored after each live decision, never actuated
+        self.shadow_parts = 0
+        self.shadow_disagreements = 0
         self.cfg = decision
         self.line, self.camera_name = line, camera_name
         self.metrics = metrics or EdgeMetrics()
@@ -208,7 +213,31 @@ class Pipeline:
                         audit_rate=self.cfg.audit_rate, draw=self._rng.random())
         if time.monotonic() - frame.captured_mono > self.deadline_s:
             ruling = fail_safe("late", True)
-        self._finish(frame, ruling, score, model.version)
+        decision = self._finish(frame, ruling, score, model.version)
+        if self.shadow is not None:
+            self._shadow_score(frame, tensor, model, decision)
+
+    def _shadow_score(self, frame: Frame, tensor: np.ndarray, live: Any, decision: Decision) -> None:
+        """Score the shadow candidate on the same frame, after actuation: it never changes an action."""
+        shadow = self.shadow
+        try:
+            same_input = shadow.manifest.input == live.manifest.input  # then the live tensor fits as it is
+            score = shadow.infer(tensor if same_input else shadow.preprocess(frame.image))
+        except (EdgeError, cv2.error, ValueError) as exc:
+            self.metrics.alarms.raise_("shadow", f"shadow model {shadow.version} failed: {exc}")
+            return
+        t = shadow.thresholds
+        action = decide(score, t.pass_below, t.reject_above, uncertain_action=self.cfg.uncertain_action).action
+        self.shadow_parts += 1
+        agree = action == decision.action
+        self.metrics.shadow.labels(shadow.version, "agree" if agree else "disagree").inc()
+        if agree:
+            return
+        self.shadow_disagreements += 1
+        if not decision.review and self._rng.random() < self.cfg.shadow_review_rate:
+            # Sent as an audit: the reviewer is never told which model doubted the part.
+            self._queue_review(frame, decision, reason="audit",
+                               detail=f"shadow {shadow.version} would {action} (score {score:.3f})")
 
     def _thresholds(self, model: Any) -> tuple[float, float]:
         if self.cfg.pass_below is not None and self.cfg.reject_above is not None:
@@ -216,7 +245,7 @@ class Pipeline:
         t = model.thresholds
         return t.pass_below, t.reject_above
 
-    def _finish(self, frame: Frame, ruling: Ruling, score: float | None, model_version: str) -> None:
+    def _finish(self, frame: Frame, ruling: Ruling, score: float | None, model_version: str) -> Decision:
         """The one place a part's decision is made final: actuate, count, publish, queue review."""
         self.actuator.actuate(frame.part_id, ruling.action)
         latency = time.monotonic() - frame.captured_mono
@@ -235,9 +264,10 @@ class Pipeline:
         for listener in self.listeners:
             listener(decision)
         if ruling.review and frame.image.size:
-            self._queue_review(frame, decision)
+            self._queue_review(frame, decision, reason=ruling.review, detail=ruling.fail_safe)
+        return decision
 
-    def _queue_review(self, frame: Frame, decision: Decision) -> None:
+    def _queue_review(self, frame: Frame, decision: Decision, reason: str, detail: str) -> None:
         if self.outbox is None:
             return
         model = self.detector
@@ -246,7 +276,7 @@ class Pipeline:
         except (EdgeError, ValueError):
             image = frame.image  # a frame too small for the ROI is still worth a look
         pb, ra = self._thresholds(model)
-        job = _ReviewJob(image, decision, {"pass_below": pb, "reject_above": ra})
+        job = _ReviewJob(image, decision, {"pass_below": pb, "reject_above": ra}, reason, detail)
         try:
             # With backpressure ("as fast as it can") the review writer paces the line too, so a
             # throughput figure never hides dropped reviews.
@@ -255,7 +285,7 @@ class Pipeline:
             self._review_dropped(decision, "the review queue is full")
             return
         self.reviews_queued += 1
-        self.metrics.reviews.labels(decision.review).inc()
+        self.metrics.reviews.labels(reason).inc()
 
     def _review_dropped(self, decision: Decision, why: str) -> None:
         self.reviews_dropped += 1
@@ -283,8 +313,8 @@ class Pipeline:
         header = wire.ReviewHeader(
             id=wire.new_review_id(), part_id=d.part_id, line=self.line, camera=self.camera_name,
             captured_at=d.captured_at, model=d.model, score=d.score, band=d.band, action_taken=d.action,
-            reason=d.review or "uncertain", thresholds=job.thresholds, quality=quality_hints(image),
-            detail=d.fail_safe, width=w, height=h)
+            reason=job.reason, thresholds=job.thresholds, quality=quality_hints(image),
+            detail=job.detail, width=w, height=h)
         try:
             self.outbox.put(header, buf.tobytes())  # type: ignore[union-attr]
         except OutboxFullError as exc:

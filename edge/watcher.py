@@ -8,6 +8,10 @@ handed to the pipeline, which uses it from the next part on; the previous versio
 stays in the registry for ``qc edge rollback``. A refused model leaves the running one
 in place and raises an alarm naming why.
 
+An announcement with ``mode: shadow`` installs the candidate beside the live model
+instead: it scores the same frames after each actuation, never changes an action, and
+its disagreements are counted and sampled for review.
+
 The watcher also follows the registry's CURRENT pointer, so a rollback made with
 ``qc edge rollback`` (another process) reaches a running edge within a second.
 """
@@ -108,7 +112,8 @@ class ModelWatcher:
         """Fetch, check, load and swap in the announced model; raise a QcError when refused."""
         t0 = time.monotonic() if t0 is None else t0
         running = self.pipeline.detector.version
-        if ann.version == running:
+        shadow = getattr(self.pipeline, "shadow", None)
+        if ann.version == running or (ann.mode == "shadow" and shadow is not None and shadow.version == ann.version):
             return  # the retained announcement of what already runs
         if not is_newer(ann.version, running):
             raise VersionError(f"model {ann.version} is older than the running {running}; use rollback to go back")
@@ -128,7 +133,18 @@ class ModelWatcher:
         verify_model_bytes(manifest, model_bytes, source=f"{ann.version}/{manifest.file}")
         if manifest.version not in self.registry.versions():
             self.registry.add(manifest, model_bytes)
-        self._swap_to(manifest.version, t0, reason=f"announced ({ann.manifest_url})")
+        if ann.mode == "shadow":
+            self._run_in_shadow(manifest.version)
+        else:
+            self._swap_to(manifest.version, t0, reason=f"announced ({ann.manifest_url})")
+
+    def _run_in_shadow(self, version: str) -> None:
+        """Score a candidate beside the live model (after each actuation); CURRENT does not move."""
+        detector = self.load(self.registry.version_dir(version))
+        self._self_test(detector)
+        self.pipeline.shadow = detector
+        log.info("model %s runs in shadow beside %s: disagreements are counted and sampled for review",
+                 version, self.pipeline.detector.version)
 
     def _follow_current(self) -> None:
         try:

@@ -38,6 +38,7 @@ BANDS = ("pass", "uncertain", "reject", "none")
 VERDICTS = ("real_fault", "not_defect")
 #: Kinds a reviewer may give with "not a defect".
 NOT_DEFECT_KINDS = ("glare", "shadow", "dust", "mis-trigger", "other")
+MODEL_MODES = ("live", "shadow")
 #: Optional kinds for "real fault".
 FAULT_KINDS = ("pit", "crack", "burr", "chip", "porosity", "other")
 
@@ -303,6 +304,7 @@ class ModelAnnouncement:
     manifest_url: str
     sha256: str  # of the manifest file
     signature: str = ""
+    mode: str = "live"  # live: replaces the running model; shadow: runs beside it, no effect on actuation
 
     def encode(self) -> bytes:
         return dumps(asdict(self))
@@ -313,7 +315,10 @@ class ModelAnnouncement:
         for key in ("version", "manifest_url", "sha256"):
             if not isinstance(obj.get(key), str) or not obj[key]:
                 raise WireError(f"model announcement lacks a string {key!r}")
-        return cls(obj["version"], obj["manifest_url"], obj["sha256"], str(obj.get("signature", "")))
+        mode = obj.get("mode", "live")
+        if mode not in MODEL_MODES:
+            raise WireError(f"model announcement mode must be one of {MODEL_MODES}, got {mode!r}")
+        return cls(obj["version"], obj["manifest_url"], obj["sha256"], str(obj.get("signature", "")), mode)
 
 
 @dataclass(frozen=True)

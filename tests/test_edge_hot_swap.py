@@ -138,3 +138,28 @@ def test_rollback_returns_a_running_edge_to_the_previous_model(tmp_path, broker,
     assert service.registry.current_version() == "1.0.0"
     ids = [c[0] for c in actuator.calls]
     assert len(ids) == len(set(ids)) == service.pipeline.triggered
+
+
+def test_a_shadow_candidate_is_scored_beside_the_live_model_without_touching_actuation(tmp_path, broker, model_server):
+    service, actuator, decisions = running_edge(tmp_path, broker, model_server)
+    # The live model passes every part with confidence; the shadow candidate (score 0.95) would reject.
+    service.pipeline.cfg = replace(service.pipeline.cfg, shadow_review_rate=1.0, pass_below=0.9999, reject_above=1.0)
+    first = len(decisions) + 2  # parts already in flight may have been decided under the old thresholds
+    reviews = []
+    service.pipeline.review_listeners.append(reviews.append)
+    try:
+        ann = dataclasses.replace(publish(model_server, "2.0.0", score=0.95), mode="shadow")
+        announce(broker, ann)
+        assert wait_until(lambda: service.pipeline.shadow is not None)
+        assert wait_until(lambda: service.pipeline.shadow_disagreements >= 20)
+    finally:
+        service.stop()
+    assert {d.model for d in decisions} == {"1.0.0"}  # the live model decided every part
+    assert {d.action for d in decisions[first:]} == {"PASS"}  # and the shadow changed no action
+    assert service.registry.current_version() == "1.0.0"  # CURRENT did not move
+    ids = [c[0] for c in actuator.calls]
+    assert len(ids) == len(set(ids)) == service.pipeline.triggered
+    shadow_reviews = [h for h in reviews if "shadow 2.0.0 would REJECT" in h.detail]
+    assert shadow_reviews and all(h.reason == "audit" for h in shadow_reviews)  # reviewers stay blind
+    body = service.metrics.exposition().decode()
+    assert 'qc_shadow_parts_total{agreement="disagree",version="2.0.0"}' in body

@@ -53,8 +53,10 @@ def next_version(registry: Registry, first: str = "1.0.0") -> str:
 
 # ------------------------------------------------------------------ sign and register
 def release(registry: Registry, manifest: Manifest, model_bytes: bytes, private_key_path: str | Path,
-            golden_metrics: dict | None = None, reason: str = "promoted by the gate") -> Manifest:
-    """Sign (with the golden-set figures in ``metrics``), add to the registry, make current; return it."""
+            golden_metrics: dict | None = None, reason: str = "promoted by the gate", make_current: bool = True) -> Manifest:
+    """Sign (with the golden-set figures in ``metrics``), add to the registry, make current; return it.
+
+    ``make_current=False`` registers a candidate without making it live (shadow trials)."""
     from models.signing import load_private_key, sign
 
     metrics = dict(manifest.metrics)
@@ -63,7 +65,8 @@ def release(registry: Registry, manifest: Manifest, model_bytes: bytes, private_
     try:
         signed = sign(dataclasses.replace(manifest, metrics=metrics, signature=""), load_private_key(private_key_path))
         registry.add(signed, model_bytes)
-        registry.set_current(signed.version, reason=reason)
+        if make_current:
+            registry.set_current(signed.version, reason=reason)
     except ModelsError as exc:
         raise ReleaseError(f"cannot release model {manifest.version}: {exc}") from exc
     return signed
@@ -194,7 +197,7 @@ class Announcer:
                                f"message on {topic} within {timeout:g} s")
 
     def announce(self, registry: Registry, version: str, server: ModelHTTPServer | str,
-                 lines: list[str] | tuple[str, ...]) -> wire.ModelAnnouncement:
+                 lines: list[str] | tuple[str, ...], mode: str = "live") -> wire.ModelAnnouncement:
         """Announce ``version`` of ``registry`` (served by ``server``) on each line's model topic."""
         try:
             manifest = registry.manifest(version)
@@ -202,7 +205,7 @@ class Announcer:
             raise ReleaseError(f"cannot announce {version}: {exc}") from exc
         url = server.manifest_url(version) if isinstance(server, ModelHTTPServer) \
             else f"{server.rstrip('/')}/{version}/{MANIFEST_NAME}"
-        ann = wire.ModelAnnouncement(version, url, manifest_sha256(registry, version), manifest.signature)
+        ann = wire.ModelAnnouncement(version, url, manifest_sha256(registry, version), manifest.signature, mode)
         for line in lines:
             self.publish_retained(self.topics.model(line), ann.encode())
         return ann

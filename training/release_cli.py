@@ -44,6 +44,9 @@ def register(cmds: argparse._SubParsersAction) -> None:
     pb.add_argument("--line", action="append", default=[], required=True, help="line to announce on (repeatable)")
     pb.add_argument("--broker", default="127.0.0.1:1883", help="MQTT broker HOST:PORT (default 127.0.0.1:1883)")
     pb.add_argument("--force", action="store_true", help="publish even when the gate says no (recorded)")
+    pb.add_argument("--shadow", action="store_true",
+                    help="run the candidate beside the live model on the edges (no effect on actuation; "
+                         "disagreements counted and sampled for review) instead of making it live")
     _rule_args(pb)
     pb.set_defaults(func=_publish)
 
@@ -127,23 +130,23 @@ def _publish(args: argparse.Namespace) -> int:
     golden = GoldenSet.load(args.data / "golden")
     decision = gate(args.candidate, _current_dir(args), golden, _rule(args), log_dir=args.data)
     print(decision.report())
-    if not decision.promoted and not args.force:
-        return 1
+    if not decision.promoted and not args.force and not args.shadow:
+        return 1  # a shadow trial needs no promotion: it cannot change an action
     manifest = load_manifest(args.candidate / MANIFEST_NAME)
     model = (args.candidate / manifest.file).read_bytes()
     reg = Registry(args.data / "registry")
     figures = {**dataclasses.asdict(decision.candidate), "golden_set": golden.summary()}
-    release(reg, manifest, model, args.key, golden_metrics=figures,
+    release(reg, manifest, model, args.key, golden_metrics=figures, make_current=not args.shadow,
             reason="published" + (" with --force past the gate" if not decision.promoted else ""))
     host, _, port = args.broker.rpartition(":")
     if not host or not port.isdigit():
         raise ReleaseError(f"--broker must be HOST:PORT, got {args.broker!r}")
     announcer = Announcer(BrokerSettings(host=host, port=int(port))).start()
     try:
-        ann = announcer.announce(reg, manifest.version, args.url, args.line)
+        ann = announcer.announce(reg, manifest.version, args.url, args.line, mode="shadow" if args.shadow else "live")
     finally:
         announcer.stop()
-    print(f"published {manifest.version}: {ann.manifest_url} on {', '.join(args.line)}")
+    print(f"published {manifest.version} ({ann.mode}): {ann.manifest_url} on {', '.join(args.line)}")
     return 0
 
 
