@@ -14,7 +14,6 @@ review is refused with OutboxFullError and the caller raises an alarm.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import threading
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 
 from edge.errors import OutboxError, OutboxFullError
 from qcloop import wire
+from qcloop.files import write_durably
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS reviews (
@@ -77,7 +77,7 @@ class Outbox:
             self._make_room(size, header.reason)
             path = self.images / f"{header.id}.jpg"
             try:
-                _write_atomic(path, jpeg)
+                write_durably(path, jpeg)
                 self._db.execute(
                     "INSERT OR IGNORE INTO reviews (id, created, reason, header, file, bytes) VALUES (?, ?, ?, ?, ?, ?)",
                     (header.id, time.time(), header.reason, json.dumps(header.to_json()), path.name, size))
@@ -174,11 +174,3 @@ class Outbox:
             if p.name not in known:
                 p.unlink(missing_ok=True)
 
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)

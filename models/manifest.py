@@ -20,13 +20,13 @@ import json
 import math
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from models.errors import IntegrityError, ManifestError
+from qcloop.files import write_durably
 
 SCHEMA = "qcloop.manifest/1"
 COLOURS = ("gray", "bgr", "rgb")
@@ -320,19 +320,7 @@ def write_manifest(path: str | Path, manifest: Manifest) -> None:
 
 def atomic_write(path: Path, data: bytes) -> None:
     """Temp file in the same directory, fsync, os.replace, fsync the directory."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    write_durably(path, data)
     fsync_dir(path.parent)
 
 

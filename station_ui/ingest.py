@@ -16,7 +16,6 @@ import logging
 import os
 import queue
 import threading
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from qcloop import wire
+from qcloop.files import write_durably
 from qcloop.mqttconn import make_client
 from qcloop.errors import WireError
 from station_ui.config import StationConfig
@@ -154,7 +154,8 @@ class Ingest:
         for header, jpeg in reviews:
             path = self.image_path(header.id)
             if not path.exists():
-                _write_atomic(path, jpeg)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                write_durably(path, jpeg)
                 wrote_dirs.add(path.parent)
             rows.append((header, str(path), len(jpeg)))
         for d in wrote_dirs:
@@ -187,16 +188,6 @@ class Ingest:
 
     def publish_retrain_request(self, message: wire.RetrainRequest) -> None:
         self.client.publish(self.topics.retrain_request(), message.encode(), qos=1)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def _fsync_dir(path: Path) -> None:

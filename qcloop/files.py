@@ -1,0 +1,30 @@
+"""Durable file writes shared by every part: a reader sees the old file or the new one, never a torn one.
+
+``write_durably`` writes a temporary file in the same directory, fsyncs it and renames it
+over the target. Making the rename itself survive a power cut needs the directory fsynced
+too; each caller decides when (once per file, or once per batch) and how strictly.
+Standard library only.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def write_durably(path: Path, data: bytes) -> None:
+    """Temp file beside ``path`` (unique per call, so concurrent writers never clash), fsync, os.replace."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
