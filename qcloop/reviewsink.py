@@ -14,6 +14,7 @@ import paho.mqtt.client as mqtt
 
 from qcloop import wire
 from qcloop.errors import WireError
+from qcloop.mqttconn import BrokerSettings, make_client
 
 
 class ReviewSink:
@@ -27,11 +28,9 @@ class ReviewSink:
         self.bad = 0
         self.connected = threading.Event()
         self._changed = threading.Condition()
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False,
-                        protocol=mqtt.MQTTv311)
+        c = make_client(BrokerSettings(host=host, port=port, prefix=prefix, reconnect_max_s=2.0), client_id)
         c.on_connect = self._on_connect
         c.on_message = self._on_message
-        c.reconnect_delay_set(0.2, 2)
         self.client = c
         self.host, self.port = host, port
 
