@@ -1,7 +1,7 @@
 """The review outbox: reviews survive until the station says it stored them.
 
 Each review is a JPEG file plus a row in a local SQLite database (WAL). The JPEG is
-written first (temporary file, fsync, rename), then the row is committed, so a row
+written first (temporary file, fsync, rename, directory fsync), then the row is committed, so a row
 never points at a missing or torn file; a file without a row (a crash between the
 two) was never published and is removed at open. A row is deleted only when the
 station's review-ack arrives, never on the broker's PUBACK, and everything left after
@@ -22,7 +22,7 @@ from pathlib import Path
 
 from edge.errors import OutboxError, OutboxFullError
 from qcloop import wire
-from qcloop.files import write_durably
+from qcloop.files import fsync_dir, write_durably
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS reviews (
@@ -78,6 +78,7 @@ class Outbox:
             path = self.images / f"{header.id}.jpg"
             try:
                 write_durably(path, jpeg)
+                fsync_dir(self.images)  # the rename must outlive a power cut before the row says it exists
                 self._db.execute(
                     "INSERT OR IGNORE INTO reviews (id, created, reason, header, file, bytes) VALUES (?, ?, ?, ?, ?, ?)",
                     (header.id, time.time(), header.reason, json.dumps(header.to_json()), path.name, size))

@@ -28,3 +28,12 @@ def write_durably(path: Path, data: bytes) -> None:
             pass
         raise
 
+
+
+def fsync_dir(path: Path) -> None:
+    """Make renames into ``path`` durable; raises OSError when the disk cannot (callers must not ack then)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -13,7 +13,6 @@ reviews sent while the station is down wait in the broker.
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
 from collections import Counter
@@ -23,7 +22,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from qcloop import wire
-from qcloop.files import write_durably
+from qcloop.files import fsync_dir, write_durably
 from qcloop.mqttconn import make_client
 from qcloop.errors import WireError
 from station_ui.config import StationConfig
@@ -159,7 +158,7 @@ class Ingest:
                 wrote_dirs.add(path.parent)
             rows.append((header, str(path), len(jpeg)))
         for d in wrote_dirs:
-            _fsync_dir(d)  # the renames themselves must be durable before we ack
+            fsync_dir(d)  # the renames themselves must be durable before we ack
         fresh = store.insert_reviews(rows)
         for (header, _), new in zip(reviews, fresh):
             self.counts["stored" if new else "duplicates"] += 1
@@ -188,11 +187,3 @@ class Ingest:
 
     def publish_retrain_request(self, message: wire.RetrainRequest) -> None:
         self.client.publish(self.topics.retrain_request(), message.encode(), qos=1)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
