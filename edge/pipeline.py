@@ -32,6 +32,7 @@ import numpy as np
 from edge.config import DecisionSection
 from edge.decision import Decision, Ruling, decide, fail_safe
 from edge.errors import EdgeError, OutboxError, OutboxFullError
+from edge.journal import DecisionJournal
 from edge.metrics import EdgeMetrics
 from edge.quality import quality_hints
 from hardware.base import Actuator, Camera, Frame, Trigger
@@ -72,6 +73,7 @@ class _ReviewJob:
     thresholds: dict[str, float]
     reason: str
     detail: str
+    review_id: str
 
 
 class Pipeline:
@@ -79,7 +81,7 @@ class Pipeline:
                  decision: DecisionSection, line: str, camera_name: str, metrics: EdgeMetrics | None = None,
                  outbox: ReviewStore | None = None,
                  jpeg_quality: int = 90, review_queue_size: int = 64, backpressure: bool = False,
-                 max_parts: int | None = None):
+                 max_parts: int | None = None, journal: DecisionJournal | None = None):
         self.camera, self.trigger, self.actuator = camera, trigger, actuator
         self.detector = detector
         self.shadow: ScoringModel | None = None  # a candidate scored after each live decision, never actuated
@@ -89,6 +91,7 @@ class Pipeline:
         self.line, self.camera_name = line, camera_name
         self.metrics = metrics or EdgeMetrics()
         self.outbox = outbox
+        self.journal = journal  # optional audit trail: one line per decision and per stored review
         self.jpeg_quality = jpeg_quality
         self.backpressure = backpressure
         self.max_parts = max_parts
@@ -109,6 +112,7 @@ class Pipeline:
         self.reviews_dropped = 0
         self.last_decision_mono = 0.0
         self.last_frame: Frame | None = None  # for a new model's self-test on a real frame
+        self.camera_detect_s: float | None = None  # last good frame to the camera alarm, latest fault
         self.finished = threading.Event()
 
     # ------------------------------------------------------------------ lifecycle
@@ -158,7 +162,13 @@ class Pipeline:
             frame = self.camera.capture(part_id)
         except CameraError as exc:
             now = time.monotonic()
-            self.metrics.alarms.raise_("camera", f"camera fault: {exc}")
+            alarms = self.metrics.alarms
+            if alarms.raised_at("camera") is None and self.last_frame is not None:
+                # How long the line ran on a dead or frozen camera before anyone knew: the
+                # fault began after the last good frame, so this bounds the detection delay.
+                self.camera_detect_s = now - self.last_frame.captured_mono
+                self.metrics.camera_detect.set(self.camera_detect_s)
+            alarms.raise_("camera", f"camera fault: {exc}")
             stub = Frame(part_id, time.time(), now, np.zeros((0, 0), np.uint8))
             self._finish(stub, fail_safe("camera-fault", has_frame=False), None, "")
             return
@@ -261,13 +271,18 @@ class Pipeline:
             m.failsafe.labels(ruling.fail_safe).inc()
         if ruling.fail_safe == "late":
             m.alarms.raise_("late", "decisions missed the deadline: parts failed safe")
+        # The review id is fixed at actuation, so the journal can name the review a part is owed.
+        review_id = wire.new_review_id() if ruling.review and frame.image.size and self.outbox else None
+        if self.journal:
+            self.journal.decision(frame.part_id, ruling.action, review_id)
         for listener in self.listeners:
             listener(decision)
-        if ruling.review and frame.image.size:
-            self._queue_review(frame, decision, reason=ruling.review, detail=ruling.fail_safe)
+        if review_id:
+            self._queue_review(frame, decision, reason=ruling.review, detail=ruling.fail_safe, review_id=review_id)
         return decision
 
-    def _queue_review(self, frame: Frame, decision: Decision, reason: str, detail: str) -> None:
+    def _queue_review(self, frame: Frame, decision: Decision, reason: str, detail: str,
+                      review_id: str | None = None) -> None:
         if self.outbox is None:
             return
         model = self.detector
@@ -276,7 +291,8 @@ class Pipeline:
         except (EdgeError, ValueError):
             image = frame.image  # a frame too small for the ROI is still worth a look
         pb, ra = self._thresholds(model)
-        job = _ReviewJob(image, decision, {"pass_below": pb, "reject_above": ra}, reason, detail)
+        job = _ReviewJob(image, decision, {"pass_below": pb, "reject_above": ra}, reason, detail,
+                         review_id or wire.new_review_id())
         try:
             # With backpressure ("as fast as it can") the review writer paces the line too, so a
             # throughput figure never hides dropped reviews.
@@ -311,7 +327,7 @@ class Pipeline:
             return
         h, w = image.shape[:2]
         header = wire.ReviewHeader(
-            id=wire.new_review_id(), part_id=d.part_id, line=self.line, camera=self.camera_name,
+            id=job.review_id, part_id=d.part_id, line=self.line, camera=self.camera_name,
             captured_at=d.captured_at, model=d.model, score=d.score, band=d.band, action_taken=d.action,
             reason=job.reason, thresholds=job.thresholds, quality=quality_hints(image),
             detail=job.detail, width=w, height=h)
@@ -326,5 +342,7 @@ class Pipeline:
             self._review_dropped(d, str(exc))
             return
         self.metrics.alarms.clear("outbox-full")
+        if self.journal:
+            self.journal.review(header.id, d.part_id)
         for listener in self.review_listeners:
             listener(header)
