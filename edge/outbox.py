@@ -10,19 +10,28 @@ a restart is sent again.
 The outbox has a byte limit. When a new review does not fit, the oldest audit items
 are evicted first (they are samples, not doubts); if it still does not fit, the new
 review is refused with OutboxFullError and the caller raises an alarm.
+
+A full disk refuses a new review with OutboxError (the temporary file is removed, no
+row is written) and leaves everything already stored as it was; reads and the
+sender go on, and a failed ack only means the review is sent and acked again.
 """
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from edge.errors import OutboxError, OutboxFullError
 from qcloop import wire
 from qcloop.files import fsync_dir, write_durably
+
+log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS reviews (
@@ -56,6 +65,7 @@ class Outbox:
         self.images = self.dir / "images"
         self.max_bytes = max_bytes
         self.evicted = 0  # audit items evicted to make room
+        self.ack_failures = 0  # acks that could not delete their row (disk full); resent and acked again
         self._lock = threading.Lock()
         try:
             self.images.mkdir(parents=True, exist_ok=True)
@@ -74,7 +84,8 @@ class Outbox:
         """Store one review durably; raise OutboxFullError when it cannot fit."""
         size = len(jpeg)
         with self._lock:
-            self._make_room(size, header.reason)
+            with self._translated("make room"):
+                self._make_room(size, header.reason)
             path = self.images / f"{header.id}.jpg"
             try:
                 write_durably(path, jpeg)
@@ -106,7 +117,7 @@ class Outbox:
     def due(self, resend_after_s: float, limit: int, now: float | None = None) -> list[Pending]:
         """Reviews never sent, or sent more than resend_after_s ago without an ack, oldest first."""
         now = time.time() if now is None else now
-        with self._lock:
+        with self._lock, self._translated("read the due reviews"):
             rows = self._db.execute(
                 "SELECT id, header, file, attempts FROM reviews WHERE last_sent <= ? ORDER BY created LIMIT ?",
                 (now - resend_after_s, limit)).fetchall()
@@ -115,28 +126,42 @@ class Outbox:
     def in_flight(self, resend_after_s: float, now: float | None = None) -> int:
         """Reviews sent and not yet acknowledged, still inside their resend window."""
         now = time.time() if now is None else now
-        with self._lock:
+        with self._lock, self._translated("count the reviews in flight"):
             return self._db.execute("SELECT COUNT(*) FROM reviews WHERE last_sent > ?",
                                     (now - resend_after_s,)).fetchone()[0]
 
     def mark_sent(self, ids: list[str], now: float | None = None) -> None:
         now = time.time() if now is None else now
-        with self._lock:
+        with self._lock, self._translated("mark reviews as sent"):
             self._db.executemany("UPDATE reviews SET last_sent = ?, attempts = attempts + 1 WHERE id = ?",
                                  [(now, i) for i in ids])
 
     def reset_sent(self) -> None:
-        """Make everything due again (after a reconnect: in-flight copies may be lost)."""
+        """Make everything due again (after a reconnect: in-flight copies may be lost).
+
+        Runs on the MQTT thread: a full disk is logged, not raised; the resend window
+        makes the reviews due again anyway."""
         with self._lock:
-            self._db.execute("UPDATE reviews SET last_sent = 0")
+            try:
+                self._db.execute("UPDATE reviews SET last_sent = 0")
+            except sqlite3.Error as exc:
+                log.warning("outbox: cannot mark reviews due again (%s); they are resent after the resend window", exc)
 
     def ack(self, review_id: str) -> bool:
-        """The station stored this review: forget it. Returns False for an unknown id."""
+        """The station stored this review: forget it. Returns False for an unknown id.
+
+        Runs on the MQTT thread. When the row cannot be deleted (a full disk: even a
+        delete needs room in the WAL) the review stays, is sent again and acked again."""
         with self._lock:
-            row = self._db.execute("SELECT file, bytes FROM reviews WHERE id = ?", (review_id,)).fetchone()
-            if row is None:
+            try:
+                row = self._db.execute("SELECT file, bytes FROM reviews WHERE id = ?", (review_id,)).fetchone()
+                if row is None:
+                    return False
+                self._delete(review_id, row[0], row[1])
+            except sqlite3.Error as exc:
+                self.ack_failures += 1
+                log.warning("outbox: cannot forget acknowledged review %s (%s); it will be sent again", review_id, exc)
                 return False
-            self._delete(review_id, row[0], row[1])
             return True
 
     def envelope(self, item: Pending) -> bytes:
@@ -164,6 +189,13 @@ class Outbox:
             self._db.close()
 
     # ------------------------------------------------------------------ internals
+    @contextmanager
+    def _translated(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise OutboxError(f"outbox in {self.dir}: cannot {what}: {exc}") from exc
+
     def _delete(self, rid: str, fname: str, nbytes: int) -> None:
         self._db.execute("DELETE FROM reviews WHERE id = ?", (rid,))
         (self.images / fname).unlink(missing_ok=True)

@@ -342,6 +342,7 @@ class Pipeline:
             self._review_dropped(d, str(exc))
             return
         self.metrics.alarms.clear("outbox-full")
+        self.metrics.alarms.clear("outbox")  # e.g. a full disk has room again
         if self.journal:
             self.journal.review(header.id, d.part_id)
         for listener in self.review_listeners:
