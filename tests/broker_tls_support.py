@@ -1,0 +1,253 @@
+"""Test support for the production broker: a CA and certificates, and mosquitto run from the shipped config.
+
+The shipped ``config/mosquitto/production.conf`` and ``acl`` are copied into a test
+directory with only the machine-specific values rewritten (port, file paths, log
+destination); every access rule comes from the shipped files, so a wrong ACL fails
+the tests. Readiness is a completed TLS handshake, polled against a deadline.
+"""
+from __future__ import annotations
+
+import datetime
+import getpass
+import ipaddress
+import os
+import socket
+import ssl
+import subprocess
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from qcloop import brokeradmin
+from qcloop.broker import find_mosquitto, free_port
+from qcloop.mqttconn import BrokerSettings, make_client
+from waiting import wait_until
+
+SHIPPED_CONF = brokeradmin.SHIPPED_DIR / "production.conf"
+SHIPPED_ACL = brokeradmin.SHIPPED_DIR / "acl"
+
+
+# ------------------------------------------------------------------ certificates
+def _name(cn: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "qcloop test plant"),
+                      x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+def _write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> None:
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption()))
+
+
+@dataclass(frozen=True)
+class Pki:
+    ca_cert: Path
+    ca_key: Path
+    server_cert: Path
+    server_key: Path
+
+
+def make_ca(directory: Path, cn: str = "qcloop test CA") -> tuple[Path, Path]:
+    """A self-signed CA: (cert path, key path)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+    cert = (x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(_name(cn))
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=2))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                         content_commitment=False, key_encipherment=False, data_encipherment=False,
+                                         key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
+            .add_extension(ski, critical=False)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = directory / "ca.crt", directory / "ca.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_key(key, key_path)
+    return cert_path, key_path
+
+
+def issue(ca_cert: Path, ca_key: Path, directory: Path, cn: str, server: bool) -> tuple[Path, Path]:
+    """A leaf certificate signed by the CA: for the broker on 127.0.0.1/localhost, or for a client named cn."""
+    ca = x509.load_pem_x509_certificate(ca_cert.read_bytes())
+    signer = serialization.load_pem_private_key(ca_key.read_bytes(), None)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
+    b = (x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(ca.subject)
+         .public_key(key.public_key()).serial_number(x509.random_serial_number())
+         .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+         .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.public_key()), critical=False))
+    if server:
+        b = b.add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
+                                                         x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                            critical=False)
+    cert = b.sign(signer, hashes.SHA256())
+    cert_path, key_path = directory / f"{cn}.crt", directory / f"{cn}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_key(key, key_path)
+    return cert_path, key_path
+
+
+def make_pki(directory: Path) -> Pki:
+    ca_cert, ca_key = make_ca(directory)
+    server_cert, server_key = issue(ca_cert, ca_key, directory, "broker", server=True)
+    return Pki(ca_cert, ca_key, server_cert, server_key)
+
+
+# ------------------------------------------------------------------ the broker
+#: Shipped keys whose values are machine paths or ports; the test must find each one.
+_REWRITTEN = ("listener", "cafile", "certfile", "keyfile", "password_file", "acl_file",
+              "persistence_location", "log_dest")
+
+
+def rewrite_config(text: str, values: dict[str, str]) -> str:
+    """The shipped config with the values of the keys in ``values`` replaced; fails if one is missing."""
+    out, seen = [], set()
+    for line in text.splitlines():
+        key = line.split(None, 1)[0] if line.strip() and not line.lstrip().startswith("#") else ""
+        if key in values:
+            if key in seen:
+                raise AssertionError(f"the shipped config sets {key!r} twice; the test expects one")
+            seen.add(key)
+            line = f"{key} {values[key]}"
+        out.append(line)
+    missing = sorted(set(values) - seen)
+    assert not missing, f"the shipped production.conf lacks {missing}"
+    return "\n".join(out) + "\n"
+
+
+class ProductionBroker:
+    """mosquitto started from the shipped production config and ACL, with users made by the test."""
+
+    def __init__(self, workdir: Path, pki: Pki, passwords: dict[str, str], overrides: dict[str, str] | None = None,
+                 acl_text: str | None = None):
+        self.workdir, self.pki, self.passwords = workdir, pki, passwords
+        self.port = free_port()
+        self.log_path = workdir / "mosquitto.log"
+        passwd = workdir / "passwd"
+        for user, password in passwords.items():
+            brokeradmin.set_password(passwd, user, password)
+        (workdir / "acl").write_text(SHIPPED_ACL.read_text() if acl_text is None else acl_text)
+        data = workdir / "data"
+        data.mkdir()
+        values = {"listener": f"{self.port} 127.0.0.1", "cafile": str(pki.ca_cert), "certfile": str(pki.server_cert),
+                  "keyfile": str(pki.server_key), "password_file": str(passwd), "acl_file": str(workdir / "acl"),
+                  "persistence_location": f"{data}/", "log_dest": f"file {self.log_path}", **(overrides or {})}
+        text = rewrite_config(SHIPPED_CONF.read_text(), values)
+        if os.geteuid() == 0:
+            text += f"user {getpass.getuser()}\n"  # as root, mosquitto would switch to a user that cannot read tmp_path
+        self.config_path = workdir / "mosquitto.conf"
+        self.config_path.write_text(text)
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "ProductionBroker":
+        exe = find_mosquitto()
+        assert exe, "mosquitto is not installed"
+        self.proc = subprocess.Popen([exe, "-c", str(self.config_path)], stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+        ready = wait_until(lambda: self.proc.poll() is not None or self._handshake_ok(), timeout=15)
+        if self.proc.poll() is not None or not ready:
+            err = self.proc.stderr.read().decode(errors="replace") if self.proc.poll() is not None else ""
+            self.stop()
+            raise AssertionError(f"mosquitto did not come up with the shipped config: {err} {self.log_tail()}")
+        return self
+
+    def _handshake_ok(self) -> bool:
+        ctx = ssl.create_default_context(cafile=str(self.pki.ca_cert))
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as raw:
+                with ctx.wrap_socket(raw, server_hostname="127.0.0.1"):
+                    return True
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        if self.proc and self.proc.stderr:
+            self.proc.stderr.close()
+
+    def log_tail(self, n: int = 3000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+    def settings(self, user: str | None, *, password: str | None = None, ca: Path | None = None, tls: bool = True,
+                 **kw) -> BrokerSettings:
+        """Settings as a part would have them: its user, its password in a file, TLS with the plant CA."""
+        pw_file = None
+        if user is not None:
+            pw_file = self.workdir / f"{user}.secret"
+            pw_file.write_text((password if password is not None else self.passwords[user]) + "\n")
+        return BrokerSettings(host="127.0.0.1", port=self.port, username=user or "", password_file=pw_file,
+                              tls=tls, ca_file=ca or self.pki.ca_cert, reconnect_max_s=1.0, **kw)
+
+
+# ------------------------------------------------------------------ clients
+class Client:
+    """A paho client from qcloop.mqttconn.make_client that records what happens to it."""
+
+    def __init__(self, settings: BrokerSettings, client_id: str):
+        self.settings = settings
+        self.connack = threading.Event()
+        self.reason = None
+        self.suback: dict[int, list] = {}
+        self.messages: list[tuple[str, bytes]] = []
+        self._lock = threading.Lock()
+        c = make_client(settings, client_id, clean_session=True)
+        c.on_connect = self._on_connect
+        c.on_message = self._on_message
+        c.on_subscribe = self._on_subscribe
+        self.client = c
+
+    def _on_connect(self, client, userdata, flags, reason_code, props) -> None:  # noqa: ANN001
+        self.reason = reason_code
+        self.connack.set()
+        if reason_code != 0:
+            client.disconnect()  # do not keep retrying with refused credentials
+
+    def _on_message(self, client, userdata, msg) -> None:  # noqa: ANN001
+        with self._lock:
+            self.messages.append((msg.topic, msg.payload))
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, props) -> None:  # noqa: ANN001
+        self.suback[mid] = list(reason_codes)
+
+    def connect(self) -> "Client":
+        self.client.connect(self.settings.host, self.settings.port, keepalive=self.settings.keepalive_s)
+        self.client.loop_start()
+        assert self.connack.wait(10), "no CONNACK"
+        return self
+
+    def subscribe(self, *topics: str) -> list:
+        """Subscribe with QoS 1; return the SUBACK reason codes."""
+        _, mid = self.client.subscribe([(t, 1) for t in topics])
+        assert wait_until(lambda: mid in self.suback, 10), "no SUBACK"
+        return self.suback[mid]
+
+    def publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
+        info = self.client.publish(topic, payload, qos=1, retain=retain)
+        info.wait_for_publish(10)  # PUBACK: the broker took it (a denied publish is acked and dropped)
+
+    def received(self, topic: str) -> list[bytes]:
+        with self._lock:
+            return [p for t, p in self.messages if t == topic]
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
