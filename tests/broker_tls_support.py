@@ -188,14 +188,14 @@ class ProductionBroker:
             return ""
 
     def settings(self, user: str | None, *, password: str | None = None, ca: Path | None = None, tls: bool = True,
-                 **kw) -> BrokerSettings:
+                 cls: type = BrokerSettings, **kw) -> BrokerSettings:
         """Settings as a part would have them: its user, its password in a file, TLS with the plant CA."""
         pw_file = None
         if user is not None:
             pw_file = self.workdir / f"{user}.secret"
             pw_file.write_text((password if password is not None else self.passwords[user]) + "\n")
-        return BrokerSettings(host="127.0.0.1", port=self.port, username=user or "", password_file=pw_file,
-                              tls=tls, ca_file=ca or self.pki.ca_cert, reconnect_max_s=1.0, **kw)
+        return cls(host="127.0.0.1", port=self.port, username=user or "", password_file=pw_file,
+                   tls=tls, ca_file=ca or self.pki.ca_cert, reconnect_max_s=1.0, **kw)
 
 
 # ------------------------------------------------------------------ clients

@@ -264,3 +264,48 @@ def test_qc_broker_commands_write_the_acl_and_a_password(tmp_path, monkeypatch):
     line = (tmp_path / "passwd").read_text()
     assert line.startswith("edge-press-top:$7$") and "a-long-enough-secret" not in line
     assert (tmp_path / "passwd").stat().st_mode & 0o077 == 0o040
+
+
+# ------------------------------------------------------------------ the real parts
+def test_edge_station_and_trainer_work_with_their_own_users_over_tls(prod, tmp_path):
+    """Review edge -> station -> ack, and a model announcement trainer -> edge, each part as its own user."""
+    from edge.config import MqttSection
+    from edge.link import EdgeLink
+    from station_support import make_header, make_jpeg
+    from station_ui.config import config_for
+    from station_ui.ingest import Ingest
+    from station_ui.store import Store
+    from training.release import Announcer
+
+    st = prod.settings("station")  # writes the station's password file
+    cfg = config_for(tmp_path / "station", mqtt={
+        "host": st.host, "port": st.port, "client_id": "st-parts", "username": "station",
+        "password_file": str(st.password_file), "tls": True, "ca_file": str(st.ca_file)})
+    ingest = Ingest(cfg).start()
+    # line2: the retained messages this test leaves must not meet the line1 tests above.
+    acked, models = [], []
+    link = EdgeLink(prod.settings("edge-line2-cam1", cls=MqttSection), "line2", "cam1", "edge-parts",
+                    on_ack=acked.append)
+    link.subscribe(T.model("line2"), lambda payload: models.append(wire.ModelAnnouncement.decode(payload)))
+    announcer = Announcer(prod.settings("trainer"), "trainer-parts")
+    try:
+        link.start()
+        assert ingest.connected.is_set(), f"the station could not connect: {prod.log_tail()}"
+        assert link.connected.wait(10), f"the edge could not connect: {prod.log_tail()}"
+        header = make_header("line2", "cam1")
+        assert link.publish_review(wire.encode_review(header, make_jpeg(3)))
+        assert wait_until(lambda: acked == [header.id], 10), "the station's review-ack did not reach the edge"
+        store = Store(cfg.db_path)
+        assert store.get_review(header.id)["camera"] == "cam1"
+        store.close()
+        assert wait_until(lambda: ingest.counts["status"] >= 1, 10)  # the edge's retained status
+
+        announcer.start()
+        assert announcer.connected.is_set(), f"the trainer could not connect: {prod.log_tail()}"
+        ann = wire.ModelAnnouncement("1.2.3", "https://models.plant/1.2.3/manifest.json", "ab" * 32, "sig")
+        announcer.publish_retained(T.model("line2"), ann.encode())
+        assert wait_until(lambda: models == [ann], 10), "the model announcement did not reach the edge"
+    finally:
+        announcer.stop()
+        link.stop()
+        ingest.stop()
