@@ -25,6 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--config", type=Path, default=EXAMPLE, help=f"edge TOML config (default: {EXAMPLE.name})")
     run.add_argument("--parts", type=int, default=None, help="stop after this many parts")
     run.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    run.add_argument("--drain", type=float, default=0.0, metavar="SECONDS",
+                     help="after the line stops (--parts, --duration), keep delivering reviews until the station "
+                          "has acknowledged all of them or SECONDS pass (default 0: stop at once)")
     run.add_argument("--quiet", action="store_true", help="no live status line")
     run.set_defaults(func=cmd_run)
 
@@ -90,10 +93,20 @@ def cmd_run(args: argparse.Namespace) -> int:
           f"Ctrl-C stops", file=sys.stderr)
     try:
         show_status_until_stopped(service, stop, args.duration, quiet=args.quiet)
+        if args.drain > 0 and not stop.is_set():
+            drain_outbox(service, stop, args.drain)
     finally:
         service.stop()
         print("\r" + status_line(service.status(state="stopped")), file=sys.stderr)
     return 0
+
+
+def drain_outbox(service, stop: threading.Event, seconds: float) -> bool:
+    """Wait until the outbox is empty (every review acknowledged), a signal, or the time is up."""
+    deadline = time.monotonic() + seconds
+    while service.outbox.depth() and not stop.is_set() and time.monotonic() < deadline:
+        stop.wait(0.1)
+    return service.outbox.depth() == 0
 
 
 def stop_on_signals() -> threading.Event:

@@ -22,6 +22,7 @@ class EdgeSection:
     line: str = "line1"
     camera: str = "cam1"
     data_dir: Path = Path("var/edge")  # outbox, local model registry
+    journal: bool = False  # append every decision and stored review to <data_dir>/decisions.jsonl (audits)
 
     def __post_init__(self) -> None:
         for name in ("line", "camera"):
@@ -133,6 +134,10 @@ class EdgeConfig:
     @property
     def outbox_dir(self) -> Path:
         return self.edge.data_dir / "outbox"
+
+    @property
+    def journal_path(self) -> Path:
+        return self.edge.data_dir / "decisions.jsonl"
 
     @property
     def client_id(self) -> str:

@@ -17,6 +17,7 @@ import cv2
 from edge.config import EdgeConfig
 from edge.decision import Decision
 from edge.detector import Detector
+from edge.journal import DecisionJournal
 from edge.link import EdgeLink, ReviewSender
 from edge.metrics import EdgeMetrics, MetricsServer
 from edge.outbox import Outbox
@@ -40,6 +41,7 @@ class EdgeService:
         self.registry = Registry(cfg.registry_dir)
         self.detector = self._load_current_model()
         self.outbox = Outbox(cfg.outbox_dir, max_bytes=cfg.outbox.max_bytes)
+        self.journal = DecisionJournal(cfg.journal_path) if cfg.edge.journal else None
         # Devices passed in belong to the caller; the service closes only what it opened.
         self.camera = camera or make_camera(cfg.camera)
         self.trigger = trigger or make_trigger(cfg.trigger)
@@ -56,7 +58,7 @@ class EdgeService:
             decision=cfg.decision, line=cfg.edge.line, camera_name=cfg.edge.camera, metrics=self.metrics,
             outbox=self.outbox,
             jpeg_quality=cfg.outbox.jpeg_quality, review_queue_size=cfg.outbox.queue_size,
-            backpressure=backpressure, max_parts=max_parts)
+            backpressure=backpressure, max_parts=max_parts, journal=self.journal)
         if self.sender:
             self.pipeline.review_listeners.append(lambda header: self.sender.wake())
         if self.link and cfg.mqtt.publish_results:
@@ -113,6 +115,8 @@ class EdgeService:
             self.link.stop()
         self._status_thread.join(5)
         self.outbox.close()
+        if self.journal:
+            self.journal.close()
         for device in self._owned:
             device.close()
         if self.http:
