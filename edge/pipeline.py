@@ -103,7 +103,8 @@ class Pipeline:
         self._rng = random.Random(decision.seed)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._run_id = f"{int(time.time()):x}"
+        # Milliseconds: an edge restarted within the same second must not number its parts again.
+        self._run_id = f"{time.time_ns() // 1_000_000:x}"
         self._lock = threading.Lock()
         # Counters read by status, health and tests.
         self.triggered = 0
