@@ -9,11 +9,17 @@ transaction keyed by review id (a repeat is ignored), and only then publishes a
 ``review-ack`` for every copy, so the edge deletes a review only once it is on
 our disk. The session is persistent (fixed client id, clean_session False), so
 reviews sent while the station is down wait in the broker.
+
+When the disk is full (or the database cannot be written) a batch is not
+acknowledged at all: the edges keep their copies and send them again. The
+"storage" alarm is raised (logged, on the event hub, in ``health()``) and cleared
+by the next batch that is stored.
 """
 from __future__ import annotations
 
 import logging
 import queue
+import sqlite3
 import threading
 from collections import Counter
 from pathlib import Path
@@ -26,6 +32,7 @@ from qcloop.files import fsync_dir, write_durably
 from qcloop.mqttconn import make_client
 from qcloop.errors import WireError
 from station_ui.config import StationConfig
+from station_ui.errors import StoreError
 from station_ui.events import EventHub
 from station_ui.store import Store
 
@@ -40,6 +47,8 @@ class Ingest:
         self.hub = hub
         self.counts: Counter[str] = Counter()  # received, stored, duplicates, rejected, acked, status
         self.connected = threading.Event()
+        self._alarms: dict[str, str] = {}  # active alarms by name, e.g. "storage" for a full disk
+        self._alarm_lock = threading.Lock()
         self._q: queue.Queue = queue.Queue(cfg.mqtt.queue_size)
         self._stop = threading.Event()
         self._idle = threading.Condition()
@@ -73,7 +82,34 @@ class Ingest:
             self._worker.join(10)
 
     def stats(self) -> dict[str, int]:
-        return {k: self.counts[k] for k in ("received", "stored", "duplicates", "rejected", "acked")}
+        return {k: self.counts[k] for k in ("received", "stored", "duplicates", "rejected", "acked", "store_failed")}
+
+    def alarms(self) -> dict[str, str]:
+        with self._alarm_lock:
+            return dict(self._alarms)
+
+    def health(self) -> dict[str, Any]:
+        """For a health check: healthy while connected to the broker with no active alarm."""
+        alarms = self.alarms()
+        return {"healthy": self.connected.is_set() and not alarms, "broker_connected": self.connected.is_set(),
+                "alarms": alarms, **self.stats()}
+
+    def _raise_alarm(self, name: str, message: str) -> None:
+        with self._alarm_lock:
+            new = name not in self._alarms
+            self._alarms[name] = message
+        if new:
+            log.error("ALARM %s: %s", name, message)
+            if self.hub:
+                self.hub.publish("alarm", {"name": name, "active": True, "message": message})
+
+    def _clear_alarm(self, name: str) -> None:
+        with self._alarm_lock:
+            was = self._alarms.pop(name, None)
+        if was is not None:
+            log.warning("alarm cleared: %s", name)
+            if self.hub:
+                self.hub.publish("alarm", {"name": name, "active": False})
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until everything received so far is stored and acked (tests, bench)."""
@@ -148,18 +184,15 @@ class Ingest:
             reviews.append((header, jpeg))
         if not reviews:
             return
-        rows = []
-        wrote_dirs: set[Path] = set()
-        for header, jpeg in reviews:
-            path = self.image_path(header.id)
-            if not path.exists():
-                path.parent.mkdir(parents=True, exist_ok=True)
-                write_durably(path, jpeg)
-                wrote_dirs.add(path.parent)
-            rows.append((header, str(path), len(jpeg)))
-        for d in wrote_dirs:
-            fsync_dir(d)  # the renames themselves must be durable before we ack
-        fresh = store.insert_reviews(rows)
+        try:
+            fresh = self._store(store, reviews)
+        except (OSError, sqlite3.Error, StoreError) as exc:
+            # Nothing of this batch is acked: the edges keep their copies and resend them.
+            self.counts["store_failed"] += len(reviews)
+            self._raise_alarm("storage", f"cannot store reviews in {self.cfg.data_dir}: {exc}; "
+                                         "not acknowledged, the edges will send them again")
+            return
+        self._clear_alarm("storage")
         for (header, _), new in zip(reviews, fresh):
             self.counts["stored" if new else "duplicates"] += 1
             self.client.publish(self.topics.review_ack(header.line),
@@ -167,6 +200,20 @@ class Ingest:
             self.counts["acked"] += 1
         if self.hub and any(fresh):
             self.hub.publish("queue", {"new": sum(fresh), "lines": sorted({h.line for h, _ in reviews})})
+
+    def _store(self, store: Store, reviews: list[tuple[wire.ReviewHeader, bytes]]) -> list[bool]:
+        rows = []
+        wrote_dirs: set[Path] = set()
+        for header, jpeg in reviews:
+            path = self.image_path(header.id)
+            if not path.exists():  # a complete file: write_durably never leaves a torn one
+                path.parent.mkdir(parents=True, exist_ok=True)
+                write_durably(path, jpeg)
+                wrote_dirs.add(path.parent)
+            rows.append((header, str(path), len(jpeg)))
+        for d in wrote_dirs:
+            fsync_dir(d)  # the renames themselves must be durable before we ack
+        return store.insert_reviews(rows)
 
     def _handle_status(self, store: Store, topic: str, payload: bytes) -> None:
         parts = topic.split("/")
@@ -176,6 +223,9 @@ class Ingest:
             self.counts["status"] += 1
         except WireError as exc:
             log.warning("ignored an edge status on %s: %s", topic, exc)
+        except (sqlite3.Error, StoreError) as exc:
+            # A status is replaced by the next one; losing it must not cost the batch's reviews.
+            log.warning("could not store an edge status from %s: %s", topic, exc)
 
     def image_path(self, review_id: str) -> Path:
         # Two-character fan-out keeps directories small at millions of images.

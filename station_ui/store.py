@@ -91,14 +91,20 @@ class Store:
         try:
             yield self.conn
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            self._rollback()
             raise
         else:
             try:
                 self.conn.execute("COMMIT")
             except sqlite3.Error as exc:
-                self.conn.execute("ROLLBACK")
+                self._rollback()
                 raise StoreError(f"{self.path}: commit failed: {exc}") from exc
+
+    def _rollback(self) -> None:
+        # SQLite may already have rolled back itself (e.g. SQLITE_FULL); a second ROLLBACK
+        # would raise and hide the real error.
+        if self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
 
     # ------------------------------------------------------------------ audit
     def _audit(self, conn: sqlite3.Connection, user: str, action: str, target: str = "",
