@@ -104,6 +104,7 @@ def render_acl(cameras: list[Camera] | tuple[Camera, ...], prefix: str = wire.DE
         "# No topic lines before the first `user`: clients without a user get nothing,",
         "# and anonymous clients are refused by production.conf anyway.",
         "",
+        "# The review station: stores reviews, acknowledges them, publishes verdicts and retrain requests.",
         f"user {STATION_USER}",
         f"topic deny {p}/model/#",  # P/+/verdict and P/+/review-ack must not reach the model topics
         f"topic read {t.all_reviews()}",
@@ -115,6 +116,7 @@ def render_acl(cameras: list[Camera] | tuple[Camera, ...], prefix: str = wire.DE
         f"topic write {t.all_verdicts()}",
         f"topic write {t.retrain_request()}",
         "",
+        "# The retraining server: learns from verdicts, announces models, reports its status.",
         f"user {TRAINER_USER}",
         f"topic deny {p}/model/verdict",  # P/model/+ must not stand for the verdicts of a line named 'model'
         f"topic deny {p}/model/review-ack",
@@ -126,6 +128,7 @@ def render_acl(cameras: list[Camera] | tuple[Camera, ...], prefix: str = wire.DE
     for cam in cameras:
         out += [
             "",
+            f"# The edge box of {cam.line}/{cam.camera}: only its own camera's topics; acks, verdicts, models of its line.",
             f"user {cam.user}",
             f"topic write {t.status(cam.line, cam.camera)}",
             f"topic write {t.result(cam.line, cam.camera)}",
