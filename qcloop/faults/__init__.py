@@ -1,0 +1,39 @@
+"""Fault scenarios: crash the broker, the edge or the station mid-stream and count every review.
+
+One harness (used by ``tests/test_faults.py`` and ``qc bench faults``) runs a real
+mosquitto with persistence, the edge (``qc edge run``) and the station
+(``qc station run``) as separate processes on loopback, with configs written into a
+work directory. The edge runs a synthetic line whose decision thresholds send every
+part to review (pass_below 0, reject_above 1: each part is HOLD + one review), and
+keeps its decisions journal (``[edge].journal``, see edge.journal).
+
+Scenarios (``SCENARIOS``):
+
+1. ``broker-kill``: mosquitto is SIGKILLed mid-stream and restarted from its persistence file;
+2. ``edge-kill``: the edge is SIGKILLed with a non-empty outbox and restarted on the same data;
+3. ``station-kill``: the station is SIGKILLed while ingesting and restarted;
+4. ``station-away``: the station stops for longer than the broker's queue for it carries
+   (``max_queued_messages`` is small), so the broker drops messages, and comes back.
+
+"Mid-stream" is after a third of the reviews are stored, never after a fixed time.
+
+Counting (after recovery and after the edge has finished its parts and drained):
+
+- ``sent``: distinct review ids the edge made durable (journal "r" lines: written once the
+  review is in the outbox, from where the edge must deliver it). Survives a SIGKILL of the edge.
+- ``stored``: distinct review ids in the station's database.
+- ``lost``: sent reviews not stored.
+- ``duplicates``: review rows beyond one per id, plus parts with more than one stored review,
+  plus parts with more than one decision in the journal.
+- ``recovery_s``: from the restart (or the station's return) to the moment every review
+  sent so far (journal at that moment) is stored.
+- ``parts``: parts decided (journal "d" lines); ``parts_double_decided``: parts decided twice.
+- ``reviews_unwritten``: reviews named at actuation that never reached the outbox (the
+  frame was still in the edge's memory when it was killed, or the review queue was full);
+  the part itself was decided (HOLD). Reported, not counted as lost: it was never sent.
+- ``unknown``: stored reviews the journal does not know (must be 0).
+"""
+from qcloop.faults.rig import Counts, FaultRig, RigOptions
+from qcloop.faults.scenarios import SCENARIOS, ScenarioResult, run_scenario
+
+__all__ = ["Counts", "FaultRig", "RigOptions", "SCENARIOS", "ScenarioResult", "run_scenario"]

@@ -1,0 +1,45 @@
+"""`qc bench faults`: the four fault scenarios with a few thousand reviews each, as figures.
+
+Prints ``{"scenarios": [{"name", "sent", "stored", "lost", "duplicates", "recovery_s", ...}]}``
+with --json (progress on stderr); exits 1 when any scenario lost or duplicated a review
+or decided a part twice.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from qcloop.faults.scenarios import SCENARIOS, run_scenario
+
+
+def main(args: Any) -> int:
+    names = args.scenario or list(SCENARIOS)
+    say = (lambda msg: None) if args.quiet else (
+        lambda msg: print(f"bench faults: {msg}", file=sys.stderr, flush=True))
+    work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="qc-bench-faults-"))
+    results = []
+    t0 = time.monotonic()
+    try:
+        for name in names:
+            say(f"{name}: {args.reviews} reviews")
+            results.append(run_scenario(name, args.reviews, work / name, say=say).to_json())
+            r = results[-1]
+            say(f"{name}: sent {r['sent']} stored {r['stored']} lost {r['lost']} duplicates {r['duplicates']} "
+                f"recovery {r['recovery_s']} s")
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    out = {"scenarios": results, "reviews_per_scenario": args.reviews, "wall_s": round(time.monotonic() - t0, 1)}
+    if args.json:
+        print(json.dumps(out))
+    else:
+        for r in results:
+            print(f"{r['name']:>14}: sent {r['sent']:>6}  stored {r['stored']:>6}  lost {r['lost']}  "
+                  f"duplicates {r['duplicates']}  recovery {r['recovery_s']:.2f} s  fault {r['fault']}")
+    bad = any(r["lost"] or r["duplicates"] or r["parts_double_decided"] or r["unknown"] for r in results)
+    return 1 if bad else 0

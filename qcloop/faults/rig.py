@@ -1,0 +1,275 @@
+"""The fault rig: a persistent mosquitto, an edge process and a station process, plus the counting.
+
+Everything is written under one work directory (broker/, edge/, station/, with each
+process's log). Readiness is waited on, never slept for: the broker's CONNACK
+(MosquittoBroker.start), the edge's /healthz saying it reached the broker, rows in
+the station's database.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from edge.journal import JournalSummary, read_journal
+from qcloop.broker import MosquittoBroker, free_port
+from qcloop.errors import QcError
+
+LINE, CAMERA = "faults", "cam1"
+STATION_CLIENT_ID = "qc-faults-station"
+
+
+class FaultRigError(QcError):
+    """A part of the fault rig did not start, or a condition was not reached in time."""
+
+
+@dataclass(frozen=True)
+class RigOptions:
+    rate_hz: float = 40.0  # parts per second on the synthetic line; each part is one review
+    resend_after_s: float = 2.0  # the edge resends an unacknowledged review after this
+    max_in_flight: int = 64
+    max_queued_messages: int | None = None  # the broker's per-client queue (None: the rig's large default)
+    reconnect_max_s: float = 1.0
+
+
+@dataclass(frozen=True)
+class Counts:
+    sent: frozenset
+    stored_ids: frozenset
+    rows: int
+    parts_with_several_reviews: int
+    journal: JournalSummary
+
+    @property
+    def stored(self) -> int:
+        return len(self.stored_ids)
+
+    @property
+    def lost(self) -> int:
+        return len(self.sent - self.stored_ids)
+
+    @property
+    def duplicates(self) -> int:
+        return (self.rows - self.stored) + self.parts_with_several_reviews + len(self.journal.double_decided)
+
+    @property
+    def unknown(self) -> int:
+        return len(self.stored_ids - self.sent)
+
+    @property
+    def unwritten(self) -> int:
+        return len(self.journal.promised - self.journal.stored)
+
+
+@dataclass
+class FaultRig:
+    work: Path
+    options: RigOptions = field(default_factory=RigOptions)
+    say: Callable[[str], None] = lambda msg: None
+    broker: MosquittoBroker | None = None
+    edge: subprocess.Popen | None = None
+    station: subprocess.Popen | None = None
+
+    def __post_init__(self) -> None:
+        self.work = Path(self.work)
+        for d in ("broker", "edge", "station"):
+            (self.work / d).mkdir(parents=True, exist_ok=True)
+        self.edge_metrics_port = free_port()
+        self.station_port = free_port()
+        self._runs = Counter()
+
+    # ------------------------------------------------------------------ paths
+    @property
+    def journal_path(self) -> Path:
+        return self.work / "edge" / "data" / "decisions.jsonl"
+
+    @property
+    def station_db(self) -> Path:
+        return self.work / "station" / "data" / "station.db"
+
+    # ------------------------------------------------------------------ broker
+    def start_broker(self) -> MosquittoBroker:
+        extra = ["sys_interval 1"]  # $SYS/broker/publish/messages/dropped, once a second
+        if os.geteuid() == 0:
+            # As root mosquitto drops to the 'mosquitto' user, which cannot write the
+            # persistence file into our directory: it would run without persistence.
+            extra.append("user root")
+        if self.options.max_queued_messages is not None:
+            extra.append(f"max_queued_messages {self.options.max_queued_messages}")  # the last value wins
+        if self.broker is None:
+            self.broker = MosquittoBroker(self.work / "broker", persistence=True, extra_config=extra)
+        return self.broker.start()
+
+    # ------------------------------------------------------------------ station
+    def write_station_config(self) -> Path:
+        b = self.broker
+        path = self.work / "station" / "station.toml"
+        path.write_text(
+            '[station]\nname = "faults"\ndata_dir = "data"\n\n'
+            f'[mqtt]\nhost = "{b.host}"\nport = {b.port}\nclient_id = "{STATION_CLIENT_ID}"\n'
+            f"reconnect_max_s = {self.options.reconnect_max_s}\nkeepalive_s = 5\n\n"
+            f'[web]\nhost = "127.0.0.1"\nport = {self.station_port}\nthreads = 4\n')
+        return path
+
+    def start_station(self) -> subprocess.Popen:
+        cfg = self.write_station_config()
+        self.station = self._spawn("station", ["station", "run", "--config", str(cfg)])
+        return self.station
+
+    # ------------------------------------------------------------------ edge
+    def write_edge_config(self) -> Path:
+        b, o = self.broker, self.options
+        path = self.work / "edge" / "edge.toml"
+        path.write_text(
+            f'[edge]\nline = "{LINE}"\ncamera = "{CAMERA}"\ndata_dir = "data"\njournal = true\n\n'
+            "[model]\nseed_builtin = true\nwarmup = 1\n\n"
+            # Every score is in the uncertain band (HOLD, review); a saturated score of 1.0 is
+            # REJECT, and audit_rate 1 sends that for review too: one review per part.
+            "[decision]\npass_below = 0.0\nreject_above = 1.0\naudit_rate = 1.0\n"
+            "deadline_ms = 10000\nqueue_size = 64\n\n"
+            "[camera]\ntype = \"synthetic\"\nseed = 3\n\n"
+            f"[trigger]\ntype = \"software\"\nrate_hz = {o.rate_hz}\n\n"
+            f"[outbox]\nresend_after_s = {o.resend_after_s}\nmax_in_flight = {o.max_in_flight}\n"
+            "queue_size = 256\n\n"
+            f'[mqtt]\nhost = "{b.host}"\nport = {b.port}\nkeepalive_s = 5\n'
+            f"reconnect_max_s = {o.reconnect_max_s}\npublish_results = false\nstatus_every_s = 1\n\n"
+            f'[metrics]\nhost = "127.0.0.1"\nport = {self.edge_metrics_port}\n')
+        return path
+
+    def start_edge(self, parts: int) -> subprocess.Popen:
+        cfg = self.write_edge_config()
+        self.edge = self._spawn("edge", ["edge", "run", "--config", str(cfg), "--parts", str(parts),
+                                         "--drain", "600", "--quiet"])
+        return self.edge
+
+    def edge_health(self) -> dict | None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.edge_metrics_port}/healthz", timeout=2) as r:
+                return json.loads(r.read())
+        except (urllib.error.URLError, OSError, ValueError):
+            return None  # not up yet, or answering 503 while unhealthy
+
+    def wait_edge_connected(self, timeout: float = 60.0) -> None:
+        self.wait(lambda: (self.edge_health() or {}).get("broker_connected") is True, timeout,
+                  "the edge to reach the broker", proc=self.edge)
+
+    # ------------------------------------------------------------------ processes
+    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
+        self._runs[name] += 1
+        log = (self.work / name / f"{name}-{self._runs[name]}.log").open("ab")
+        proc = subprocess.Popen([sys.executable, "-m", "qcloop.cli", *args], stdout=log, stderr=log,
+                                stdin=subprocess.DEVNULL, start_new_session=True, cwd=self.work / name)
+        log.close()
+        self.say(f"started {name} (pid {proc.pid})")
+        return proc
+
+    @staticmethod
+    def kill(proc: subprocess.Popen) -> int:
+        """SIGKILL, as a crash would; returns the exit status (-9)."""
+        proc.send_signal(signal.SIGKILL)
+        return proc.wait(10)
+
+    @staticmethod
+    def terminate(proc: subprocess.Popen | None, timeout: float = 30.0) -> int | None:
+        if proc is None or proc.poll() is not None:
+            return None if proc is None else proc.returncode
+        proc.terminate()
+        try:
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return proc.wait(10)
+
+    def close(self) -> None:
+        self.terminate(self.edge)
+        self.terminate(self.station)
+        if self.broker:
+            self.broker.stop()
+
+    def log_tail(self, name: str, n: int = 1500) -> str:
+        path = self.work / name / f"{name}-{self._runs[name]}.log"
+        try:
+            return path.read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+    # ------------------------------------------------------------------ waiting
+    def wait(self, cond: Callable[[], object], timeout: float, what: str,
+             proc: subprocess.Popen | None = None, interval: float = 0.05) -> None:
+        """Poll cond until it holds; fail naming what was awaited (and the process's log if it died)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if cond():
+                return
+            if proc is not None and proc.poll() is not None:
+                name = "edge" if proc is self.edge else "station"
+                raise FaultRigError(f"waiting for {what}: the {name} exited with {proc.returncode}: "
+                                    f"{self.log_tail(name)}")
+            time.sleep(interval)
+        if not cond():
+            raise FaultRigError(f"{what} did not happen within {timeout:.0f} s (work dir {self.work})")
+
+    # ------------------------------------------------------------------ counting
+    def stored_ids(self) -> set[str]:
+        return {r[0] for r in self._query("SELECT id FROM reviews")}
+
+    def count(self) -> Counts:
+        journal = read_journal(self.journal_path)
+        rows = self._query("SELECT id, part_id FROM reviews")
+        per_part = Counter(part for _, part in rows)
+        return Counts(sent=journal.stored, stored_ids=frozenset(r[0] for r in rows), rows=len(rows),
+                      parts_with_several_reviews=sum(1 for n in per_part.values() if n > 1), journal=journal)
+
+    def _query(self, sql: str) -> list[tuple]:
+        if not self.station_db.exists():
+            return []
+        try:
+            conn = sqlite3.connect(self.station_db, timeout=10)
+            try:
+                return conn.execute(sql).fetchall()
+            finally:
+                conn.close()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return []  # the station is still creating its schema
+            raise FaultRigError(f"cannot read {self.station_db}: {exc}") from exc
+
+
+class DroppedCounter:
+    """Follows the broker's $SYS count of messages dropped at queue limits (reset by a broker restart)."""
+
+    TOPIC = "$SYS/broker/publish/messages/dropped"
+
+    def __init__(self, broker: MosquittoBroker):
+        import paho.mqtt.client as mqtt
+
+        self.value = 0
+        self.seen = threading.Event()
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="qc-faults-sys", clean_session=True)
+        c.on_connect = lambda cl, u, f, rc, p: cl.subscribe(self.TOPIC, qos=0)
+        c.on_message = self._on_message
+        c.connect(broker.host, broker.port, keepalive=30)
+        c.loop_start()
+        self.client = c
+
+    def _on_message(self, client, userdata, msg) -> None:  # noqa: ANN001 - paho callback
+        try:
+            self.value = int(msg.payload)
+        except ValueError:
+            return
+        self.seen.set()
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()

@@ -1,0 +1,154 @@
+"""The four fault scenarios on one FaultRig each, and what each one reports.
+
+Every scenario streams ``reviews`` parts (one review each), injects its fault once
+a third of them are stored, measures the recovery, lets the edge finish its parts and
+drain its outbox, and counts (definitions in qcloop.faults).
+"""
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+from edge.journal import read_journal
+from qcloop.faults.rig import DroppedCounter, FaultRig, FaultRigError, RigOptions
+
+SCENARIOS = ("broker-kill", "edge-kill", "station-kill", "station-away")
+#: The broker's queue per client in station-away: far less than the reviews made while away.
+AWAY_QUEUE = 10
+
+
+@dataclass(frozen=True)
+class ScenarioResult:
+    name: str
+    sent: int
+    stored: int
+    lost: int
+    duplicates: int
+    recovery_s: float
+    parts: int
+    parts_double_decided: int
+    reviews_unwritten: int
+    unknown: int
+    edge_rc: int | None
+    fault: dict[str, Any] = field(default_factory=dict)  # evidence that the fault happened
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def run_scenario(name: str, reviews: int, work: Path, options: RigOptions | None = None,
+                 say: Callable[[str], None] = lambda msg: None) -> ScenarioResult:
+    if name not in SCENARIOS:
+        raise FaultRigError(f"unknown fault scenario {name!r}; known: {', '.join(SCENARIOS)}")
+    if reviews < 30:
+        raise FaultRigError(f"a fault scenario needs at least 30 reviews, got {reviews}")
+    options = options or RigOptions()
+    if name == "station-away":
+        options = replace(options, max_queued_messages=AWAY_QUEUE)
+    rig = FaultRig(Path(work), options, say=lambda msg: say(f"{name}: {msg}"))
+    stream_s = reviews / options.rate_hz
+    try:
+        rig.start_broker()
+        rig.start_station()
+        rig.start_edge(parts=reviews)
+        rig.wait_edge_connected()
+        mid = reviews // 3
+        rig.wait(lambda: len(rig.stored_ids()) >= mid, 3 * stream_s + 60, f"{mid} reviews stored", proc=rig.edge)
+        rig.say(f"{mid} reviews stored; injecting the fault")
+        fault, restarted, baseline = _FAULTS[name](rig, reviews)
+        rig.wait(lambda: baseline <= rig.stored_ids(), 3 * stream_s + 120,
+                 f"the {len(baseline)} reviews sent before the restart to be stored")
+        recovery_s = time.monotonic() - restarted
+        rig.say(f"recovered in {recovery_s:.2f} s; letting the line finish")
+        rig.wait(lambda: rig.edge.poll() is not None, 3 * stream_s + 600, "the edge to finish and drain")
+        counts = rig.count()
+    finally:
+        rig.close()
+    return ScenarioResult(
+        name=name, sent=len(counts.sent), stored=counts.stored, lost=counts.lost, duplicates=counts.duplicates,
+        recovery_s=round(recovery_s, 3), parts=counts.journal.parts,
+        parts_double_decided=len(counts.journal.double_decided), reviews_unwritten=counts.unwritten,
+        unknown=counts.unknown, edge_rc=rig.edge.returncode, fault=fault)
+
+
+# ---------------------------------------------------------------------- faults
+# Each returns (evidence, monotonic time of the restart/return, review ids sent by then).
+
+def _sent_now(rig: FaultRig) -> frozenset:
+    return read_journal(rig.journal_path).stored
+
+
+def _broker_kill(rig: FaultRig, reviews: int) -> tuple[dict, float, frozenset]:
+    stored = len(rig.stored_ids())
+    saved = (rig.work / "broker" / "mosquitto.db").exists()  # persistence really on (as root too)
+    rig.broker.kill()
+    rc = rig.broker.proc.returncode
+    rig.say(f"broker killed (rc {rc}) with {stored} stored")
+    restarted = time.monotonic()
+    baseline = _sent_now(rig)
+    rig.start_broker()  # same port, same persistence file
+    return {"killed": "broker", "rc": rc, "stored_at_kill": stored, "persistence_file": saved}, restarted, baseline
+
+
+def _edge_kill(rig: FaultRig, reviews: int) -> tuple[dict, float, frozenset]:
+    rig.wait(lambda: (rig.edge_health() or {}).get("outbox_depth", 0) > 0, 60, "a non-empty edge outbox",
+             proc=rig.edge)
+    rc = rig.kill(rig.edge)
+    outbox = _outbox_depth(rig.work / "edge" / "data" / "outbox" / "outbox.sqlite3")
+    journal = read_journal(rig.journal_path)
+    rig.say(f"edge killed (rc {rc}) with {outbox} reviews in its outbox, {journal.parts} parts decided")
+    restarted = time.monotonic()
+    rig.start_edge(parts=max(1, reviews - journal.parts))
+    return ({"killed": "edge", "rc": rc, "outbox_at_kill": outbox, "parts_at_kill": journal.parts},
+            restarted, journal.stored)
+
+
+def _station_kill(rig: FaultRig, reviews: int) -> tuple[dict, float, frozenset]:
+    rc = rig.kill(rig.station)
+    stored = len(rig.stored_ids())
+    rig.say(f"station killed (rc {rc}) with {stored} stored")
+    restarted = time.monotonic()
+    baseline = _sent_now(rig)
+    rig.start_station()
+    return {"killed": "station", "rc": rc, "stored_at_kill": stored}, restarted, baseline
+
+
+def _station_away(rig: FaultRig, reviews: int) -> tuple[dict, float, frozenset]:
+    dropped = DroppedCounter(rig.broker)
+    try:
+        rig.wait(dropped.seen.is_set, 30, "the broker's $SYS dropped count")
+        before = dropped.value
+        sent_before = len(_sent_now(rig))
+        left = time.monotonic()
+        rc = rig.terminate(rig.station)
+        rig.say(f"station stopped (rc {rc}); waiting until the broker drops messages queued for it")
+        # Away until the broker has dropped messages for it and far more reviews were made
+        # than its queue holds: only the edge's outbox can deliver those.
+        rig.wait(lambda: dropped.value > before and len(_sent_now(rig)) - sent_before > 3 * AWAY_QUEUE,
+                 120, "the broker to drop messages for the absent station", proc=rig.edge)
+        away_s = time.monotonic() - left
+        made = len(_sent_now(rig)) - sent_before
+        drops = dropped.value - before
+    finally:
+        dropped.close()
+    rig.say(f"broker dropped {drops} messages; {made} reviews made while away; station returns")
+    restarted = time.monotonic()
+    baseline = _sent_now(rig)
+    rig.start_station()
+    return ({"stopped": "station", "rc": rc, "away_s": round(away_s, 2), "broker_queue": AWAY_QUEUE,
+             "dropped_by_broker": drops, "sent_while_away": made}, restarted, baseline)
+
+
+_FAULTS = {"broker-kill": _broker_kill, "edge-kill": _edge_kill, "station-kill": _station_kill,
+           "station-away": _station_away}
+
+
+def _outbox_depth(path: Path) -> int:
+    conn = sqlite3.connect(path, timeout=10)
+    try:
+        return conn.execute("SELECT COUNT(*) FROM reviews").fetchone()[0]
+    finally:
+        conn.close()
