@@ -21,6 +21,7 @@ PARTS = (
     "station_ui.cli",
     "training.cli",
     "qcloop.demo_cli",
+    "qcloop.brokeradmin",
     "qcloop.bench_cli",
 )
 
