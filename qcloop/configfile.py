@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import math
 import types
 import typing
 from pathlib import Path
@@ -43,7 +44,10 @@ def field_error(name: str, message: str) -> FieldError:
 
 def check_range(name: str, value: float, lo: float | None = None, hi: float | None = None,
                 lo_open: bool = False, hi_open: bool = False) -> None:
-    """Raise a FieldError when value is outside [lo, hi] (or the open variants)."""
+    """Raise a FieldError when value is outside [lo, hi] (or the open variants), or not a finite number."""
+    if isinstance(value, float) and not math.isfinite(value):
+        # nan passes every comparison: a nan deadline or audit rate would switch a safeguard off
+        raise FieldError(name, f"must be a finite number, got {value}")
     if lo is not None and (value <= lo if lo_open else value < lo):
         raise FieldError(name, f"must be {'>' if lo_open else '>='} {lo}, got {value}")
     if hi is not None and (value >= hi if hi_open else value > hi):

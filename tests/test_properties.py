@@ -153,8 +153,5 @@ def test_infinite_numbers_are_refused_for_every_float_key(tmp_path, bad):
     assert not _accepted(tmp_path, bad)
 
 
-@pytest.mark.xfail(strict=True, reason="qcloop.configfile.check_range compares with < and >, which nan passes: "
-                                       "deadline_ms = nan switches the late fail-safe off, audit_rate = nan the "
-                                       "audits; check_range must refuse non-finite numbers")
 def test_nan_is_refused_for_every_float_key(tmp_path):
     assert not _accepted(tmp_path, "nan")
