@@ -105,9 +105,14 @@ class TrainSection:
     review_budget: float = 0.05
     false_reject_budget: float = 0.01
     first_version: str = "1.0.0"  # used when the registry is empty; must be newer than what edges run
+    warm_start: bool = True  # fine-tune the current model (training.warmstart) instead of starting afresh
+    fine_tune_epochs: int = 4
+    fine_tune_lr: float = 1e-3
 
     def __post_init__(self) -> None:
         check_range("epochs", self.epochs, 1)
+        check_range("fine_tune_epochs", self.fine_tune_epochs, 1)
+        check_range("fine_tune_lr", self.fine_tune_lr, 1e-6, 1.0)
         check_range("val", self.val, 0.01, 0.9)
 
 
@@ -323,7 +328,14 @@ class TrainServer:
         current = self.registry.current_version()
         version = next_version(self.registry, cfg.train.first_version)
         build = self._build or _default_build()
-        built = build(train_set, version, TrainConfig(epochs=cfg.train.epochs, seed=cfg.train.seed, progress=False),
+        parent = self._fine_tune_parent(current)
+        if parent is not None:
+            tcfg = TrainConfig(epochs=cfg.train.fine_tune_epochs, lr=cfg.train.fine_tune_lr, seed=cfg.train.seed,
+                               progress=False, init_model=parent)
+            print(f"fine-tuning {current} for {tcfg.epochs} epochs", file=self._log_to, flush=True)
+        else:
+            tcfg = TrainConfig(epochs=cfg.train.epochs, seed=cfg.train.seed, progress=False)
+        built = build(train_set, version, tcfg,
                       Budgets(cfg.train.escape_budget, cfg.train.review_budget, cfg.train.false_reject_budget),
                       roi=cfg.data.roi, val=cfg.train.val, golden=0.0, parent=current, sources=sources,
                       log=self._log_to)
@@ -340,6 +352,22 @@ class TrainServer:
             ann = self.announcer.announce(self.registry, version, self.http, cfg.mqtt.lines)
             out["announced"] = {"lines": list(cfg.mqtt.lines), "manifest_url": ann.manifest_url}
         return out
+
+    def _fine_tune_parent(self, current: str | None) -> Path | None:
+        """The current model's folder when warm start is on and its weights fit this trainer's network."""
+        if not (self.cfg.train.warm_start and current):
+            return None
+        from training.errors import TrainError
+        from training.train import TrainConfig
+        from training.warmstart import load_parent
+
+        folder = self.registry.version_dir(current)
+        try:
+            load_parent(folder, TrainConfig().widths)
+        except (TrainError, QcError) as exc:
+            print(f"training from scratch: {exc}", file=self._log_to, flush=True)
+            return None
+        return folder
 
     def collect(self) -> tuple[Any, list]:
         """Station items (synced first) + seed folders + synthetic parts, deduplicated."""

@@ -13,6 +13,7 @@ import random
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -35,6 +36,7 @@ class TrainConfig:
     augment: AugmentConfig | None = field(default_factory=AugmentConfig)
     progress: bool = True
     device: str | None = None  # None: cuda when available, else cpu
+    init_model: Path | None = None  # a released model's version dir to fine-tune from (training.warmstart)
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "threads"):
@@ -112,8 +114,14 @@ def train(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.nda
     torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
     device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    norm = Normalisation.fit(train_images)
-    model = DefectNet(cfg.widths, stem=cfg.stem).to(device)
+    if cfg.init_model is not None:
+        from training.warmstart import freeze_batchnorm, load_parent
+
+        model, norm = load_parent(cfg.init_model, cfg.widths, cfg.stem)
+        model = model.to(device)
+    else:
+        norm = Normalisation.fit(train_images)
+        model = DefectNet(cfg.widths, stem=cfg.stem).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = (n + cfg.batch_size - 1) // cfg.batch_size
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps, pct_start=0.2)
@@ -126,6 +134,8 @@ def train(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.nda
         for epoch in range(1, cfg.epochs + 1):
             t0 = time.perf_counter()
             model.train()
+            if cfg.init_model is not None:
+                freeze_batchnorm(model)
             order = rng.permutation(n)
             total = 0.0
             for i in range(steps):
