@@ -22,6 +22,7 @@ from edge.link import EdgeLink, ReviewSender
 from edge.metrics import EdgeMetrics, MetricsServer
 from edge.outbox import Outbox
 from edge.pipeline import Pipeline
+from edge.tally import ModelTally
 from edge.watcher import ModelWatcher
 from hardware.base import Actuator, Camera, Trigger
 from hardware.factory import make_actuator, make_camera, make_trigger
@@ -59,6 +60,9 @@ class EdgeService:
             outbox=self.outbox,
             jpeg_quality=cfg.outbox.jpeg_quality, review_queue_size=cfg.outbox.queue_size,
             backpressure=backpressure, max_parts=max_parts, journal=self.journal)
+        self.tally = ModelTally()  # per model version, for the station's dashboard
+        self.pipeline.listeners.append(self.tally.on_decision)
+        self.pipeline.review_listeners.append(self.tally.on_review)
         if self.sender:
             self.pipeline.review_listeners.append(lambda header: self.sender.wake())
         if self.link and cfg.mqtt.publish_results:
@@ -137,6 +141,7 @@ class EdgeService:
             "actions": actions, "failsafe": failsafe, "reviews_queued": p.reviews_queued,
             "reviews_dropped": p.reviews_dropped, "outbox_depth": self.outbox.depth() if state != "stopped" else None,
             "alarms": self.metrics.alarms.active(), "time": time.time(), "since": self.started_at,
+            "by_model": self.tally.snapshot(),
         }
 
     def health(self) -> dict[str, Any]:

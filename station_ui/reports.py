@@ -99,3 +99,36 @@ def record(db: Store, review_id: str) -> dict[str, Any]:
     audit = db.conn.execute("SELECT * FROM audit_log WHERE target = ? ORDER BY id", (review_id,)).fetchall()
     return {"review": row, "thresholds": json.loads(row["thresholds"]), "quality": json.loads(row["quality"]),
             "verdicts": verdicts, "audit": audit}
+
+
+def models(db: Store) -> list[dict[str, Any]]:
+    """Per model version: parts, review and reject rates (from the edges' status, summed over edges),
+    and a false-reject estimate from that model's audited REJECTs (share ruled "not a defect")."""
+    totals: dict[str, dict[str, Any]] = {}
+    for r in db.conn.execute("SELECT payload FROM edge_status"):
+        for version, row in (json.loads(r["payload"] or "{}").get("by_model") or {}).items():
+            t = totals.setdefault(version, {"parts": 0, "reject": 0, "hold": 0, "uncertain": 0})
+            t["parts"] += int(row.get("parts") or 0)
+            t["reject"] += int((row.get("actions") or {}).get("REJECT", 0))
+            t["hold"] += int((row.get("actions") or {}).get("HOLD", 0))
+            t["uncertain"] += int((row.get("reviews") or {}).get("uncertain", 0))
+    audits = {r[0]: (r[1] or 0, r[2]) for r in db.conn.execute(
+        "SELECT model, sum(final_verdict = 'not_defect'), count(*) FROM reviews WHERE reason = 'audit'"
+        " AND action_taken = 'REJECT' AND final_verdict IS NOT NULL GROUP BY model")}
+    out = []
+    for version, t in sorted(totals.items(), key=lambda kv: _version_key(kv[0])):
+        parts = t["parts"]
+        reject_rate = t["reject"] / parts if parts else None
+        wrong, audited = audits.get(version, (0, 0))
+        out.append({"model": version, "parts": parts, "review_rate": t["uncertain"] / parts if parts else None,
+                    "reject_rate": reject_rate, "audited_rejects": audited,
+                    "false_reject_rate": (reject_rate * wrong / audited) if audited and reject_rate is not None
+                    else None})
+    return out
+
+
+def _version_key(version: str) -> tuple:
+    try:
+        return tuple(int(p) for p in version.split("."))
+    except ValueError:
+        return (float("inf"), version)

@@ -28,7 +28,7 @@ def page():  # type: ignore[no-untyped-def]
         "per_hour": svg.column_chart(s["per_hour"], title="Items decided per hour"),
         "mix": svg.bar_chart(s["verdict_mix"], title="Verdicts by kind", color="#c98a2e"),
     }
-    return render_template("dashboard.html", s=s, edges=reports.edges(db), charts=charts, window=window,
+    return render_template("dashboard.html", s=s, edges=reports.edges(db), models=reports.models(db), charts=charts, window=window,
                            windows=list(WINDOWS), oldest=present.age_words(s["oldest_age_s"]),
                            retrain=request.args.get("retrain", ""),
                            can_retrain=current_app.extensions["station"].publisher is not None)
