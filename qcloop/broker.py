@@ -68,6 +68,7 @@ class MosquittoBroker:
     extra_config: list[str] = field(default_factory=list)
     anonymous: bool = True
     proc: subprocess.Popen | None = None
+    kind: str = "mosquitto"
 
     def __post_init__(self) -> None:
         self.workdir = Path(self.workdir)

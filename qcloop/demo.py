@@ -1,73 +1,345 @@
-"""The demo's orchestration: start the parts in order, show status, stop them in reverse."""
+"""The demo's orchestration: start the parts in order, show status, stop them in reverse.
+
+Parts, as in a plant, but on one machine: a broker (Mosquitto, or the embedded
+Python broker), the review station (in this process), the retraining server (a
+child process at lower CPU priority, so training never starves the line), and an
+edge on a simulated line (in this process). With ``--auto-review`` an oracle
+reviewer answers the station's queue from the generator's ground truth.
+Everything is written under one data directory; a second run reuses the keys,
+the logins and the models of the first.
+"""
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import secrets
+import signal
+import subprocess
 import sys
+import threading
+import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Callable
 
-from qcloop.broker import MosquittoBroker
+from qcloop.pybroker import start_local_broker
 
 EXAMPLE_EDGE = Path(__file__).resolve().parent.parent / "config" / "edge.example.toml"
+TOKEN_ENV = "QC_DEMO_STATION_TOKEN"
+
+
+def say(msg: str) -> None:
+    print(f"demo: {msg}", file=sys.stderr, flush=True)
 
 
 def run(args: argparse.Namespace) -> int:
-    from edge.cli import show_status_until_stopped, status_line, stop_on_signals
-    from edge.config import load_config
-    from edge.service import EdgeService
+    from edge.cli import stop_on_signals
 
     data = args.data_dir.resolve()
     data.mkdir(parents=True, exist_ok=True)
-    say = lambda msg: print(f"demo: {msg}", file=sys.stderr, flush=True)  # noqa: E731
-
-    broker = MosquittoBroker(data / "broker", port=args.mqtt_port, persistence=True).start()
-    say(f"broker (mosquitto) on {broker.host}:{broker.port}")
-    station, login = start_station(data / "station", broker, args.web_port)
-    say(f"review station: {station.url}  (log in as {login[0]!r}, password {login[1]!r})")
-    cfg = load_config(EXAMPLE_EDGE)
-    cfg = replace(cfg,
-                  edge=replace(cfg.edge, data_dir=data / "edge"),
-                  trigger=replace(cfg.trigger, rate_hz=args.rate),
-                  mqtt=replace(cfg.mqtt, host=broker.host, port=broker.port),
-                  metrics=replace(cfg.metrics, port=args.metrics_port))
-    edge = EdgeService(cfg, max_parts=args.parts)
     stop = stop_on_signals()
-    edge.start()
-    say(f"edge {cfg.edge.line}/{cfg.edge.camera} on a simulated line at {args.rate:g} parts/s, "
-        f"model {edge.detector.version}")
-    if args.metrics_port:
-        say(f"edge metrics: http://127.0.0.1:{args.metrics_port}/metrics  health: /healthz")
-    say(f"data under {data}; Ctrl-C stops everything")
+    started: list[tuple[str, Callable[[], None]]] = []  # stopped in reverse order, whatever happens
     try:
-        show_status_until_stopped(edge, stop, args.duration)
+        broker = start_local_broker(data / "broker", port=args.mqtt_port, prefer=args.broker)
+        started.append(("broker", broker.stop))
+        say(f"broker: {broker.kind} on {broker.host}:{broker.port}")
+
+        station, login, token = start_station(data / "station", broker, args.web_port)
+        started.append(("station", station.stop))
+        say(f"review station: {station.url}")
+        say(f"  log in as {login[0]!r} with password {login[1]!r} (kept in {data / 'station' / 'demo-login.txt'})")
+
+        keys = make_keys(data / "keys")
+        trainer = None
+        if args.retrain_after > 0:
+            trainer = Trainer(data / "trainer", broker, station.url, token, keys, args).start()
+            started.append(("trainer", trainer.stop))
+            say(f"retraining server: retrains after {args.retrain_after} verdicts (log: {trainer.log_path})")
+
+        edge, book = start_edge(data, broker, keys, args)
+        started.append(("camera", book.close))
+        started.append(("edge", edge.stop))
+        say(f"edge {edge.cfg.edge.line}/{edge.cfg.edge.camera}: simulated line at {args.rate:g} parts/s, "
+            f"model {edge.detector.version}")
+        if args.metrics_port:
+            say(f"edge metrics: http://127.0.0.1:{args.metrics_port}/metrics  health: /healthz")
+
+        reviewer = None
+        if args.auto_review:
+            from qcloop.demo_review import AutoReviewer
+
+            reviewer = AutoReviewer(station.url, login, book).start()
+            started.append(("auto-reviewer", reviewer.stop))
+            say("auto-review: an oracle answers the queue from the generator's ground truth")
+        say(f"data under {data}; Ctrl-C stops everything")
+        watch = Status(edge, station, trainer, reviewer, args)
+        watch.run_until(stop, args.duration)
+        print(file=sys.stderr)
+        say(watch.summary())
     finally:
-        edge.stop()
-        print("\r" + status_line(edge.status(state="stopped")), file=sys.stderr)
-        station.stop()
-        broker.stop()
-        say("stopped cleanly")
+        for name, stop_part in reversed(started):
+            try:
+                stop_part()
+            except Exception as exc:  # one part failing to stop must not leave the others running
+                say(f"{name} did not stop cleanly: {exc}")
+        if started:
+            say("stopped cleanly")
     return 0
 
 
-def start_station(data: Path, broker: MosquittoBroker, port: int) -> tuple[object, tuple[str, str]]:
-    """The station on the demo's broker, with a demo reviewer whose password is made once per data dir."""
-    import secrets
-
+# ------------------------------------------------------------------ the parts
+def start_station(data: Path, broker, port: int):  # noqa: ANN001, ANN201
+    """The station on the demo's broker, with a demo engineer and an API token for the trainer,
+    both made once per data dir."""
     from station_ui import accounts
     from station_ui.config import config_for
     from station_ui.server import StationServer
     from station_ui.store import Store
 
+    data.mkdir(parents=True, exist_ok=True)
     cfg = config_for(data, mqtt={"host": broker.host, "port": broker.port, "client_id": "qc-demo-station"},
                      web={"port": port})
-    pin_file = data / "demo-login.txt"
-    if pin_file.exists():
-        name, pin = pin_file.read_text().split()
-    else:
-        name, pin = "demo", secrets.token_urlsafe(9)  # an engineer: sees review, dashboard and history
-        store = Store(cfg.db_path)
-        accounts.add_user(store, name, "engineer", pin, production=False)
+    pin_file, token_file = data / "demo-login.txt", data / "demo-token.txt"
+    store = Store(cfg.db_path)
+    try:
+        if not pin_file.exists():
+            name, pin = "demo", secrets.token_urlsafe(9)  # an engineer: review, dashboard and history
+            accounts.add_user(store, name, "engineer", pin, production=False)
+            _write_secret(pin_file, f"{name} {pin}\n")
+        if not token_file.exists():
+            _write_secret(token_file, accounts.add_token(store, f"demo-trainer-{secrets.token_hex(3)}") + "\n")
+    finally:
         store.close()
-        pin_file.write_text(f"{name} {pin}\n")
-        pin_file.chmod(0o600)
-    return StationServer(cfg).start(), (name, pin)
+    name, pin = pin_file.read_text().split()
+    return StationServer(cfg).start(), (name, pin), token_file.read_text().strip()
+
+
+def _write_secret(path: Path, text: str) -> None:
+    path.touch(mode=0o600)
+    path.write_text(text)
+
+
+def make_keys(folder: Path) -> tuple[Path, Path]:
+    from training.release import keygen
+
+    private, public = folder / "trainer.key", folder / "trainer.pub"
+    if not private.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        keygen(private, public)
+    return private, public
+
+
+def start_edge(data: Path, broker, keys: tuple[Path, Path], args: argparse.Namespace):  # noqa: ANN001, ANN201
+    from edge.config import load_config
+    from edge.service import EdgeService
+    from hardware.factory import make_camera
+    from qcloop.demo_review import TruthBook
+
+    cfg = load_config(EXAMPLE_EDGE)
+    cfg = replace(cfg,
+                  edge=replace(cfg.edge, data_dir=data / "edge"),
+                  model=replace(cfg.model, public_key=keys[1]),
+                  decision=replace(cfg.decision, audit_rate=args.audit_rate),
+                  trigger=replace(cfg.trigger, rate_hz=args.rate),
+                  mqtt=replace(cfg.mqtt, host=broker.host, port=broker.port),
+                  metrics=replace(cfg.metrics, port=args.metrics_port))
+    book = TruthBook(make_camera(cfg.camera), data / "edge" / "truth.jsonl")
+    edge = EdgeService(cfg, camera=book, max_parts=args.parts)  # a camera passed in stays ours to close
+    edge.pipeline.review_listeners.append(book.on_review)
+    edge.start()
+    return edge, book
+
+
+class Trainer:
+    """``qc train serve`` in a child process, configured for the demo's broker, station and keys."""
+
+    def __init__(self, folder: Path, broker, station_url: str, token: str, keys: tuple[Path, Path],  # noqa: ANN001
+                 args: argparse.Namespace):
+        self.folder = folder
+        self.config_path = folder / "serve.toml"
+        self.log_path = folder / "trainer.log"
+        self.proc: subprocess.Popen | None = None
+        folder.mkdir(parents=True, exist_ok=True)
+        self._seed_registry()
+        self.config_path.write_text(trainer_config(folder, broker, station_url, keys, args))
+        self._env = {**os.environ, TOKEN_ENV: token}
+
+    def _seed_registry(self) -> None:
+        """The trainer starts from what the edges run, so its first candidate is gated against it."""
+        from models import builtin
+        from models.registry import Registry
+
+        registry = Registry(self.folder / "data" / "registry")
+        if registry.current_version() is None:
+            builtin.install_into(registry)
+
+    def start(self) -> "Trainer":
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "qcloop.cli", "train", "serve", "--config",
+                                      str(self.config_path)], stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                                     env=self._env, start_new_session=True,
+                                     preexec_fn=lambda: os.nice(10))  # the line comes first
+        log.close()
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> None:
+        if not self.alive():
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(60)  # a retrain in progress finishes its step and the server stops
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def trainer_config(folder: Path, broker, station_url: str, keys: tuple[Path, Path],  # noqa: ANN001
+                   args: argparse.Namespace) -> str:
+    return f"""# written by qc demo; edit the demo's options instead
+[data]
+dir = {json.dumps(str(folder / "data"))}
+synthetic = {args.train_parts}          # synthetic parts of the same line, besides the station's verdicts
+synthetic_seed = 7
+golden_size = 400
+
+[station]
+url = {json.dumps(station_url.rstrip("/"))}
+token_env = "{TOKEN_ENV}"
+
+[mqtt]
+host = "{broker.host}"
+port = {broker.port}
+client_id = "qc-demo-trainer"
+lines = ["line1"]
+
+[keys]
+private = {json.dumps(str(keys[0]))}
+public = {json.dumps(str(keys[1]))}
+
+[train]
+warm_start = true                 # fine-tune the running model on the verdicts
+fine_tune_epochs = {args.train_epochs}
+fine_tune_lr = 0.0003
+review_budget = 0.25                   # as the built-in model: a new line's model is calibrated with a wide band
+false_reject_budget = 0.05
+
+[triggers]
+verdicts = {args.retrain_after}
+every_hours = 0
+on_request = true
+
+[serve]
+host = "127.0.0.1"
+port = 0
+"""
+
+
+# ------------------------------------------------------------------ the status line
+class Status:
+    """The live status line, and what to do next."""
+
+    def __init__(self, edge, station, trainer, reviewer, args: argparse.Namespace):  # noqa: ANN001
+        self.edge, self.station, self.trainer, self.reviewer, self.args = edge, station, trainer, reviewer, args
+        self.trainer_state: dict = {}
+        self.models_seen = [edge.detector.version]
+        self._client = None
+        if trainer is not None:
+            self._watch_trainer()
+
+    def _watch_trainer(self) -> None:
+        from qcloop import wire
+        from qcloop.mqttconn import BrokerSettings, make_client
+
+        settings = BrokerSettings(host=self.edge.cfg.mqtt.host, port=self.edge.cfg.mqtt.port)
+        topic = wire.Topics(settings.prefix).train_status()
+        c = make_client(settings, f"qc-demo-watch-{secrets.token_hex(3)}", clean_session=True)
+        c.on_connect = lambda client, *a: client.subscribe(topic, qos=1)
+        c.on_message = lambda client, userdata, msg: self._on_trainer(msg.payload)
+        c.connect_async(settings.host, settings.port)
+        c.loop_start()
+        self._client = c
+
+    def _on_trainer(self, payload: bytes) -> None:
+        try:
+            self.trainer_state = json.loads(payload)
+        except ValueError:
+            pass
+
+    def line(self) -> str:
+        s = self.edge.status()
+        if s["model"] != self.models_seen[-1]:
+            self.models_seen.append(s["model"])
+        a = s.get("actions", {})
+        q = _queue_count(self.station)
+        parts = f"parts {s['parts']:>6}  PASS {a.get('PASS', 0)} HOLD {a.get('HOLD', 0)} REJECT {a.get('REJECT', 0)}"
+        return f"{parts}  queue {q:>3}  model {s['model']}  {self.trainer_words()}  | {self.next_step(q)}"
+
+    def trainer_words(self) -> str:
+        if self.trainer is None:
+            return "trainer off"
+        if not self.trainer.alive():
+            return f"trainer STOPPED (see {self.trainer.log_path})"
+        t = self.trainer_state
+        if t.get("state") in ("training", "gating"):
+            return f"trainer {t['state']}"
+        last = t.get("last") or {}
+        if last:
+            verdict = ("promoted " + last.get("version", "?")) if last.get("promoted") else (
+                "kept current" if last.get("ok") else "failed")
+            return f"trainer idle, last: {verdict}"
+        n = t.get("verdicts_since_last", 0)
+        return f"trainer idle, {n}/{self.args.retrain_after} verdicts"
+
+    def next_step(self, queue: int) -> str:
+        url = self.station.url
+        if len(self.models_seen) > 1:
+            return f"model {self.models_seen[-1]} is live: compare the models at {url}dashboard"
+        if self.trainer_state.get("state") in ("training", "gating"):
+            return "retraining on your verdicts; the line keeps running"
+        if self.reviewer is not None:
+            return f"auto-review answered {self.reviewer.answered}; watch {url}review"
+        if queue:
+            return f"review the queue at {url}review"
+        return "waiting for uncertain parts"
+
+    def run_until(self, stop: threading.Event, duration: float | None) -> None:
+        t0 = time.monotonic()
+        while not stop.is_set() and not self.edge.pipeline.finished.is_set():
+            if duration is not None and time.monotonic() - t0 >= duration:
+                break
+            if self.args.until == "promoted" and len(self.models_seen) > 1:
+                break
+            if self.args.until == "retrained" and self.trainer_state.get("last"):
+                break
+            if not self.args.quiet:
+                print("\r" + self.line()[:220].ljust(120), end="", file=sys.stderr, flush=True)
+            stop.wait(0.5)
+        self.line()  # the last model change is noticed even on the way out
+        if self._client is not None:
+            self._client.loop_stop()
+            self._client.disconnect()
+
+    def summary(self) -> str:
+        s = self.edge.status()
+        a = s.get("actions", {})
+        out = (f"{s['parts']} parts: PASS {a.get('PASS', 0)}, HOLD {a.get('HOLD', 0)}, REJECT {a.get('REJECT', 0)}; "
+               f"models {' -> '.join(self.models_seen)}")
+        if self.reviewer is not None:
+            out += f"; auto-review answered {self.reviewer.answered}"
+            if self.reviewer.error:
+                out += f" ({self.reviewer.error})"
+        return out
+
+
+def _queue_count(station) -> int:  # noqa: ANN001
+    from station_ui.store import Store
+
+    store = Store(station.cfg.db_path, migrate=False)
+    try:
+        return store.queue_stats().count
+    finally:
+        store.close()

@@ -1,8 +1,14 @@
 """`qc demo`: the whole loop on one machine, with one command.
 
-Starts a private broker, the review station (when installed), and an edge on a
-simulated line; shows a live status line; Ctrl-C stops everything cleanly.
-Everything it writes goes under one data directory, and running it twice works.
+Starts a broker (Mosquitto when installed, else the embedded Python broker), the
+review station with a demo login (printed), the retraining server, and an edge on a
+simulated line whose parts include defects (pits, cracks, burrs, chips) and
+lighting artefacts (glare, streaks, shadows, dust). Review the uncertain parts in
+the browser; after --retrain-after verdicts the trainer retrains on them, gates the
+candidate on its golden set, signs it, and the edge swaps to it between two parts.
+The dashboard's "Models" table shows each model's review and reject rates.
+With --auto-review an oracle (the generator's ground truth) answers instead of you.
+Everything goes under --data-dir; running it again reuses the keys, logins and models.
 """
 from __future__ import annotations
 
@@ -11,14 +17,31 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    demo = sub.add_parser("demo", help="run the whole loop on this machine (broker, station, edge on a simulated line)",
-                          description=__doc__)
+    demo = sub.add_parser("demo", help="run the whole loop on this machine (broker, station, trainer, edge)",
+                          description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     demo.add_argument("--data-dir", type=Path, default=Path("var/demo"),
                       help="where everything the demo writes goes (default: var/demo)")
-    demo.add_argument("--rate", type=float, default=20.0, help="parts per second on the simulated line (default 20)")
-    demo.add_argument("--parts", type=int, default=None, help="stop after this many parts (default: run until Ctrl-C)")
+    demo.add_argument("--rate", type=float, default=5.0, help="parts per second on the simulated line (default 5)")
+    demo.add_argument("--auto-review", action="store_true",
+                      help="let an oracle (ground truth from the generator) answer the review queue")
+    demo.add_argument("--retrain-after", type=int, default=150, metavar="N",
+                      help="retrain after N new verdicts (default 150; 0 = no retraining server)")
+    demo.add_argument("--until", choices=("retrained", "promoted"), default=None,
+                      help="stop after the first retrain has finished (gated, promoted or not), "
+                           "or once a retrained model has gone live on the edge")
+    demo.add_argument("--parts", type=int, default=None, help="stop after this many parts (default: until Ctrl-C)")
     demo.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    demo.add_argument("--train-parts", type=int, default=2000,
+                      help="synthetic parts the trainer adds to the verdicts (default 2000)")
+    demo.add_argument("--train-epochs", type=int, default=4,
+                      help="epochs per retrain, fine-tuning the running model (default 4)")
+    demo.add_argument("--audit-rate", type=float, default=0.05,
+                      help="share of confident decisions also sent for review (default 0.05), "
+                           "so escapes and false rejects can be estimated")
+    demo.add_argument("--broker", choices=("auto", "mosquitto", "amqtt"), default="auto",
+                      help="auto: Mosquitto when installed, else the embedded Python broker")
     demo.add_argument("--mqtt-port", type=int, default=0, help="broker port (default: a free port)")
-    demo.add_argument("--web-port", type=int, default=8080, help="review station port (default 8080)")
+    demo.add_argument("--web-port", type=int, default=8080, help="review station port (default 8080; 0 = a free port)")
     demo.add_argument("--metrics-port", type=int, default=9108, help="edge /metrics and /healthz port (0 = off)")
+    demo.add_argument("--quiet", action="store_true", help="no live status line")
     demo.set_defaults(func=lambda args: __import__("qcloop.demo", fromlist=["run"]).run(args))

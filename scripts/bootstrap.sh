@@ -38,6 +38,6 @@ if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
   .venv/bin/python -m pip install -q --upgrade pip
   # torch is pinned: the CPU build of this version is what the trainer is tested with.
   .venv/bin/python -m pip install -q "torch==${QC_TORCH_VERSION:-2.13.0}"
-  .venv/bin/python -m pip install -q -e ".[edge,station,train,dev]"
+  .venv/bin/python -m pip install -q -e ".[edge,station,train,demo,dev]"
   echo "$want" > "$stamp"
 fi

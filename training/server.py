@@ -176,6 +176,7 @@ class TrainServer:
         self.last: dict | None = None
         self.runs = 0
         self.verdicts_since = 0
+        self._told = 0.0
         self.connected = threading.Event()
         self._cv = threading.Condition()
         self._pending: str | None = None
@@ -273,8 +274,13 @@ class TrainServer:
         with self._cv:
             self.verdicts_since += 1
             due = 0 < self.cfg.triggers.verdicts <= self.verdicts_since
+            tell = time.monotonic() - self._told >= 1.0
+            if tell:
+                self._told = time.monotonic()
         if due:
             self.request(f"{self.verdicts_since} new verdicts")
+        elif tell:  # the count towards the next retrain, at most once a second
+            self._publish_status(wait=False)
 
     def _schedule(self) -> None:
         period = self.cfg.triggers.every_hours * 3600.0

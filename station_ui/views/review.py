@@ -64,7 +64,8 @@ def page():  # type: ignore[no-untyped-def]
 def item():  # type: ignore[no-untyped-def]
     line, camera = _filters()
     row = _next_row(line, camera)
-    return jsonify(html=_item_html(row), id=row["id"] if row is not None else None, stats=_stats(line, camera))
+    return jsonify(html=_item_html(row), id=row["id"] if row is not None else None,
+                   part_id=row["part_id"] if row is not None else None, stats=_stats(line, camera))
 
 
 @bp.route("/review/verdict", methods=["POST"])
