@@ -32,6 +32,7 @@ def check_delivery(r, reviews=REVIEWS):
 def test_broker_killed_mid_stream_and_restarted_from_its_persistence(tmp_path):
     r = run_scenario("broker-kill", REVIEWS, tmp_path)
     assert r.fault["rc"] == -9 and r.fault["persistence_file"], r.fault
+    assert r.fault["unstored_at_kill"] > 0  # reviews were on their way when the broker died
     assert 0 < r.fault["stored_at_kill"] < REVIEWS
     check_delivery(r)
     assert r.reviews_unwritten == 0
@@ -41,6 +42,7 @@ def test_broker_killed_mid_stream_and_restarted_from_its_persistence(tmp_path):
 def test_edge_killed_with_a_non_empty_outbox_delivers_it_after_restart(tmp_path):
     r = run_scenario("edge-kill", REVIEWS, tmp_path)
     assert r.fault["rc"] == -9 and r.fault["outbox_at_kill"] > 0, r.fault
+    assert r.fault["unstored_at_kill"] > 0  # the outbox held reviews the station did not have
     assert 0 < r.fault["parts_at_kill"] < REVIEWS
     check_delivery(r)
 

@@ -15,7 +15,9 @@ Scenarios (``SCENARIOS``):
 4. ``station-away``: the station stops for longer than the broker's queue for it carries
    (``max_queued_messages`` is small), so the broker drops messages, and comes back.
 
-"Mid-stream" is after a third of the reviews are stored, never after a fixed time.
+"Mid-stream" is after a third of the reviews are stored, never after a fixed time. Before
+the broker or the edge is killed the station is paused (SIGSTOP) until 40 durable reviews
+wait for it, so the crash finds reviews on their way (at the line's rate it keeps up).
 
 Counting (after recovery and after the edge has finished its parts and drained):
 

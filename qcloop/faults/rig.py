@@ -174,6 +174,13 @@ class FaultRig:
         self.say(f"started {name} (pid {proc.pid})")
         return proc
 
+    def pause_station(self) -> None:
+        self.station.send_signal(signal.SIGSTOP)
+
+    def resume_station(self) -> None:
+        if self.station is not None and self.station.poll() is None:
+            self.station.send_signal(signal.SIGCONT)
+
     @staticmethod
     def kill(proc: subprocess.Popen) -> int:
         """SIGKILL, as a crash would; returns the exit status (-9)."""
@@ -192,6 +199,7 @@ class FaultRig:
             return proc.wait(10)
 
     def close(self) -> None:
+        self.resume_station()  # a paused station would not act on SIGTERM
         self.terminate(self.edge)
         self.terminate(self.station)
         if self.broker:

@@ -18,6 +18,8 @@ from qcloop.faults.rig import DroppedCounter, FaultRig, FaultRigError, RigOption
 SCENARIOS = ("broker-kill", "edge-kill", "station-kill", "station-away")
 #: The broker's queue per client in station-away: far less than the reviews made while away.
 AWAY_QUEUE = 10
+#: Reviews left undelivered (station paused) when the broker or the edge is killed.
+BACKLOG = 40
 
 
 @dataclass(frozen=True)
@@ -81,29 +83,47 @@ def _sent_now(rig: FaultRig) -> frozenset:
     return read_journal(rig.journal_path).stored
 
 
+def _backlog(rig: FaultRig, n: int = BACKLOG) -> None:
+    """Pause the station (SIGSTOP) until n durable reviews are not stored yet.
+
+    At the line's rate the station keeps up, so without a backlog a crash would find
+    nothing undelivered to lose. The paused station holds its connection; the broker
+    queues for it and the edge's outbox fills.
+    """
+    rig.pause_station()
+    rig.wait(lambda: len(_sent_now(rig) - rig.stored_ids()) >= n, 120, f"{n} reviews waiting for the station",
+             proc=rig.edge)
+
+
 def _broker_kill(rig: FaultRig, reviews: int) -> tuple[dict, float, frozenset]:
-    stored = len(rig.stored_ids())
+    _backlog(rig)
+    stored = rig.stored_ids()
+    unstored = len(_sent_now(rig) - stored)
     saved = (rig.work / "broker" / "mosquitto.db").exists()  # persistence really on (as root too)
     rig.broker.kill()
     rc = rig.broker.proc.returncode
-    rig.say(f"broker killed (rc {rc}) with {stored} stored")
+    rig.say(f"broker killed (rc {rc}) with {len(stored)} stored and {unstored} waiting for the station")
+    rig.resume_station()
     restarted = time.monotonic()
     baseline = _sent_now(rig)
     rig.start_broker()  # same port, same persistence file
-    return {"killed": "broker", "rc": rc, "stored_at_kill": stored, "persistence_file": saved}, restarted, baseline
+    return ({"killed": "broker", "rc": rc, "stored_at_kill": len(stored), "unstored_at_kill": unstored,
+             "persistence_file": saved}, restarted, baseline)
 
 
 def _edge_kill(rig: FaultRig, reviews: int) -> tuple[dict, float, frozenset]:
-    rig.wait(lambda: (rig.edge_health() or {}).get("outbox_depth", 0) > 0, 60, "a non-empty edge outbox",
-             proc=rig.edge)
+    _backlog(rig)
     rc = rig.kill(rig.edge)
     outbox = _outbox_depth(rig.work / "edge" / "data" / "outbox" / "outbox.sqlite3")
     journal = read_journal(rig.journal_path)
-    rig.say(f"edge killed (rc {rc}) with {outbox} reviews in its outbox, {journal.parts} parts decided")
+    unstored = len(journal.stored - rig.stored_ids())
+    rig.say(f"edge killed (rc {rc}) with {outbox} reviews in its outbox ({unstored} not stored), "
+            f"{journal.parts} parts decided")
+    rig.resume_station()
     restarted = time.monotonic()
     rig.start_edge(parts=max(1, reviews - journal.parts))
-    return ({"killed": "edge", "rc": rc, "outbox_at_kill": outbox, "parts_at_kill": journal.parts},
-            restarted, journal.stored)
+    return ({"killed": "edge", "rc": rc, "outbox_at_kill": outbox, "unstored_at_kill": unstored,
+             "parts_at_kill": journal.parts}, restarted, journal.stored)
 
 
 def _station_kill(rig: FaultRig, reviews: int) -> tuple[dict, float, frozenset]:
