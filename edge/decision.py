@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 PASS, HOLD, REJECT = "PASS", "HOLD", "REJECT"
-FAIL_SAFE_DETAILS = ("late", "camera-fault", "model-error", "queue-full", "shutdown")
+FAIL_SAFE_DETAILS = ("late", "camera-fault", "model-error", "queue-full", "shutdown", "missed-trigger")
 
 
 @dataclass(frozen=True)

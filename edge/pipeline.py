@@ -108,6 +108,7 @@ class Pipeline:
         self._lock = threading.Lock()
         # Counters read by status, health and tests.
         self.triggered = 0
+        self._missed_seen = 0  # the trigger's missed count already turned into decisions
         self.decided = 0
         self.reviews_queued = 0
         self.reviews_dropped = 0
@@ -152,11 +153,32 @@ class Pipeline:
                     break
                 if not self.trigger.wait(timeout=0.2):
                     continue
+                self._decide_missed_parts()
+                if self.max_parts is not None and self.triggered >= self.max_parts:
+                    break
                 self.triggered += 1
                 part_id = f"{self.camera_name}-{self._run_id}-{self.triggered:07d}"
                 self._capture_one(part_id)
         finally:
             self._frames.put(None)  # after every part: the inspect thread drains, then stops
+
+    def _decide_missed_parts(self) -> None:
+        """Parts that passed while this thread was busy (a camera that hung, a stalled capture) still
+        get their decision: REJECT without a frame. A trigger that cannot see missed parts has no
+        ``missed`` count, and then there is nothing to do."""
+        missed = int(getattr(self.trigger, "missed", 0) or 0)
+        new, self._missed_seen = missed - self._missed_seen, missed
+        if new <= 0:
+            return
+        self.metrics.alarms.raise_("missed-trigger", f"{new} part(s) passed while the line thread was busy: "
+                                                     "rejected without a frame")
+        for _ in range(new):
+            if self.max_parts is not None and self.triggered >= self.max_parts:
+                return
+            self.triggered += 1
+            part_id = f"{self.camera_name}-{self._run_id}-{self.triggered:07d}"
+            stub = Frame(part_id, time.time(), time.monotonic(), np.zeros((0, 0), np.uint8))
+            self._finish(stub, fail_safe("missed-trigger", has_frame=False), None, "")
 
     def _capture_one(self, part_id: str) -> None:
         try:

@@ -18,8 +18,8 @@ class SoftwareTrigger:
 
     Deadlines are ``start + n / rate`` on the monotonic clock, so the rate does not
     drift with how long each wait returns late. A line does not wait for a slow
-    inspector: ticks that passed while nobody waited are skipped and counted in
-    ``missed``.
+    inspector: ticks that passed while nobody waited are counted in ``missed``, and
+    the pipeline gives each of those parts its decision (REJECT, no frame).
     """
 
     def __init__(self, rate_hz: float):

@@ -144,3 +144,32 @@ def wait_for(predicate, timeout=30.0):
         if time.monotonic() > deadline:
             pytest.fail("condition not reached in time")
         time.sleep(0.01)
+
+
+class _HangingCamera:
+    """A camera whose capture of one part hangs (a driver stall), then recovers."""
+
+    def __init__(self, camera, hang_on: int, hang_s: float):
+        import threading
+        self.camera, self.hang_on, self.hang_s, self.n = camera, hang_on, hang_s, 0
+        self._never = threading.Event()
+
+    def capture(self, part_id):
+        self.n += 1
+        if self.n == self.hang_on:
+            self._never.wait(self.hang_s)  # the fault being injected: the driver does not return for a while
+        return self.camera.capture(part_id)
+
+    def close(self):
+        self.camera.close()
+
+
+def test_parts_that_pass_while_the_camera_hangs_still_get_a_decision(tmp_path):
+    det = make_detector(tmp_path, thresholds=(0.0, 1.0))
+    camera = _HangingCamera(SyntheticCamera(PartGenerator(seed=3, width=320, height=256), prerender=8), 5, 0.3)
+    p, actuator, decisions, _ = run_pipeline(det, 40, tmp_path, camera=camera, rate=40.0)
+    assert_one_decision_each(40, actuator, decisions)
+    missed = [d for d in decisions if d.fail_safe == "missed-trigger"]
+    assert missed and all(d.action == "REJECT" for d in missed)  # ~12 parts passed during the hang
+    assert p.triggered == p.decided == 40
+    assert "missed-trigger" in p.metrics.alarms.active()
