@@ -92,7 +92,22 @@ def create_app(config: StationConfig, *, hub: EventHub | None = None, publisher:
     for bp in (auth.bp, review.bp, dashboard.bp, history.bp, admin.bp, api.bp):
         app.register_blueprint(bp)
     app.add_url_rule("/", endpoint="index", view_func=lambda: review.index_redirect())
+
+    @app.route("/healthz")
+    def _healthz():  # type: ignore[no-untyped-def]
+        """For monitoring, no login: 200 while the ingest is connected with no active alarm, else 503."""
+        from flask import jsonify
+
+        health = station_health(app.extensions["station"].publisher)
+        return jsonify(health), 200 if health["healthy"] else 503
+
     return app
+
+
+def station_health(publisher: Any) -> dict[str, Any]:
+    if publisher is None or not hasattr(publisher, "health"):
+        return {"healthy": True, "mqtt": "off", "alarms": {}}
+    return publisher.health()
 
 
 def _secret_key(path: Path) -> bytes:

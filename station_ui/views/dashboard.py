@@ -9,6 +9,7 @@ from flask import Blueprint, current_app, g, redirect, render_template, request,
 from qcloop import wire
 
 from station_ui import present, reports, svg
+from station_ui.app import station_health
 from station_ui.db import get_db
 from station_ui.security import require
 
@@ -31,6 +32,7 @@ def page():  # type: ignore[no-untyped-def]
     return render_template("dashboard.html", s=s, edges=reports.edges(db), models=reports.models(db), charts=charts, window=window,
                            windows=list(WINDOWS), oldest=present.age_words(s["oldest_age_s"]),
                            retrain=request.args.get("retrain", ""),
+                           alarms=station_health(current_app.extensions["station"].publisher)["alarms"],
                            can_retrain=current_app.extensions["station"].publisher is not None)
 
 
