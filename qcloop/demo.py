@@ -191,7 +191,7 @@ class Trainer:
             return
         self.proc.send_signal(signal.SIGTERM)
         try:
-            self.proc.wait(60)  # a retrain in progress finishes its step and the server stops
+            self.proc.wait(15)  # the server stops between steps; a retrain cut short is redone next time
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
