@@ -41,6 +41,60 @@ def register(sub: argparse._SubParsersAction) -> None:
     register_release(cmds)  # keygen, gate, publish, serve, golden
 
 
+LOOP_HELP = """Simulate the learning loop on a labelled folder with an oracle reviewer.
+
+The folder (DIR/ok, DIR/def or DIR/{train,test}/{ok,def}) is grouped into near-duplicates and
+split by whole groups into a seed set, a stream (the production line) and a test set; the
+folder's own train/test filing is ignored. A share of the good stream and test parts gets an
+injected lighting artefact. Round 0 trains on the seed set; each round then runs one slice of
+the stream through the edge's decision, sends uncertain and audit parts to the oracle, retrains
+on all labels, calibrates thresholds on labelled calib images and gates the candidate on
+labelled gate images. A random baseline labels as many parts at random.
+
+Figures on the test set (current model, production thresholds):
+  labels                      labelled images so far (seed + verdicts)
+  ai_accuracy                 the model alone, defect when score >= 0.5
+  review_rate                 share of test parts sent to HOLD (review)
+  hitl_accuracy               accuracy when held parts take the reviewer's (true) label
+  escape_rate                 defects PASSed / all defects
+  false_reject_rate           good parts REJECTed / all good parts
+  artefact_false_reject_rate  the same on good parts with an injected artefact
+"""
+
+
+def register_bench(bench_sub: argparse._SubParsersAction) -> None:
+    b = bench_sub.add_parser("loop", help="the learning loop on a labelled folder, uncertainty vs random labels",
+                             description=LOOP_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    b.add_argument("--data", type=Path, default=Path("../shared/datasets/casting"), metavar="DIR",
+                   help="labelled folder (default ../shared/datasets/casting, from the current folder)")
+    b.add_argument("--seed-size", type=int, default=200, help="labelled seed images (default 200)")
+    b.add_argument("--rounds", type=int, default=3, help="retraining rounds (default 3)")
+    b.add_argument("--test-share", type=float, default=0.2, help="share of images held out as the test set (0.2)")
+    b.add_argument("--artefact-share", type=float, default=0.3,
+                   help="share of good stream and test parts given a lighting artefact (0.3)")
+    b.add_argument("--label-share", type=float, default=0.22,
+                   help="review band while the loop learns, as a share of each stream slice (0.22)")
+    b.add_argument("--audit-rate", type=float, default=0.01, help="share of confident decisions also reviewed (0.01)")
+    b.add_argument("--escape-budget", type=float, default=0.0025, help="production calibration: defects passed")
+    b.add_argument("--review-budget", type=float, default=0.025, help="production calibration: parts reviewed")
+    b.add_argument("--false-reject-budget", type=float, default=0.01, help="production calibration: good rejected")
+    b.add_argument("--epochs", type=int, default=30, help="training epochs per model (default 30)")
+    b.add_argument("--size", type=int, default=64, help="model input side in pixels (default 64)")
+    b.add_argument("--augment-artefacts", action="store_true",
+                   help="also paint synthetic artefacts during training (off: the line's artefacts are new to the seed model)")
+    b.add_argument("--seed", type=int, default=0, help="random seed for split, artefacts, audits and training")
+    b.add_argument("--json", action="store_true", help="print one JSON object")
+    b.add_argument("--plot", type=Path, default=None, metavar="FILE.png", help="draw the rates against labels")
+    b.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    b.set_defaults(func=_bench_loop)
+
+
+def _bench_loop(args: argparse.Namespace) -> int:
+    from training.loop_bench import main
+
+    return main(args)
+
+
 def _run(args: argparse.Namespace) -> int:
     from datetime import datetime, timezone
 

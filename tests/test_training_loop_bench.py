@@ -1,0 +1,142 @@
+"""``qc bench loop`` on a small synthetic folder: splits by whole groups, seeded artefacts, the JSON and the plot."""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from hardware.synthetic import PartGenerator
+from qcloop.cli import main as qc_main
+from training.data import ImageSet
+from training.loop_sim import SimConfig, prepare
+
+HW = (32, 32)
+FIGURES = ("labels", "ai_accuracy", "hitl_accuracy", "review_rate", "escape_rate", "false_reject_rate",
+           "artefact_false_reject_rate")
+
+
+def _write(folder, name, image):
+    folder.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(folder / name), image)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """DIR/{ok,def}: 150 rendered parts plus a rotated+flipped copy of ok/p000 put in on purpose."""
+    root = tmp_path_factory.mktemp("loopdata")
+    gen = PartGenerator(seed=5, width=320, height=320, defect_rate=0.45, artefact_rate=0.0)
+    first_ok = None
+    for i in range(150):
+        frame, truth = gen.render(i)
+        image = cv2.resize(frame, (150, 150), interpolation=cv2.INTER_AREA)
+        label = "def" if truth.is_defect else "ok"
+        _write(root / label, f"p{i:03d}.png", image)
+        if label == "ok" and first_ok is None:
+            first_ok = f"p{i:03d}.png"
+            _write(root / "ok", "zz_rotated_copy.png", cv2.flip(cv2.rotate(image, cv2.ROTATE_90_CLOCKWISE), 1))
+    return root, first_ok
+
+
+def _where(prepared) -> dict[str, tuple[str, int]]:
+    out = {}
+    for name in ("seed", "stream", "test"):
+        for it in getattr(prepared, name):
+            out[Path(it.sample.meta["path"]).name] = (name, it.group)
+    return out
+
+
+def test_groups_never_straddle_splits(folder):
+    root, first_ok = folder
+    data = ImageSet.from_folders(root, HW)
+    for seed in range(4):
+        p = prepare(data, SimConfig(seed_size=30, test_share=0.2, seed=seed))
+        where = _where(p)
+        assert where[first_ok] == where["zz_rotated_copy.png"]  # same split, same group
+        groups = {name: {it.group for it in getattr(p, name)} for name in ("seed", "stream", "test")}
+        assert not groups["seed"] & groups["stream"] and not groups["seed"] & groups["test"]
+        assert not groups["stream"] & groups["test"]
+        assert len(p.seed) + len(p.stream) + len(p.test) == 151
+        assert abs(len(p.seed) - 30) <= 3 and {it.role for it in p.seed} == {"train", "calib", "gate"}
+
+
+def test_artefact_injection_is_seeded_and_only_on_good_stream_and_test_parts(folder):
+    root, _ = folder
+    data = ImageSet.from_folders(root, HW)
+    cfg = SimConfig(seed_size=30, artefact_share=0.5, seed=3)
+    a, b = prepare(data, cfg), prepare(data, cfg)
+    painted = [it for it in a.stream + a.test if it.artefact]
+    assert painted and all(it.label == 0 for it in painted)
+    assert not any(it.artefact for it in a.seed)
+    twins = {it.sample.meta["sha"]: it for it in b.stream + b.test}
+    for it in painted:
+        twin = twins[it.sample.meta["sha"]]
+        assert twin.artefact == it.artefact and np.array_equal(twin.image, it.image)
+        assert not np.array_equal(it.image, it.sample.image)  # something was painted
+    good = [it for it in a.stream + a.test if it.label == 0]
+    assert 0.25 < len(painted) / len(good) < 0.75
+
+
+@pytest.fixture(scope="module")
+def bench(folder, tmp_path_factory):
+    root, _ = folder
+    png = tmp_path_factory.mktemp("plot") / "loop.png"
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        rc = qc_main(["bench", "loop", "--data", str(root), "--seed-size", "40", "--rounds", "2", "--epochs", "2",
+                      "--size", str(HW[0]), "--label-share", "0.3", "--audit-rate", "0.05", "--json",
+                      "--plot", str(png), "--quiet"])
+    assert rc == 0
+    return json.loads(out.getvalue()), png
+
+
+def test_json_has_the_documented_figures_per_round(bench):
+    doc, _ = bench
+    assert set(doc) >= {"rounds", "random_baseline", "data", "seconds"}
+    assert [r["round"] for r in doc["rounds"]] == [0, 1, 2]
+    for row in doc["rounds"] + doc["random_baseline"]:
+        for key in FIGURES:
+            assert key in row
+        for key in FIGURES[1:]:
+            assert row[key] is None or 0.0 <= row[key] <= 1.0
+    labels = [r["labels"] for r in doc["rounds"]]
+    assert labels == sorted(labels) and labels[-1] > labels[0]
+
+
+def test_labels_are_counted_from_the_verdicts(bench):
+    doc, _ = bench
+    rounds = doc["rounds"]
+    assert rounds[0]["labels"] == doc["data"]["seed"]
+    for prev, row in zip(rounds, rounds[1:]):
+        line = row["line"]
+        assert row["new_labels"] == line["uncertain"] + line["audit"] == line["HOLD"] + line["audit"]
+        assert row["labels"] == prev["labels"] + row["new_labels"]
+    assert sum(r["line"]["parts"] for r in rounds[1:]) == doc["data"]["stream"]
+
+
+def test_random_baseline_uses_the_same_label_counts(bench):
+    doc, _ = bench
+    assert [r["labels"] for r in doc["random_baseline"]] == [r["labels"] for r in doc["rounds"]]
+
+
+def test_plot_is_a_png(bench):
+    _, png = bench
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    assert image is not None and image.shape[0] > 200 and image.std() > 5
+
+
+@pytest.mark.parametrize("layout", ["missing", "no-classes"])
+def test_cli_refuses_bad_data_folder(tmp_path, capsys, layout):
+    data = tmp_path / "data"
+    if layout == "no-classes":
+        (data / "images").mkdir(parents=True)
+    rc = qc_main(["bench", "loop", "--data", str(data), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and str(data) in err
+    assert ("no such folder" in err) if layout == "missing" else ("ok/ and def/" in err)

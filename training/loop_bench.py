@@ -1,0 +1,226 @@
+"""``qc bench loop``: the learning loop simulated on a labelled image folder, with an oracle reviewer.
+
+The folder (``DIR/{ok,def}/*`` or ``DIR/{train,test}/{ok,def}/*``) is grouped into
+near-duplicates and split by whole groups into a labelled seed set, a stream that
+plays the production line and a test set (training.loop_sim). A share of the good
+parts in the stream and the test set gets an injected lighting artefact.
+
+Round 0 trains on the seed set. Round r (1..rounds) runs the r-th slice of the
+stream through the current model and ``edge.decision.decide`` with thresholds
+calibrated for a review band of about ``label_share`` of the parts; the uncertain
+parts and a random ``audit_rate`` of the confident ones go to the oracle, whose
+verdicts join the labels; a candidate is trained on all labels, calibrated to the
+production budgets and gated against the current model on the growing gate set.
+The random baseline labels as many parts of each slice, drawn at random, and is
+trained and gated the same way.
+
+Figures on the test set, for the current model at its production thresholds:
+
+- ``labels``: labelled images so far (seed set plus every oracle verdict);
+- ``ai_accuracy``: the model alone, defect when score >= 0.5;
+- ``review_rate``: share of test parts the decision sends to HOLD (review);
+- ``hitl_accuracy``: accuracy when held parts take the oracle's (true) label and the
+  rest keep the line's PASS/REJECT;
+- ``escape_rate``: defects PASSed / all test defects;
+- ``false_reject_rate``: good parts REJECTed / all good test parts;
+- ``artefact_false_reject_rate``: the same on the good test parts with an injected artefact.
+
+Nothing here is tuned on the test set: thresholds come from the labelled calib
+images, promotion from the labelled gate images.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from training.errors import DatasetError, TrainError
+from training.loop_sim import Chain, Item, Prepared, SimConfig, figures_on, prepare, score_items, workdir
+
+FIGURES = ("ai_accuracy", "hitl_accuracy", "review_rate", "escape_rate", "false_reject_rate",
+           "artefact_false_reject_rate")
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    data: Path
+    sim: SimConfig = field(default_factory=SimConfig)
+    rounds: int = 3
+    size: int = 64  # model input side
+    epochs: int = 30
+    label_share: float = 0.22  # review band while learning, share of each slice
+    audit_rate: float = 0.01
+    escape_budget: float = 0.0025
+    review_budget: float = 0.025
+    false_reject_budget: float = 0.01
+    augment_artefacts: bool = False
+
+    def __post_init__(self) -> None:
+        if self.rounds < 1:
+            raise DatasetError(f"rounds must be >= 1, got {self.rounds}")
+        if self.size < 32:
+            raise TrainError(f"size must be >= 32, got {self.size}")
+        if not 0 < self.label_share < 1 or not 0 <= self.audit_rate < 1:
+            raise DatasetError(f"label-share ({self.label_share}) must be in (0, 1) and audit-rate "
+                               f"({self.audit_rate}) in [0, 1)")
+
+
+def check_layout(root: Path) -> None:
+    """A clear error unless ``root`` holds ok/ and def/ (directly or under train/ or test/)."""
+    if not root.is_dir():
+        raise DatasetError(f"--data {root}: no such folder (expected DIR/ok and DIR/def, or DIR/train/ok ...)")
+    for base in (root, root / "train", root / "test"):
+        if (base / "ok").is_dir() and (base / "def").is_dir():
+            return
+    raise DatasetError(f"--data {root}: expected sub-folders ok/ and def/ (or train/ok, train/def, test/ok, "
+                       f"test/def); found {sorted(p.name for p in root.iterdir() if p.is_dir()) or 'none'}")
+
+
+class Progress:
+    def __init__(self, quiet: bool):
+        self.quiet, self.t0 = quiet, time.perf_counter()
+
+    def __call__(self, round_no: int | str, phase: str) -> None:
+        if not self.quiet:
+            print(f"[{time.perf_counter() - self.t0:7.1f} s] round {round_no}: {phase}", file=sys.stderr, flush=True)
+
+
+def run(cfg: LoopConfig, progress: Progress | None = None, prepared: Prepared | None = None) -> dict:
+    """The whole benchmark; returns the JSON document."""
+    from training.augment import AugmentConfig
+    from training.data import ImageSet
+    from training.gate import GateRule
+    from training.pipeline import Budgets
+    from training.train import TrainConfig
+
+    progress = progress or Progress(True)
+    started = time.perf_counter()
+    hw = (cfg.size, cfg.size)
+    if prepared is None:
+        check_layout(cfg.data)
+        progress(0, f"loading {cfg.data}")
+        prepared = prepare(ImageSet.from_folders(cfg.data, hw), cfg.sim)
+    progress(0, f"seed {len(prepared.seed)}, stream {len(prepared.stream)}, test {len(prepared.test)} images")
+    aug = AugmentConfig() if cfg.augment_artefacts else AugmentConfig(artefact_good=0.0, artefact_defect=0.0)
+    train_cfg = TrainConfig(epochs=cfg.epochs, seed=cfg.sim.seed, progress=False, augment=aug)
+    budgets = Budgets(cfg.escape_budget, cfg.review_budget, cfg.false_reject_budget)
+    rule = GateRule(escape_budget=cfg.escape_budget)
+    slices = np.array_split(np.arange(len(prepared.stream)), cfg.rounds)
+    rng = np.random.default_rng([cfg.sim.seed, 0x100B])
+    with workdir() as tmp:
+        chains = {name: Chain(name, hw, Path(tmp), train_cfg, budgets, rule) for name in ("uncertainty", "random")}
+        rows: dict[str, list[dict]] = {name: [] for name in chains}
+        progress(0, "training on the seed set")
+        for chain in chains.values():
+            chain.add_labels(prepared.seed)
+        row = _report(0, chains["uncertainty"], chains["uncertainty"].retrain(), prepared, new=len(prepared.seed))
+        chains["random"].adopt(chains["uncertainty"])
+        rows["uncertainty"].append(row)
+        rows["random"].append(dict(row))
+        progress(0, "seed model; test " + ", ".join(f"{k} {row[k]:.4f}" for k in ("hitl_accuracy", "review_rate",
+                                                                                  "escape_rate")))
+        for r in range(1, cfg.rounds + 1):
+            part = [prepared.stream[i] for i in slices[r - 1]]
+            unc = chains["uncertainty"]
+            band = unc.band_for_labelling(cfg.label_share, cfg.escape_budget, cfg.false_reject_budget)
+            progress(r, f"stream slice of {len(part)} parts through the line (band {band.pass_below:.4f} .. "
+                        f"{band.reject_above:.4f})")
+            picked, line = _run_line(unc, part, band.pass_below, band.reject_above, cfg.audit_rate, rng)
+            chosen = {
+                "uncertainty": picked,
+                "random": [part[i] for i in sorted(rng.choice(len(part), len(picked), replace=False))],
+            }
+            for name, chain in chains.items():
+                progress(r, f"{name}: {len(chosen[name])} verdicts, retraining on {len(chain.labelled) + len(chosen[name])} labels")
+                chain.add_labels(chosen[name])
+                info = chain.retrain()
+                row = _report(r, chain, info, prepared, new=len(chosen[name]))
+                if name == "uncertainty":
+                    row["line"] = line
+                rows[name].append(row)
+                progress(r, f"{name}: {'promoted' if info['promoted'] else 'kept the current model'}; test "
+                            + ", ".join(f"{k} {row[k]:.4f}" for k in ("hitl_accuracy", "review_rate", "escape_rate")))
+    return {"rounds": rows["uncertainty"], "random_baseline": rows["random"],
+            "data": {"path": str(cfg.data), **prepared.stats},
+            "config": _config_dict(cfg), "seconds": round(time.perf_counter() - started, 1)}
+
+
+def _run_line(chain: Chain, part: list[Item], pass_below: float, reject_above: float, audit_rate: float,
+              rng: np.random.Generator) -> tuple[list[Item], dict]:
+    """The slice through the edge's decision; what it sends to review goes to the oracle."""
+    from edge.decision import decide
+
+    scores = score_items(chain.detector, part)
+    picked, counts = [], {"parts": len(part), "PASS": 0, "HOLD": 0, "REJECT": 0, "uncertain": 0, "audit": 0}
+    for it, s in zip(part, scores):
+        ruling = decide(float(s), pass_below, reject_above, audit_rate=audit_rate, draw=float(rng.random()))
+        counts[ruling.action] += 1
+        if ruling.review:
+            counts[ruling.review] += 1
+            picked.append(it)
+    counts.update(pass_below=round(pass_below, 6), reject_above=round(reject_above, 6))
+    return picked, counts
+
+
+def _report(r: int, chain: Chain, info: dict, prepared: Prepared, new: int) -> dict:
+    det = chain.detector
+    t = det.thresholds
+    fig = figures_on(score_items(det, prepared.test), prepared.test, t.pass_below, t.reject_above)
+    out = {"round": r, "labels": len(chain.labelled), "new_labels": new}
+    out.update({k: _num(v) for k, v in asdict(fig).items()})
+    out.update(model=det.version, pass_below=round(t.pass_below, 6), reject_above=round(t.reject_above, 6),
+               candidate=info)
+    return out
+
+
+def _num(v: float):
+    return None if not np.isfinite(v) else round(float(v), 6)
+
+
+def _config_dict(cfg: LoopConfig) -> dict:
+    d = asdict(cfg)
+    d["data"] = str(cfg.data)
+    return d
+
+
+def main(args) -> int:
+    """The ``qc bench loop`` handler."""
+    data = Path(args.data)
+    check_layout(data)
+    if args.plot is not None and Path(args.plot).suffix.lower() != ".png":
+        raise DatasetError(f"--plot {args.plot}: the plot is written as PNG; give a FILE.png")
+    sim = SimConfig(seed_size=args.seed_size, test_share=args.test_share, artefact_share=args.artefact_share,
+                    seed=args.seed)
+    cfg = LoopConfig(data=data, sim=sim, rounds=args.rounds, size=args.size, epochs=args.epochs,
+                     label_share=args.label_share, audit_rate=args.audit_rate, escape_budget=args.escape_budget,
+                     review_budget=args.review_budget, false_reject_budget=args.false_reject_budget,
+                     augment_artefacts=args.augment_artefacts)
+    doc = run(cfg, Progress(args.quiet))
+    if args.plot is not None:
+        from training.loop_plot import plot
+
+        plot(doc, Path(args.plot))
+    if args.json:
+        print(json.dumps(doc, indent=1))
+    else:
+        print(table(doc))
+        if args.plot is not None:
+            print(f"plot: {args.plot}")
+    return 0
+
+
+def table(doc: dict) -> str:
+    head = f"{'':>12} {'round':>5} {'labels':>6} " + " ".join(f"{k.replace('_rate', '').replace('_', ' '):>14}"
+                                                           for k in FIGURES)
+    lines = [head]
+    for name, rows in (("uncertainty", doc["rounds"]), ("random", doc["random_baseline"])):
+        for row in rows:
+            vals = " ".join(f"{'-' if row[k] is None else format(row[k], '.4f'):>14}" for k in FIGURES)
+            lines.append(f"{name:>12} {row['round']:>5} {row['labels']:>6} {vals}")
+    lines.append(f"data: {doc['data'].get('seed')} seed, {doc['data'].get('stream')} stream, "
+                 f"{doc['data'].get('test')} test images; {doc['seconds']} s")
+    return "\n".join(lines)
