@@ -204,7 +204,7 @@ def trainer_config(folder: Path, broker, station_url: str, keys: tuple[Path, Pat
 dir = {json.dumps(str(folder / "data"))}
 synthetic = {args.train_parts}          # synthetic parts of the same line, besides the station's verdicts
 synthetic_seed = 7
-golden_size = 400
+golden_size = {max(50, min(400, args.train_parts // 4))}   # frozen at the first build, never trained on
 
 [station]
 url = {json.dumps(station_url.rstrip("/"))}

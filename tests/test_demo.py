@@ -158,7 +158,7 @@ def test_demo_runs_hands_off_and_again_on_the_same_data_dir(tmp_path):
 
 @pytest.mark.slow
 def test_demo_hands_off_verdicts_trigger_a_gated_retrain(tmp_path):
-    run = _qc_demo(tmp_path, "--auto-review", "--retrain-after", "25", "--rate", "20", "--train-parts", "300",
+    run = _qc_demo(tmp_path, "--auto-review", "--retrain-after", "25", "--rate", "20", "--train-parts", "600",
                    "--train-epochs", "1", "--until", "retrained", "--duration", "280", timeout=320)
     assert run.returncode == 0, run.stderr
     log = (tmp_path / "demo" / "trainer" / "trainer.log").read_text()
