@@ -33,6 +33,7 @@ Counting (after recovery and after the edge has finished its parts and drained):
 - ``reviews_unwritten``: reviews named at actuation that never reached the outbox (the
   frame was still in the edge's memory when it was killed, or the review queue was full);
   the part itself was decided (HOLD). Reported, not counted as lost: it was never sent.
+- ``parts_without_review``: parts decided with no review owed (no frame: a camera fault).
 - ``unknown``: stored reviews the journal does not know (must be 0).
 """
 from qcloop.faults.rig import Counts, FaultRig, RigOptions

@@ -33,6 +33,7 @@ class ScenarioResult:
     parts: int
     parts_double_decided: int
     reviews_unwritten: int
+    parts_without_review: int  # decided with no frame to review (a camera fault): no review owed
     unknown: int
     edge_rc: int | None
     fault: dict[str, Any] = field(default_factory=dict)  # evidence that the fault happened
@@ -73,6 +74,7 @@ def run_scenario(name: str, reviews: int, work: Path, options: RigOptions | None
         name=name, sent=len(counts.sent), stored=counts.stored, lost=counts.lost, duplicates=counts.duplicates,
         recovery_s=round(recovery_s, 3), parts=counts.journal.parts,
         parts_double_decided=len(counts.journal.double_decided), reviews_unwritten=counts.unwritten,
+        parts_without_review=counts.journal.parts - len(counts.journal.promised),
         unknown=counts.unknown, edge_rc=rig.edge.returncode, fault=fault)
 
 
