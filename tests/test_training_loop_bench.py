@@ -140,3 +140,14 @@ def test_cli_refuses_bad_data_folder(tmp_path, capsys, layout):
     err = capsys.readouterr().err
     assert rc == 2 and str(data) in err
     assert ("no such folder" in err) if layout == "missing" else ("ok/ and def/" in err)
+
+
+def test_labelling_band_widens_to_the_share_around_the_calibrated_band():
+    from training.loop_sim import widen_band
+
+    scores = np.random.default_rng(0).uniform(0, 1, 1000)
+    pb, ra = widen_band(0.45, 0.5, scores, 0.2)
+    held = np.mean((scores >= pb) & (scores < ra))
+    assert pb <= 0.45 and ra >= 0.5 and abs(held - 0.2) <= 0.002
+    assert abs((0.45 - pb) - (ra - 0.5)) < 0.05  # grown on both sides, nearest scores first
+    assert widen_band(0.2, 0.8, scores, 0.1) == (0.2, 0.8)  # already wide enough: unchanged

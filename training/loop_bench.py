@@ -39,7 +39,8 @@ from pathlib import Path
 import numpy as np
 
 from training.errors import DatasetError, TrainError
-from training.loop_sim import Chain, Item, Prepared, SimConfig, figures_on, prepare, score_items, workdir
+from training.loop_sim import (Chain, Item, Prepared, SimConfig, figures_on, prepare, score_items, widen_band,
+                               workdir)
 
 FIGURES = ("ai_accuracy", "hitl_accuracy", "review_rate", "escape_rate", "false_reject_rate",
            "artefact_false_reject_rate")
@@ -127,9 +128,11 @@ def run(cfg: LoopConfig, progress: Progress | None = None, prepared: Prepared | 
             part = [prepared.stream[i] for i in slices[r - 1]]
             unc = chains["uncertainty"]
             band = unc.band_for_labelling(cfg.label_share, cfg.escape_budget, cfg.false_reject_budget)
-            progress(r, f"stream slice of {len(part)} parts through the line (band {band.pass_below:.4f} .. "
-                        f"{band.reject_above:.4f})")
-            picked, line = _run_line(unc, part, band.pass_below, band.reject_above, cfg.audit_rate, rng)
+            scores = score_items(unc.detector, part)
+            pass_below, reject_above = widen_band(band.pass_below, band.reject_above, scores, cfg.label_share)
+            progress(r, f"stream slice of {len(part)} parts through the line (band {pass_below:.4f} .. "
+                        f"{reject_above:.4f})")
+            picked, line = _run_line(part, scores, pass_below, reject_above, cfg.audit_rate, rng)
             chosen = {
                 "uncertainty": picked,
                 "random": [part[i] for i in sorted(rng.choice(len(part), len(picked), replace=False))],
@@ -149,12 +152,11 @@ def run(cfg: LoopConfig, progress: Progress | None = None, prepared: Prepared | 
             "config": _config_dict(cfg), "seconds": round(time.perf_counter() - started, 1)}
 
 
-def _run_line(chain: Chain, part: list[Item], pass_below: float, reject_above: float, audit_rate: float,
+def _run_line(part: list[Item], scores: np.ndarray, pass_below: float, reject_above: float, audit_rate: float,
               rng: np.random.Generator) -> tuple[list[Item], dict]:
     """The slice through the edge's decision; what it sends to review goes to the oracle."""
     from edge.decision import decide
 
-    scores = score_items(chain.detector, part)
     picked, counts = [], {"parts": len(part), "PASS": 0, "HOLD": 0, "REJECT": 0, "uncertain": 0, "audit": 0}
     for it, s in zip(part, scores):
         ruling = decide(float(s), pass_below, reject_above, audit_rate=audit_rate, draw=float(rng.random()))

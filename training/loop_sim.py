@@ -132,7 +132,8 @@ def _draw_groups(members: dict[int, list[Sample]], want: float, rng: np.random.G
     n_all = sum(len(members[g]) for g in free) or 1
     chosen: set[int] = set()
     for label in (0, 1):
-        pool = [g for g in free if max(s.label for s in members[g]) == label]
+        # By majority: chained groups mix labels, and "any defect" would file mostly-good groups as defective.
+        pool = [g for g in free if _majority(members[g]) == label]
         share = sum(len(members[g]) for g in pool) / n_all
         quota, got = want * share, 0
         for i in rng.permutation(len(pool)):
@@ -146,12 +147,16 @@ def _draw_groups(members: dict[int, list[Sample]], want: float, rng: np.random.G
     return chosen
 
 
+def _majority(samples: list[Sample]) -> int:
+    return int(2 * sum(s.label for s in samples) >= len(samples))
+
+
 def _roles(members, seed_g: set[int], stream_g: set[int], cfg: SimConfig, rng) -> dict[int, str]:
     roles: dict[int, str] = {}
     cuts = (cfg.calib_share, cfg.calib_share + cfg.gate_share)
     # The seed set is small: its roles are stratified so each role holds both classes.
     for label in (0, 1):
-        pool = sorted(g for g in seed_g if max(s.label for s in members[g]) == label)
+        pool = sorted(g for g in seed_g if _majority(members[g]) == label)
         pool = [pool[i] for i in rng.permutation(len(pool))]
         n = len(pool)
         n_cal, n_gate = max(1, round(cuts[0] * n)), max(1, round(cfg.gate_share * n))
@@ -282,6 +287,34 @@ class Chain:
         """Thresholds for the line while the loop learns: the current model recalibrated to a wider band."""
         s, y = self.calib_scores
         return calibrate(s, y, escape_budget, review_share, false_reject_budget)
+
+
+def widen_band(pass_below: float, reject_above: float, scores: np.ndarray, share: float) -> tuple[float, float]:
+    """Widen [pass_below, reject_above) until it holds ``share`` of ``scores``, most uncertain parts first.
+
+    The calibrated band on a few labelled images is narrow; while the loop learns, the
+    line reviews about ``share`` of its parts. The band grows one score at a time on the
+    side whose next score is nearer in logit, so it stays an interval around the
+    calibrated one and takes the parts the model is least sure of. Only scores are used
+    (no labels), as an edge could from its own recent parts.
+    """
+    s = np.sort(np.asarray(scores, dtype=np.float64))
+    n, want = len(s), int(round(share * len(s)))
+    lo, hi = int(np.searchsorted(s, pass_below, "left")), int(np.searchsorted(s, reject_above, "left"))
+    logit = lambda x: float(np.log(np.clip(x, 1e-7, 1 - 1e-7) / (1 - np.clip(x, 1e-7, 1 - 1e-7))))  # noqa: E731
+    while hi - lo < want and (lo > 0 or hi < n):
+        down = logit(pass_below) - logit(s[lo - 1]) if lo > 0 else np.inf
+        up = logit(s[hi]) - logit(reject_above) if hi < n else np.inf
+        if down <= up:
+            lo -= 1
+        else:
+            hi += 1
+    lo0, hi0 = int(np.searchsorted(s, pass_below, "left")), int(np.searchsorted(s, reject_above, "left"))
+    if lo < lo0:  # halfway to the next score out, as calibration places thresholds
+        pass_below = float((s[lo - 1] + s[lo]) / 2) if lo > 0 else 0.0
+    if hi > hi0:
+        reject_above = float((s[hi - 1] + s[hi]) / 2) if hi < n else 1.0
+    return pass_below, reject_above
 
 
 def _sample(it: Item, split: str | None = None) -> Sample:
