@@ -95,6 +95,10 @@ class MosquittoBroker:
             "max_inflight_messages 100",
             "message_size_limit 0",
         ]
+        if self.persistence and hasattr(os, "geteuid") and os.geteuid() == 0:
+            # As root, mosquitto drops to the 'mosquitto' user, which cannot write the
+            # persistence file into our directory: it would silently run without persistence.
+            lines.append("user root")
         if self.persistence:
             lines += [
                 "persistence true",

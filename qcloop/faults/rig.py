@@ -8,7 +8,6 @@ the station's database.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sqlite3
 import subprocess
@@ -101,10 +100,6 @@ class FaultRig:
     # ------------------------------------------------------------------ broker
     def start_broker(self) -> MosquittoBroker:
         extra = ["sys_interval 1"]  # $SYS/broker/publish/messages/dropped, once a second
-        if os.geteuid() == 0:
-            # As root mosquitto drops to the 'mosquitto' user, which cannot write the
-            # persistence file into our directory: it would run without persistence.
-            extra.append("user root")
         if self.options.max_queued_messages is not None:
             extra.append(f"max_queued_messages {self.options.max_queued_messages}")  # the last value wins
         if self.broker is None:
