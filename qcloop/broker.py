@@ -53,28 +53,55 @@ def mqtt_ping(host: str, port: int, timeout: float = 1.0) -> bool:
         return False
 
 
-@dataclass
-class MosquittoBroker:
-    """A mosquitto process with its own config, data dir and log.
+def terminate(proc: subprocess.Popen | None, timeout: float = 10.0) -> None:
+    """SIGTERM a child process and wait; SIGKILL it if it does not stop in time."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout)
 
-    ``extra_config`` lines are appended to the generated config (listeners, ACLs,
-    persistence); ``persistence=True`` keeps queued QoS 1 messages across a restart.
-    """
+
+@dataclass
+class LocalBroker:
+    """A broker child process on a loopback port, with its own working directory."""
 
     workdir: Path
     port: int = 0
     host: str = "127.0.0.1"
-    persistence: bool = False
-    extra_config: list[str] = field(default_factory=list)
-    anonymous: bool = True
     proc: subprocess.Popen | None = None
-    kind: str = "mosquitto"
 
     def __post_init__(self) -> None:
         self.workdir = Path(self.workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         if not self.port:
             self.port = free_port(self.host)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: nothing is saved on the way out."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        terminate(self.proc)
+
+
+@dataclass
+class MosquittoBroker(LocalBroker):
+    """A mosquitto process with its own config, data dir and log.
+
+    ``extra_config`` lines are appended to the generated config (listeners, ACLs,
+    persistence); ``persistence=True`` keeps queued QoS 1 messages across a restart.
+    """
+
+    persistence: bool = False
+    extra_config: list[str] = field(default_factory=list)
+    anonymous: bool = True
+    kind: str = "mosquitto"
 
     @property
     def config_path(self) -> Path:
@@ -126,21 +153,6 @@ class MosquittoBroker:
             time.sleep(0.02)  # poll interval while waiting on readiness, not a fixed wait
         self.stop()
         raise BrokerError(f"mosquitto did not accept connections on {self.host}:{self.port} within {timeout}s")
-
-    def kill(self) -> None:
-        """SIGKILL, as a crash would: no persistence save on exit."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
 
     def log_tail(self, n: int = 2000) -> str:
         try:

@@ -16,7 +16,6 @@ import json
 import logging
 import re
 import threading
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -184,12 +183,3 @@ class AutoReviewer:
             raise RuntimeError(f"the station refused a verdict ({status}): {out.get('error')}")
         return True
 
-
-def wait_for(predicate, timeout: float, every: float = 0.2) -> bool:  # noqa: ANN001
-    """Poll a condition with a deadline (the demo's own progress checks)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(every)
-    return bool(predicate())

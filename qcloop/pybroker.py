@@ -20,24 +20,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from qcloop.broker import BrokerError, MosquittoBroker, find_mosquitto, free_port, mqtt_ping
+from qcloop.broker import BrokerError, LocalBroker, MosquittoBroker, find_mosquitto, mqtt_ping
 
 
 @dataclass
-class EmbeddedBroker:
+class EmbeddedBroker(LocalBroker):
     """amqtt in a child process, on loopback; same start/stop/host/port as MosquittoBroker."""
 
-    workdir: Path
-    port: int = 0
-    host: str = "127.0.0.1"
-    proc: subprocess.Popen | None = None
     kind: str = "amqtt (embedded Python broker)"
-
-    def __post_init__(self) -> None:
-        self.workdir = Path(self.workdir)
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        if not self.port:
-            self.port = free_port(self.host)
 
     @property
     def log_path(self) -> Path:
@@ -63,16 +53,6 @@ class EmbeddedBroker:
             time.sleep(0.05)  # polling a readiness condition with a deadline
         self.stop()
         raise BrokerError(f"amqtt did not answer on {self.host}:{self.port} within {timeout:g} s")
-
-    def stop(self, timeout: float = 10.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
 
 
 def start_local_broker(workdir: Path, port: int = 0, persistence: bool = True,

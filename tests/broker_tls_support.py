@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from qcloop import brokeradmin
-from qcloop.broker import find_mosquitto, free_port
+from qcloop.broker import find_mosquitto, free_port, terminate
 from qcloop.mqttconn import BrokerSettings, make_client
 from waiting import wait_until
 
@@ -171,13 +171,7 @@ class ProductionBroker:
             return False
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        terminate(self.proc)
         if self.proc and self.proc.stderr:
             self.proc.stderr.close()
 
