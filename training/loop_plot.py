@@ -28,7 +28,7 @@ def plot(doc: dict, path: Path) -> Path:
         from matplotlib import pyplot as plt
     except ImportError as exc:
         raise DatasetError("--plot needs matplotlib (pip install matplotlib)") from exc
-    fig, ax = plt.subplots(figsize=(9, 5.5), dpi=110)
+    fig, ax = plt.subplots(figsize=(11, 5.5), dpi=110)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for (key, label), colour in zip(SERIES, colours):
         for rows, style, suffix in ((doc["rounds"], "-", ""), (doc["random_baseline"], "--", " (random)")):
@@ -44,9 +44,9 @@ def plot(doc: dict, path: Path) -> Path:
     ax.set_ylabel("rate on the test set")
     d = doc.get("data", {})
     ax.set_title(f"learning loop on {Path(str(d.get('path', ''))).name or 'data'}: "
-                 f"{d.get('test', '?')} test parts; solid = uncertainty, dashed = random", fontsize=10)
+                 f"{d.get('test', '?')} test parts; solid = uncertainty, dashed = random", fontsize=10, pad=16)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, ncol=2, loc="upper right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: the lines stay visible
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
