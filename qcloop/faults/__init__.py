@@ -22,7 +22,8 @@ wait for it, so the crash finds reviews on their way (at the line's rate it keep
 Counting (after recovery and after the edge has finished its parts and drained):
 
 - ``sent``: distinct review ids the edge made durable (journal "r" lines: written once the
-  review is in the outbox, from where the edge must deliver it). Survives a SIGKILL of the edge.
+  review is in the outbox, from where the edge must deliver it), plus stored reviews the
+  journal named at actuation whose "r" line a SIGKILL cut off. Survives a SIGKILL of the edge.
 - ``stored``: distinct review ids in the station's database.
 - ``lost``: sent reviews not stored.
 - ``duplicates``: review rows beyond one per id, plus parts with more than one stored review,
@@ -34,7 +35,7 @@ Counting (after recovery and after the edge has finished its parts and drained):
   frame was still in the edge's memory when it was killed, or the review queue was full);
   the part itself was decided (HOLD). Reported, not counted as lost: it was never sent.
 - ``parts_without_review``: parts decided with no review owed (no frame: a camera fault).
-- ``unknown``: stored reviews the journal does not know (must be 0).
+- ``unknown``: stored reviews the journal never named at actuation (must be 0).
 """
 from qcloop.faults.rig import Counts, FaultRig, RigOptions
 from qcloop.faults.scenarios import SCENARIOS, ScenarioResult, run_scenario
