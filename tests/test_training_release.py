@@ -247,3 +247,18 @@ def test_release_commands_register_without_torch_and_gate_from_the_command_line(
     out = capsys.readouterr().out
     assert "NOT promoted" in out and "escape 1.0000" in out and "rule:" in out
     assert read_log(tmp_path / "data")[-1]["candidate"]["version"] == "1.0.0"
+
+
+def test_gate_accepts_an_escape_within_budget_when_the_current_model_passes_nothing():
+    from training.gate import GateRule, ModelFigures, decide
+
+    def figures(version, escapes, false_reject, review):
+        return ModelFigures(version, 0.1, 0.9, 1000, 400, 600, escapes, escapes / 400, false_reject, review, None,
+                            false_reject + 0.25 * review)
+
+    rule = GateRule(escape_budget=0.005)
+    stuck = figures("1.0.0", 0, 0.80, 0.20)  # rejects almost everything: no escapes, no use
+    ok, why = decide(figures("1.0.1", 1, 0.02, 0.03), stuck, rule)  # 0.0025 escapes: within budget
+    assert ok, why
+    ok, why = decide(figures("1.0.2", 4, 0.01, 0.01), stuck, rule)  # 0.01 escapes: over budget and worse
+    assert not ok and "worse than the current's" in why

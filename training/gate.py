@@ -42,7 +42,7 @@ class GateRule:
                 raise GateError(f"gate rule {name} must be a finite number >= 0, got {value!r}")
 
     def describe(self) -> str:
-        return (f"promote if escape <= current escape + {self.escape_tolerance:g} and "
+        return (f"promote if escape <= max(current escape + {self.escape_tolerance:g}, {self.escape_budget:g}) and "
                 f"false_reject + {self.review_weight:g} x review < current's; "
                 f"with no current model: escape <= {self.escape_budget:g}")
 
@@ -128,7 +128,9 @@ def decide(candidate: ModelFigures, current: ModelFigures | None, rule: GateRule
         ok = candidate.escape_rate <= rule.escape_budget + 1e-12
         return ok, (f"no current model; escape {candidate.escape_rate:.4f} "
                     f"{'within' if ok else 'over'} the budget {rule.escape_budget:g}")
-    limit = current.escape_rate + rule.escape_tolerance
+    # No worse than the current model, or within the escape budget: a current model that passes
+    # nothing has no escapes, and must not block every candidate that passes good parts again.
+    limit = max(current.escape_rate + rule.escape_tolerance, rule.escape_budget)
     if candidate.escape_rate > limit + 1e-12:
         return False, f"escape rate {candidate.escape_rate:.4f} is worse than the current's {current.escape_rate:.4f}" \
                       + (f" + {rule.escape_tolerance:g}" if rule.escape_tolerance else "")
