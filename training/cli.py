@@ -78,7 +78,7 @@ def register_bench(bench_sub: argparse._SubParsersAction) -> None:
     b.add_argument("--escape-budget", type=float, default=0.0025, help="production calibration: defects passed")
     b.add_argument("--review-budget", type=float, default=0.025, help="production calibration: parts reviewed")
     b.add_argument("--false-reject-budget", type=float, default=0.01, help="production calibration: good rejected")
-    b.add_argument("--epochs", type=int, default=30, help="training epochs per model (default 30)")
+    b.add_argument("--epochs", type=int, default=60, help="training epochs per model (default 60)")
     b.add_argument("--size", type=int, default=64, help="model input side in pixels (default 64)")
     b.add_argument("--augment-artefacts", action="store_true",
                    help="also paint synthetic artefacts during training (off: the line's artefacts are new to the seed model)")

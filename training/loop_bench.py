@@ -52,7 +52,7 @@ class LoopConfig:
     sim: SimConfig = field(default_factory=SimConfig)
     rounds: int = 3
     size: int = 64  # model input side
-    epochs: int = 30
+    epochs: int = 60
     label_share: float = 0.22  # review band while learning, share of each slice
     audit_rate: float = 0.01
     escape_budget: float = 0.0025
