@@ -224,8 +224,12 @@ public = {json.dumps(str(keys[1]))}
 warm_start = true                 # fine-tune the running model on the verdicts
 fine_tune_epochs = {args.train_epochs}
 fine_tune_lr = 0.0003
+val = 0.4                              # a large calibration set: the escape threshold rests on its weakest defects
 review_budget = 0.25                   # as the built-in model: a new line's model is calibrated with a wide band
 false_reject_budget = 0.05
+
+[gate]
+escape_tolerance = 0.01                # one or two escapes more on the demo's ~170 golden defects is noise
 
 [triggers]
 verdicts = {args.retrain_after}

@@ -31,8 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                            "or once a retrained model has gone live on the edge")
     demo.add_argument("--parts", type=int, default=None, help="stop after this many parts (default: until Ctrl-C)")
     demo.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
-    demo.add_argument("--train-parts", type=int, default=2000,
-                      help="synthetic parts the trainer adds to the verdicts (default 2000)")
+    demo.add_argument("--train-parts", type=int, default=2500,
+                      help="synthetic parts the trainer adds to the verdicts (default 2500)")
     demo.add_argument("--train-epochs", type=int, default=4,
                       help="epochs per retrain, fine-tuning the running model (default 4)")
     demo.add_argument("--audit-rate", type=float, default=0.05,
