@@ -46,3 +46,11 @@ def test_fine_tuning_starts_from_the_parent_and_keeps_batchnorm_statistics():
 def test_another_architecture_is_refused_with_advice():
     with pytest.raises(TrainError, match="another architecture.*warm_start = false"):
         load_parent(DEFAULT_DIR, (4, 8))
+
+
+def test_a_run_of_a_few_batches_trains_without_a_schedule():
+    images = _images(80, 2)  # 5 batches: one-cycle's warm-up would be 0 steps (a division by zero)
+    labels = np.arange(80) % 2
+    result = train(images, labels, images[:8], labels[:8],
+                   TrainConfig(epochs=1, batch_size=16, progress=False, augment=None), log=None)
+    assert len(result.history) == 1 and np.isfinite(result.history[0].loss)

@@ -124,7 +124,11 @@ def train(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.nda
         model = DefectNet(cfg.widths, stem=cfg.stem).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = (n + cfg.batch_size - 1) // cfg.batch_size
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps, pct_start=0.2)
+    total_steps = cfg.epochs * steps
+    # One-cycle's warm-up is 20 % of the steps less one (0 at 5 steps: a division by zero); a tiny run
+    # (a few batches) keeps a constant rate.
+    sched = (torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total_steps, pct_start=0.2)
+             if total_steps >= 10 else None)
     pos_weight = torch.tensor([(n - n_pos) / n_pos], device=device)
     rng = np.random.default_rng(cfg.seed)
     history = []
@@ -151,7 +155,8 @@ def train(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.nda
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                sched.step()
+                if sched is not None:
+                    sched.step()
                 total += float(loss.item()) * len(idx)
                 bar.update(1)
                 bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}")
