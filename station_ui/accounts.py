@@ -132,6 +132,16 @@ def add_token(store: Store, name: str, by: str = "cli") -> str:
     return token
 
 
+def revoke_token(store: Store, name: str, by: str = "cli") -> None:
+    """Revoke the API token called ``name``; the export API refuses it from the next request on."""
+    with store.write() as conn:
+        changed = conn.execute("UPDATE api_tokens SET revoked = 1 WHERE name = ? AND revoked = 0", (name,)).rowcount
+        if not changed:
+            known = [r[0] for r in conn.execute("SELECT name FROM api_tokens WHERE revoked = 0 ORDER BY name")]
+            raise AuthError(f"no active API token named {name!r}; active: {', '.join(known) or 'none'}")
+        store._audit(conn, by, "token-revoke", name)
+
+
 def check_token(store: Store, token: str) -> str | None:
     """Return the token's name when it is valid and not revoked."""
     if not token:

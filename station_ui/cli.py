@@ -41,6 +41,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     tok.add_argument("--config", type=Path, default=EXAMPLE)
     tok.set_defaults(func=cmd_add_token)
 
+    rev = cmds.add_parser("revoke-token", help="revoke an API token (the export API refuses it at once)")
+    rev.add_argument("name", help="the name given to add-token")
+    rev.add_argument("--config", type=Path, default=EXAMPLE)
+    rev.set_defaults(func=cmd_revoke_token)
+
     crit = cmds.add_parser("set-critical", help="turn the two-person rule for a line on or off")
     crit.add_argument("line")
     crit.add_argument("--off", action="store_true")
@@ -129,6 +134,20 @@ def cmd_add_token(args: argparse.Namespace) -> int:
         store.close()
     print(token)
     print(f"API token {args.name!r} created; it is shown only now (the station keeps only its hash)", file=sys.stderr)
+    return 0
+
+
+def cmd_revoke_token(args: argparse.Namespace) -> int:
+    from station_ui import accounts
+    from station_ui.config import load_config
+
+    cfg = load_config(args.config)
+    store = _store(cfg)
+    try:
+        accounts.revoke_token(store, args.name)
+    finally:
+        store.close()
+    print(f"API token {args.name!r} revoked")
     return 0
 
 

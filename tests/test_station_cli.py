@@ -32,6 +32,11 @@ def test_add_user_from_stdin_and_token_printed_once(tmp_path, monkeypatch, capsy
     assert accounts.get_user(store, "olga") is None
     assert accounts.check_token(store, token) == "trainer"
     assert token not in (tmp_path / "data" / "station.db").read_bytes().decode("latin-1")  # only its hash is kept
+    capsys.readouterr()
+    assert main(["station", "revoke-token", "trainer", "--config", str(cfg_path)]) == 0
+    assert accounts.check_token(store, token) is None
+    assert main(["station", "revoke-token", "trainer", "--config", str(cfg_path)]) == 2
+    assert "no active API token named 'trainer'" in capsys.readouterr().err
 
 
 def test_bench_station_prints_the_figures(capsys):

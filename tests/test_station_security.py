@@ -16,6 +16,7 @@ import pytest
 
 from station_support import ADMIN, ENGINEER, OPERATOR, add_reviews, csrf_of, login, make_station, page_csrf
 from station_ui import accounts
+from station_ui.errors import AuthError
 from station_ui.store import Store
 from waiting import wait_until
 
@@ -209,9 +210,11 @@ def test_export_api_refuses_a_revoked_token(api):
     token = accounts.add_token(store, "old-trainer")
     c = app.test_client()
     assert c.get("/api/v1/export", headers={"Authorization": f"Bearer {token}"}).status_code == 200
-    with store.write() as conn:
-        conn.execute("UPDATE api_tokens SET revoked = 1 WHERE name = 'old-trainer'")
+    accounts.revoke_token(store, "old-trainer", by="ada")
     _refused(c.get("/api/v1/export", headers={"Authorization": f"Bearer {token}"}))
+    assert [r["action"] for r in store.audit_entries(action="token-revoke")] == ["token-revoke"]
+    with pytest.raises(AuthError, match="no active API token named 'old-trainer'"):
+        accounts.revoke_token(store, "old-trainer")  # twice: named, not silently accepted
 
 
 def test_export_api_does_not_take_a_logged_in_session(api):
