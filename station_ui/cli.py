@@ -71,9 +71,12 @@ def register_bench(bench_sub: argparse._SubParsersAction) -> None:
 
 
 def _store(cfg):  # type: ignore[no-untyped-def]
+    """The station's store for one command, closed when the ``with`` block ends."""
+    from contextlib import closing
+
     from station_ui.store import Store
 
-    return Store(cfg.db_path, station=cfg.station.name)
+    return closing(Store(cfg.db_path, station=cfg.station.name))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -113,11 +116,8 @@ def cmd_add_user(args: argparse.Namespace) -> int:
         if getpass.getpass("again: ") != secret:
             print("qc: error: the two entries differ", file=sys.stderr)
             return 2
-    store = _store(cfg)
-    try:
+    with _store(cfg) as store:
         accounts.add_user(store, args.name, args.role, secret, by="cli", production=cfg.station.production)
-    finally:
-        store.close()
     print(f"user {args.name} ({args.role}) saved in {cfg.db_path}")
     return 0
 
@@ -127,11 +127,8 @@ def cmd_add_token(args: argparse.Namespace) -> int:
     from station_ui.config import load_config
 
     cfg = load_config(args.config)
-    store = _store(cfg)
-    try:
+    with _store(cfg) as store:
         token = accounts.add_token(store, args.name)
-    finally:
-        store.close()
     print(token)
     print(f"API token {args.name!r} created; it is shown only now (the station keeps only its hash)", file=sys.stderr)
     return 0
@@ -142,11 +139,8 @@ def cmd_revoke_token(args: argparse.Namespace) -> int:
     from station_ui.config import load_config
 
     cfg = load_config(args.config)
-    store = _store(cfg)
-    try:
+    with _store(cfg) as store:
         accounts.revoke_token(store, args.name)
-    finally:
-        store.close()
     print(f"API token {args.name!r} revoked")
     return 0
 
@@ -155,11 +149,8 @@ def cmd_set_critical(args: argparse.Namespace) -> int:
     from station_ui.config import load_config
 
     cfg = load_config(args.config)
-    store = _store(cfg)
-    try:
+    with _store(cfg) as store:
         store.set_line_critical(args.line, not args.off, "cli")
-    finally:
-        store.close()
     print(f"line {args.line}: two-person rule {'off' if args.off else 'on'}")
     return 0
 
