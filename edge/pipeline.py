@@ -149,16 +149,14 @@ class Pipeline:
     def _line_loop(self) -> None:
         try:
             while not self._stop.is_set():
-                if self.max_parts is not None and self.triggered >= self.max_parts:
+                if self._all_parts_triggered():
                     break
                 if not self.trigger.wait(timeout=0.2):
                     continue
                 self._decide_missed_parts()
-                if self.max_parts is not None and self.triggered >= self.max_parts:
+                if self._all_parts_triggered():
                     break
-                self.triggered += 1
-                part_id = f"{self.camera_name}-{self._run_id}-{self.triggered:07d}"
-                self._capture_one(part_id)
+                self._capture_one(self._next_part_id())
         finally:
             self._frames.put(None)  # after every part: the inspect thread drains, then stops
 
@@ -173,12 +171,20 @@ class Pipeline:
         self.metrics.alarms.raise_("missed-trigger", f"{new} part(s) passed while the line thread was busy: "
                                                      "rejected without a frame")
         for _ in range(new):
-            if self.max_parts is not None and self.triggered >= self.max_parts:
+            if self._all_parts_triggered():
                 return
-            self.triggered += 1
-            part_id = f"{self.camera_name}-{self._run_id}-{self.triggered:07d}"
-            stub = Frame(part_id, time.time(), time.monotonic(), np.zeros((0, 0), np.uint8))
-            self._finish(stub, fail_safe("missed-trigger", has_frame=False), None, "")
+            self._reject_without_frame(self._next_part_id(), "missed-trigger", time.monotonic())
+
+    def _all_parts_triggered(self) -> bool:
+        return self.max_parts is not None and self.triggered >= self.max_parts
+
+    def _next_part_id(self) -> str:
+        self.triggered += 1
+        return f"{self.camera_name}-{self._run_id}-{self.triggered:07d}"
+
+    def _reject_without_frame(self, part_id: str, why: str, mono: float) -> None:
+        stub = Frame(part_id, time.time(), mono, np.zeros((0, 0), np.uint8))
+        self._finish(stub, fail_safe(why, has_frame=False), None, "")
 
     def _capture_one(self, part_id: str) -> None:
         try:
@@ -192,8 +198,7 @@ class Pipeline:
                 self.camera_detect_s = now - self.last_frame.captured_mono
                 self.metrics.camera_detect.set(self.camera_detect_s)
             alarms.raise_("camera", f"camera fault: {exc}")
-            stub = Frame(part_id, time.time(), now, np.zeros((0, 0), np.uint8))
-            self._finish(stub, fail_safe("camera-fault", has_frame=False), None, "")
+            self._reject_without_frame(part_id, "camera-fault", now)
             return
         self.metrics.alarms.clear("camera")
         self.last_frame = frame
