@@ -78,12 +78,14 @@ def run(args: argparse.Namespace) -> int:
         print(file=sys.stderr)
         say(watch.summary())
     finally:
+        failed = []
         for name, stop_part in reversed(started):
             try:
                 stop_part()
             except Exception as exc:  # one part failing to stop must not leave the others running
                 say(f"{name} did not stop cleanly: {exc}")
-        if started:
+                failed.append(name)
+        if started and not failed:
             say("stopped cleanly")
     return 0
 
@@ -251,6 +253,7 @@ class Status:
         self.trainer_state: dict = {}
         self.models_seen = [edge.detector.version]
         self._client = None
+        self._store = None  # the station's database, read for the queue length
         if trainer is not None:
             self._watch_trainer()
 
@@ -273,14 +276,23 @@ class Status:
         except ValueError:
             pass
 
+    def note_model(self) -> None:
+        version = self.edge.pipeline.detector.version
+        if version != self.models_seen[-1]:
+            self.models_seen.append(version)
+
+    def queue(self) -> int:
+        if self._store is None:
+            from station_ui.store import Store
+
+            self._store = Store(self.station.cfg.db_path, migrate=False)
+        return self._store.queue_stats().count
+
     def line(self) -> str:
         s = self.edge.status()
-        if s["model"] != self.models_seen[-1]:
-            self.models_seen.append(s["model"])
-        a = s.get("actions", {})
-        q = _queue_count(self.station)
-        parts = f"parts {s['parts']:>6}  PASS {a.get('PASS', 0)} HOLD {a.get('HOLD', 0)} REJECT {a.get('REJECT', 0)}"
-        return f"{parts}  queue {q:>3}  model {s['model']}  {self.trainer_words()}  | {self.next_step(q)}"
+        q = self.queue()
+        return (f"parts {s['parts']:>6}  {_actions(s)}  queue {q:>3}  model {s['model']}  {self.trainer_words()}  "
+                f"| {self.next_step(q)}")
 
     def trainer_words(self) -> str:
         if self.trainer is None:
@@ -313,6 +325,7 @@ class Status:
     def run_until(self, stop: threading.Event, duration: float | None) -> None:
         t0 = time.monotonic()
         while not stop.is_set() and not self.edge.pipeline.finished.is_set():
+            self.note_model()
             if duration is not None and time.monotonic() - t0 >= duration:
                 break
             if self.args.until == "promoted" and len(self.models_seen) > 1:
@@ -322,16 +335,16 @@ class Status:
             if not self.args.quiet:
                 print("\r" + self.line()[:220].ljust(120), end="", file=sys.stderr, flush=True)
             stop.wait(0.5)
-        self.line()  # the last model change is noticed even on the way out
+        self.note_model()  # the last model change is noticed even on the way out
         if self._client is not None:
             self._client.loop_stop()
             self._client.disconnect()
+        if self._store is not None:
+            self._store.close()
 
     def summary(self) -> str:
         s = self.edge.status()
-        a = s.get("actions", {})
-        out = (f"{s['parts']} parts: PASS {a.get('PASS', 0)}, HOLD {a.get('HOLD', 0)}, REJECT {a.get('REJECT', 0)}; "
-               f"models {' -> '.join(self.models_seen)}")
+        out = f"{s['parts']} parts: {_actions(s)}; models {' -> '.join(self.models_seen)}"
         if self.reviewer is not None:
             out += f"; auto-review answered {self.reviewer.answered}"
             if self.reviewer.error:
@@ -339,11 +352,6 @@ class Status:
         return out
 
 
-def _queue_count(station) -> int:  # noqa: ANN001
-    from station_ui.store import Store
-
-    store = Store(station.cfg.db_path, migrate=False)
-    try:
-        return store.queue_stats().count
-    finally:
-        store.close()
+def _actions(status: dict) -> str:
+    a = status.get("actions", {})
+    return f"PASS {a.get('PASS', 0)} HOLD {a.get('HOLD', 0)} REJECT {a.get('REJECT', 0)}"
