@@ -15,54 +15,11 @@ from typing import Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from qcloop.alarms import Alarms
+
 log = logging.getLogger(__name__)
 
 LATENCY_BUCKETS = (0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 1.0)
-
-
-class Alarms:
-    """Named alarm conditions. Raising one logs it once; it stays active until cleared.
-
-    The monotonic time an alarm was raised is kept while it is active, so a fault's
-    detection delay can be measured on the same clock as the frames' capture times.
-    """
-
-    def __init__(self, on_change: Callable[[str, bool], None] | None = None):
-        self._active: dict[str, str] = {}
-        self._since: dict[str, float] = {}
-        self._lock = threading.Lock()
-        self._on_change = on_change
-        self.raised_total = 0
-
-    def raise_(self, name: str, message: str) -> None:
-        with self._lock:
-            new = name not in self._active
-            self._active[name] = message
-            if new:
-                self.raised_total += 1
-                self._since[name] = time.monotonic()
-        if new:
-            log.error("ALARM %s: %s", name, message)
-            if self._on_change:
-                self._on_change(name, True)
-
-    def clear(self, name: str) -> None:
-        with self._lock:
-            was = self._active.pop(name, None)
-            self._since.pop(name, None)
-        if was is not None:
-            log.warning("alarm cleared: %s", name)
-            if self._on_change:
-                self._on_change(name, False)
-
-    def active(self) -> dict[str, str]:
-        with self._lock:
-            return dict(self._active)
-
-    def raised_at(self, name: str) -> float | None:
-        """time.monotonic() when the active alarm ``name`` was raised; None when it is not active."""
-        with self._lock:
-            return self._since.get(name)
 
 
 class EdgeMetrics:
@@ -85,7 +42,7 @@ class EdgeMetrics:
         self.camera_detect = Gauge("qc_camera_fault_detect_seconds",
                                    "Last good frame to the camera alarm, for the latest camera fault", registry=r)
         self.alarm = Gauge("qc_alarm", "1 while an alarm is active", ["name"], registry=r)
-        self.alarms = Alarms(on_change=lambda name, on: self.alarm.labels(name).set(1 if on else 0))
+        self.alarms = Alarms(on_change=lambda name, on: self.alarm.labels(name).set(1 if on else 0), logger=log)
         self._model_version = ""
 
     def set_model(self, version: str) -> None:

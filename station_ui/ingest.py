@@ -30,6 +30,7 @@ import paho.mqtt.client as mqtt
 from qcloop import wire
 from qcloop.files import fsync_dir, write_durably
 from qcloop.mqttconn import make_client
+from qcloop.alarms import Alarms
 from qcloop.errors import WireError
 from station_ui.config import StationConfig
 from station_ui.errors import StoreError
@@ -47,8 +48,7 @@ class Ingest:
         self.hub = hub
         self.counts: Counter[str] = Counter()  # received, stored, duplicates, rejected, acked, status
         self.connected = threading.Event()
-        self._alarms: dict[str, str] = {}  # active alarms by name, e.g. "storage" for a full disk
-        self._alarm_lock = threading.Lock()
+        self.alarm_state = Alarms(on_change=self._alarm_changed, logger=log)  # e.g. "storage": a full disk
         self._q: queue.Queue = queue.Queue(cfg.mqtt.queue_size)
         self._stop = threading.Event()
         self._idle = threading.Condition()
@@ -85,8 +85,7 @@ class Ingest:
         return {k: self.counts[k] for k in ("received", "stored", "duplicates", "rejected", "acked", "store_failed")}
 
     def alarms(self) -> dict[str, str]:
-        with self._alarm_lock:
-            return dict(self._alarms)
+        return self.alarm_state.active()
 
     def health(self) -> dict[str, Any]:
         """For a health check: healthy while connected to the broker with no active alarm."""
@@ -94,22 +93,13 @@ class Ingest:
         return {"healthy": self.connected.is_set() and not alarms, "broker_connected": self.connected.is_set(),
                 "alarms": alarms, **self.stats()}
 
-    def _raise_alarm(self, name: str, message: str) -> None:
-        with self._alarm_lock:
-            new = name not in self._alarms
-            self._alarms[name] = message
-        if new:
-            log.error("ALARM %s: %s", name, message)
-            if self.hub:
-                self.hub.publish("alarm", {"name": name, "active": True, "message": message})
-
-    def _clear_alarm(self, name: str) -> None:
-        with self._alarm_lock:
-            was = self._alarms.pop(name, None)
-        if was is not None:
-            log.warning("alarm cleared: %s", name)
-            if self.hub:
-                self.hub.publish("alarm", {"name": name, "active": False})
+    def _alarm_changed(self, name: str, active: bool) -> None:
+        if not self.hub:
+            return
+        event = {"name": name, "active": active}
+        if active:
+            event["message"] = self.alarm_state.active().get(name, "")
+        self.hub.publish("alarm", event)
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until everything received so far is stored and acked (tests, bench)."""
@@ -189,10 +179,10 @@ class Ingest:
         except (OSError, sqlite3.Error, StoreError) as exc:
             # Nothing of this batch is acked: the edges keep their copies and resend them.
             self.counts["store_failed"] += len(reviews)
-            self._raise_alarm("storage", f"cannot store reviews in {self.cfg.data_dir}: {exc}; "
+            self.alarm_state.raise_("storage", f"cannot store reviews in {self.cfg.data_dir}: {exc}; "
                                          "not acknowledged, the edges will send them again")
             return
-        self._clear_alarm("storage")
+        self.alarm_state.clear("storage")
         for (header, _), new in zip(reviews, fresh):
             self.counts["stored" if new else "duplicates"] += 1
             self.client.publish(self.topics.review_ack(header.line),

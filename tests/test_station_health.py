@@ -16,7 +16,7 @@ def test_healthz_and_dashboard_show_a_storage_alarm(tmp_path, broker):
     ingest.start(wait_s=10)
     try:
         wait_until(lambda: c.get("/healthz").status_code == 200, timeout=10)
-        ingest._raise_alarm("storage", "the station's disk is full: reviews are not acknowledged")
+        ingest.alarm_state.raise_("storage", "the station's disk is full: reviews are not acknowledged")
         r = c.get("/healthz")
         assert r.status_code == 503 and r.get_json()["alarms"] == {
             "storage": "the station's disk is full: reviews are not acknowledged"}
