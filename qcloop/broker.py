@@ -53,16 +53,18 @@ def mqtt_ping(host: str, port: int, timeout: float = 1.0) -> bool:
         return False
 
 
-def terminate(proc: subprocess.Popen | None, timeout: float = 10.0) -> None:
-    """SIGTERM a child process and wait; SIGKILL it if it does not stop in time."""
-    if proc is None or proc.poll() is not None:
-        return
+def terminate(proc: subprocess.Popen | None, timeout: float = 10.0) -> int | None:
+    """SIGTERM a child process and wait; SIGKILL it if it does not stop in time. Returns its exit status."""
+    if proc is None:
+        return None
+    if proc.poll() is not None:
+        return proc.returncode
     proc.terminate()
     try:
-        proc.wait(timeout)
+        return proc.wait(timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
-        proc.wait(timeout)
+        return proc.wait(10)
 
 
 @dataclass

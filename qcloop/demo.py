@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import threading
@@ -23,6 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
+from qcloop.broker import terminate
 from qcloop.pybroker import start_local_broker
 
 EXAMPLE_EDGE = Path(__file__).resolve().parent.parent / "config" / "edge.example.toml"
@@ -189,14 +189,7 @@ class Trainer:
         return self.proc is not None and self.proc.poll() is None
 
     def stop(self) -> None:
-        if not self.alive():
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(15)  # the server stops between steps; a retrain cut short is redone next time
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        terminate(self.proc, 15)  # the server stops between steps; a retrain cut short is redone next time
 
 
 def trainer_config(folder: Path, broker, station_url: str, keys: tuple[Path, Path],  # noqa: ANN001

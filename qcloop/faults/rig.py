@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from edge.journal import JournalSummary, read_journal
-from qcloop.broker import MosquittoBroker, free_port
+from qcloop.broker import MosquittoBroker, free_port, terminate
 from qcloop.errors import QcError
 
 LINE, CAMERA = "faults", "cam1"
@@ -184,14 +184,7 @@ class FaultRig:
 
     @staticmethod
     def terminate(proc: subprocess.Popen | None, timeout: float = 30.0) -> int | None:
-        if proc is None or proc.poll() is not None:
-            return None if proc is None else proc.returncode
-        proc.terminate()
-        try:
-            return proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            return proc.wait(10)
+        return terminate(proc, timeout)
 
     def close(self) -> None:
         self.resume_station()  # a paused station would not act on SIGTERM
