@@ -85,6 +85,29 @@ def test_golden_images_and_their_near_duplicates_never_reach_training(tmp_path):
     assert len(train) == len(data2) - len(golden) - 1 and train.stats["golden_excluded"] == len(golden) + 1
 
 
+def test_station_verdicts_of_look_alike_parts_reach_training_but_an_exact_golden_copy_does_not(tmp_path):
+    """Line captures are distinct parts: renders of one design are hash-alike, yet none may be
+    dropped as a "near-duplicate" of a golden image, and they are not chained into one group."""
+    from training.data import Sample
+    from training.dedup import dihedral_hashes, group_near_duplicates
+
+    renders = ImageSet.from_synthetic(60, HW, seed=11)
+    hashed = group_near_duplicates([dihedral_hashes(s.image) for s in renders.samples])
+    assert len(set(hashed)) <= 50  # hashing would merge distinct parts
+    station = ImageSet([Sample(s.image, s.label, {"source": "station", "review_id": f"r{i}",
+                                                  "sha": content_hash(s.image)})
+                        for i, s in enumerate(renders.samples[30:])], HW)
+    data = (ImageSet.from_synthetic(30, HW, seed=12) + station).dedup()
+    assert len({s.meta["group"] for s in data.samples}) == len(data) == 60
+    golden = GoldenSet.load_or_freeze(tmp_path / "golden", ImageSet.from_synthetic(30, HW, seed=11).dedup(), size=30)
+    copy = station.samples[0]
+    golden.add(ImageSet([Sample(copy.image, copy.label, {"source": "station"})], HW))
+    train = golden.exclude_from(data)
+    kept = {s.meta.get("review_id") for s in train.samples} - {None}
+    assert kept == {f"r{i}" for i in range(1, 30)}  # all but the exact copy of a golden image
+    assert train.stats["golden_excluded"] == 1
+
+
 def test_gate_promotes_a_better_candidate_refuses_a_worse_one_and_logs_both(tmp_path, golden):
     data_dir = tmp_path / "data"
     root = tmp_path / "staged"

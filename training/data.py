@@ -34,6 +34,12 @@ SPLITS = ("train", "val", "golden")
 FOLDER_SPLITS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "golden",
                  "golden": "golden"}
 IMAGE_EXTS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
+#: Sources whose every image is a different physical part: a synthetic render, or a line capture
+#: the station stored (one review per inspected part). They are never hash-grouped: parts of one
+#: design, centred under one camera, all look alike at hash size, so hashing them chains a whole
+#: line into one group (and would drop most verdicts as "near-duplicates" of the golden set).
+#: Photo folders are hashed: their copies are re-shot, rotated or re-augmented photographs.
+DISTINCT_PART_SOURCES = frozenset({"synthetic", "station"})
 _HELD_OUT = {"golden": 2, "val": 1, "train": 0}
 
 
@@ -44,6 +50,11 @@ class Sample:
     image: np.ndarray = field(compare=False, repr=False)
     label: int
     meta: dict = field(default_factory=dict, compare=False)
+
+
+def is_distinct_part(sample: Sample) -> bool:
+    """True when the sample's source guarantees it shows a part no other image shows (DISTINCT_PART_SOURCES)."""
+    return sample.meta.get("source") in DISTINCT_PART_SOURCES
 
 
 def fit_input(image: np.ndarray, hw: tuple[int, int], roi: tuple[float, float, float, float] | None = None) -> np.ndarray:
@@ -176,14 +187,12 @@ class ImageSet:
             # The most held-out copy wins, so a golden image is never demoted to training.
             kept.append(max(copies, key=lambda s: _HELD_OUT.get(s.meta.get("split", "train"), 0)))
             dropped += len(copies) - 1
-        # Synthetic renders are distinct parts by construction, and all look alike at hash size
-        # (same design, centred): hashing them would chain the whole line into one group.
-        photos = [s for s in kept if s.meta.get("source") != "synthetic"]
+        photos = [s for s in kept if not is_distinct_part(s)]
         groups = iter(group_near_duplicates([dihedral_hashes(s.image) for s in photos], max_bits))
         next_id = len(photos)
         out = []
         for s in kept:
-            if s.meta.get("source") == "synthetic":
+            if is_distinct_part(s):
                 g, next_id = next_id, next_id + 1
             else:
                 g = next(groups)

@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from models.manifest import atomic_write
-from training.data import LABELS, ImageSet, Sample
+from training.data import LABELS, ImageSet, Sample, is_distinct_part
 from training.dedup import NEAR_BITS, content_hash, dihedral_hashes, group_near_duplicates
 from training.errors import DatasetError
 
@@ -178,9 +178,9 @@ class GoldenSet:
                                                        if "source_sha" in e.meta}
         kept = [s for s in data.samples if (s.meta.get("sha") or content_hash(s.image)) not in golden_shas
                 and _golden_size_sha(s.image, self.hw) not in golden_shas]
-        # Synthetic renders are distinct parts by construction and all alike at hash size
-        # (training.data says why): only photographs are grouped.
-        photos = [i for i, s in enumerate(kept) if s.meta.get("source") != "synthetic"]
+        # Synthetic renders and line captures are distinct parts (training.data.DISTINCT_PART_SOURCES):
+        # only photographs are grouped.
+        photos = [i for i, s in enumerate(kept) if not is_distinct_part(s)]
         gimages = self.images
         hashes = [dihedral_hashes(g) for g in gimages] + [dihedral_hashes(kept[i].image) for i in photos]
         groups = group_near_duplicates(hashes, max_bits)
