@@ -37,6 +37,7 @@ class TrainConfig:
     progress: bool = True
     device: str | None = None  # None: cuda when available, else cpu
     init_model: Path | None = None  # a released model's version dir to fine-tune from (training.warmstart)
+    dihedral_mean: bool = False  # release the mean score over the 8 rotations/flips (training.net.DihedralMean)
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "threads"):
@@ -82,7 +83,7 @@ class EpochMetrics:
 
 @dataclass(frozen=True)
 class TrainResult:
-    model: object  # training.net.DefectNet, in eval mode, on the CPU
+    model: object  # training.net.DefectNet (or its DihedralMean), in eval mode, on the CPU
     norm: Normalisation
     history: tuple[EpochMetrics, ...]
     seconds: float
@@ -110,6 +111,8 @@ def train(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.nda
     n, n_pos = len(train_labels), int(np.sum(train_labels))
     if n == 0 or n_pos == 0 or n_pos == n:
         raise TrainError(f"training needs both classes; got {n - n_pos} good and {n_pos} defective images")
+    if cfg.dihedral_mean and train_images.shape[1] != train_images.shape[2]:
+        raise TrainError(f"dihedral_mean needs a square input, got {train_images.shape[1]}x{train_images.shape[2]}")
     started = time.perf_counter()
     torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
@@ -173,6 +176,10 @@ def train(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.nda
     finally:
         bar.close()
     model = model.to("cpu").eval()
+    if cfg.dihedral_mean:
+        from training.net import DihedralMean
+
+        model = DihedralMean(model).eval()
     return TrainResult(model, norm, tuple(history), time.perf_counter() - started, device,
                        {"ok": n - n_pos, "def": n_pos})
 
