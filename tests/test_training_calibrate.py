@@ -58,3 +58,47 @@ def test_auroc_known_values():
     assert auroc(np.array([0.1, 0.2, 0.8, 0.9]), np.array([0, 0, 1, 1])) == 1.0
     assert auroc(np.array([0.5, 0.5]), np.array([0, 1])) == 0.5
     assert auroc(np.array([0.9, 0.1]), np.array([0, 1])) == 0.0
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("budgets", [(0.0, 0.05, 0.01), (0.01, 0.03, 0.02), (0.005, 0.25, 0.05)])
+def test_weighted_calibration_equals_calibrating_on_the_parts_each_image_stands_for(seed, budgets):
+    """An image of weight w counts as w identical parts: the same thresholds as the replicated sample."""
+    s, y = _scores(300, 200, 4, seed)
+    w = np.random.default_rng(seed).integers(1, 6, s.size)
+    weighted = calibrate(s, y, *budgets, weights=w)
+    replicated = calibrate(np.repeat(s, w), np.repeat(y, w), *budgets)
+
+    def actions(cal):  # a tie the weighted form cannot split may leave the threshold elsewhere between scores
+        return np.digitize(s, [cal.pass_below, cal.reject_above], right=False)
+
+    assert np.array_equal(actions(weighted), actions(replicated))
+    assert weighted.review_rate == pytest.approx(replicated.review_rate)
+    assert weighted.escape_rate == pytest.approx(replicated.escape_rate)
+    assert weighted.false_reject_rate == pytest.approx(replicated.false_reject_rate)
+
+
+def test_weights_hold_the_review_budget_on_the_line_not_on_the_over_sampled_hard_cases():
+    """Every uncertain part reviewed (weight 1), confident ones audited at 2 % (weight 50): unweighted,
+    the hard cases look like most of the line and the band is squeezed; weighted, it fits the line."""
+    rng = np.random.default_rng(0)
+    line_s, line_y = _scores(20000, 15000, 6, 7)
+    hard = (line_s > 0.3) & (line_s < 0.7)
+    audited = ~hard & (rng.random(line_s.size) < 0.02)
+    keep = hard | audited
+    s, y, w = line_s[keep], line_y[keep], np.where(hard[keep], 1.0, 50.0)
+    plain = calibrate(s, y, 0.002, 0.05, 0.01)
+    weighted = calibrate(s, y, 0.002, 0.05, 0.01, weights=w)
+    on_line = decision_rates(line_s, line_y, weighted.pass_below, weighted.reject_above)
+    assert on_line["review_rate"] == pytest.approx(weighted.review_rate, abs=0.005) and on_line["review_rate"] <= 0.055
+    assert on_line["escape_rate"] <= 0.003 and on_line["false_reject_rate"] <= 0.015
+    plain_on_line = decision_rates(line_s, line_y, plain.pass_below, plain.reject_above)
+    assert plain_on_line["review_rate"] < on_line["review_rate"] / 3  # squeezed: the rest is rejected
+    assert plain_on_line["false_reject_rate"] > 5 * on_line["false_reject_rate"]
+
+
+def test_weights_are_checked():
+    with pytest.raises(CalibrationError, match="weights"):
+        calibrate([0.1, 0.9], [0, 1], weights=[1.0, 0.0])
+    with pytest.raises(CalibrationError, match="weights"):
+        calibrate([0.1, 0.9], [0, 1], weights=[1.0])

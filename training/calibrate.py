@@ -16,6 +16,12 @@ Thresholds sit halfway between neighbouring validation scores rather than on one
 so a part scoring like its nearest validation example lands on the same side.
 With few validation defects the observed escape rate says little, so the 95 %
 upper bound on it is reported beside it.
+
+``weights`` (optional) says how many line parts each validation image stands for,
+when the images were not drawn uniformly from the line: every part of the uncertain
+band is reviewed (weight 1) but only a share of the confident ones is audited
+(weight 1 / audit rate). The budgets then hold for the line's parts, not for the
+over-represented hard cases; without weights every image counts once.
 """
 from __future__ import annotations
 
@@ -47,12 +53,15 @@ class Calibration:
 
 
 def calibrate(scores, labels, escape_budget: float = 0.005, review_budget: float = 0.05,
-              false_reject_budget: float = 0.01, prevalence: float | None = None) -> Calibration:
+              false_reject_budget: float = 0.01, prevalence: float | None = None, weights=None) -> Calibration:
     """Choose thresholds on validation ``scores`` (0..1) with ``labels`` (1 = defect)."""
     s = np.asarray(scores, dtype=np.float64).reshape(-1)
     y = np.asarray(labels).reshape(-1)
     if s.shape != y.shape:
         raise CalibrationError(f"scores ({s.size}) and labels ({y.size}) differ in length")
+    w = None if weights is None else np.asarray(weights, dtype=np.float64).reshape(-1)
+    if w is not None and (w.shape != s.shape or not np.all(np.isfinite(w)) or np.any(w <= 0)):
+        raise CalibrationError(f"weights must be {s.size} finite numbers > 0, one per score")
     if s.size == 0 or not np.all(np.isfinite(s)) or s.min() < 0 or s.max() > 1:
         raise CalibrationError("scores must be a non-empty array of finite values in [0, 1]")
     if not set(np.unique(y).tolist()) <= {0, 1}:
@@ -62,34 +71,33 @@ def calibrate(scores, labels, escape_budget: float = 0.005, review_budget: float
         if not 0.0 <= value < 1.0:
             raise CalibrationError(f"{name} must be in [0, 1), got {value}")
     y = y.astype(bool)
-    defects, good = np.sort(s[y]), np.sort(s[~y])
-    if defects.size == 0 or good.size == 0:
-        raise CalibrationError(f"calibration needs both classes; got {defects.size} defects and {good.size} good parts")
+    if not y.any() or y.all():
+        raise CalibrationError(f"calibration needs both classes; got {int(y.sum())} defects and "
+                               f"{int((~y).sum())} good parts")
+    defects, w_def = _sorted_with_weights(s[y], None if w is None else w[y])
+    good, w_good = _sorted_with_weights(s[~y], None if w is None else w[~y])
 
-    # 1. pass_below: up to k defects may score below it.
-    k = int(math.floor(escape_budget * defects.size + 1e-9))
+    # 1. pass_below: the lowest k defects (at most the budget's share of the defects' weight) may pass.
+    k = _leading(w_def, escape_budget)
     pass_below = _between(defects[k - 1] if k > 0 else None, defects[k], s)
 
-    # 2. reject_above from the false-reject budget: up to m good parts may score at or above it.
-    m = int(math.floor(false_reject_budget * good.size + 1e-9))
+    # 2. reject_above from the false-reject budget: the highest m good parts may be rejected.
+    m = _leading(w_good[::-1], false_reject_budget)
     top = good.size - 1 - m  # the highest good score that must not be rejected
     reject_above = max(pass_below, _above(good[top], s)) if top >= 0 else pass_below
     notes = []
-    band = _share_in_band(s, y, pass_below, reject_above, prevalence)
+    band = _share_in_band(s, y, pass_below, reject_above, prevalence, w)
     if band > review_budget:
         # Lower reject_above until the band fits; ties can force a little under the budget.
         above = np.sort(s[(s >= pass_below) & (s < reject_above)])
-        allowed = int(math.floor(review_budget * s.size + 1e-9)) if prevalence is None else None
+        allowed = int(math.floor(review_budget * s.size + 1e-9)) if prevalence is None and w is None else None
         if allowed is not None:
             reject_above = pass_below if allowed == 0 else _above(above[min(allowed, above.size) - 1], s)
-            while reject_above > pass_below and _share_in_band(s, y, pass_below, reject_above, prevalence) > review_budget:
-                reject_above = _below_value(reject_above, s, pass_below)
-        else:
-            while _share_in_band(s, y, pass_below, reject_above, prevalence) > review_budget:
-                reject_above = _below_value(reject_above, s, pass_below)
+        while reject_above > pass_below and _share_in_band(s, y, pass_below, reject_above, prevalence, w) > review_budget:
+            reject_above = _below_value(reject_above, s, pass_below)
         notes.append("review budget too small for the false-reject budget: the uncertain band was narrowed "
                      "and the parts above it are rejected")
-    rates = decision_rates(s, y, pass_below, reject_above, prevalence)
+    rates = decision_rates(s, y, pass_below, reject_above, prevalence, w)
     met = {"escape": rates["escape_rate"] <= escape_budget + 1e-12,
            "review": rates["review_rate"] <= review_budget + 1e-12,
            "false_reject": rates["false_reject_rate"] <= false_reject_budget + 1e-12}
@@ -104,8 +112,20 @@ def calibrate(scores, labels, escape_budget: float = 0.005, review_budget: float
                        note="; ".join(notes))
 
 
-def _share_in_band(s, y, lo, hi, prevalence) -> float:
-    return decision_rates(s, y, lo, hi, prevalence)["review_rate"]
+def _share_in_band(s, y, lo, hi, prevalence, w=None) -> float:
+    return decision_rates(s, y, lo, hi, prevalence, w)["review_rate"]
+
+
+def _sorted_with_weights(scores: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    order = np.argsort(scores, kind="mergesort")
+    w = np.ones(scores.size) if weights is None else weights[order]
+    return scores[order], w
+
+
+def _leading(weights: np.ndarray, budget: float) -> int:
+    """How many leading items fit in ``budget`` of the total weight (floor(budget * n) for unit weights)."""
+    allowed = budget * float(weights.sum()) + 1e-9
+    return int(np.searchsorted(np.cumsum(weights), allowed, side="right"))
 
 
 def _between(lower: float | None, upper: float, s: np.ndarray) -> float:

@@ -45,7 +45,12 @@ _HELD_OUT = {"golden": 2, "val": 1, "train": 0}
 
 @dataclass(frozen=True)
 class Sample:
-    """One labelled image at model input size (uint8 HxW grey); ``label`` 1 = defect."""
+    """One labelled image at model input size (uint8 HxW grey); ``label`` 1 = defect.
+
+    ``meta["weight"]`` (optional, default 1) is how many line parts the image stands for
+    where images were not drawn uniformly: 1 for a reviewed part of the uncertain band,
+    1 / audit rate for an audited confident one. Calibration and the gate count by it.
+    """
 
     image: np.ndarray = field(compare=False, repr=False)
     label: int
@@ -250,6 +255,11 @@ class ImageSet:
         if not self.samples:
             return np.zeros((0, *self.hw), np.uint8), np.zeros((0,), np.int64)
         return np.stack([s.image for s in self.samples]), np.array([s.label for s in self.samples], np.int64)
+
+    def weights(self) -> np.ndarray | None:
+        """(N,) line parts each image stands for (``meta["weight"]``, default 1); None when all are 1."""
+        w = np.array([float(s.meta.get("weight", 1.0)) for s in self.samples])
+        return None if np.all(w == 1.0) else w
 
     def counts(self) -> dict[str, int]:
         c = Counter(s.label for s in self.samples)

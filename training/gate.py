@@ -2,7 +2,8 @@
 
 Both models are scored on the golden set by ``edge.detector.Detector`` -- the edge's
 own loader and preprocessing -- and decided at each model's own thresholds, so the
-figures are what the line would see. Rule (``GateRule``, printed with the figures):
+figures are what the line would see (golden images that carry a weight count as that
+many line parts, training.data.Sample). Rule (``GateRule``, printed with the figures):
 
 - with a current model: promote only if the candidate's escape rate is at most the
   current's plus ``escape_tolerance``, AND its cost ``false_reject_rate +
@@ -111,7 +112,7 @@ def score_model(model_dir: str | Path, golden: GoldenSet, review_weight: float) 
         raise GateError(f"cannot score {model_dir} on the golden set: {exc}") from exc
     t = det.thresholds
     y = golden.labels
-    r = decision_rates(scores, y, t.pass_below, t.reject_above)
+    r = decision_rates(scores, y, t.pass_below, t.reject_above, weights=golden.weights)
     auc = auroc(scores, y)
     clean = {k: (0.0 if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
     cost = clean["false_reject_rate"] + review_weight * clean["review_rate"]

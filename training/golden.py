@@ -32,7 +32,7 @@ from training.errors import DatasetError
 MANIFEST = "manifest.json"
 SCHEMA = "qcloop.golden/1"
 #: Metadata kept with each golden image (where it came from, what kind of fault or artefact).
-_KEEP_META = ("source", "path", "kind", "verdict", "review_id", "defect", "artefacts", "index", "seed")
+_KEEP_META = ("source", "path", "kind", "verdict", "review_id", "defect", "artefacts", "index", "seed", "weight")
 
 
 @dataclass(frozen=True)
@@ -156,6 +156,12 @@ class GoldenSet:
     @property
     def labels(self) -> np.ndarray:
         return np.array([e.label for e in self.entries], np.int64)
+
+    @property
+    def weights(self) -> np.ndarray | None:
+        """Line parts each golden image stands for (training.data.Sample); None when every one counts once."""
+        w = np.array([float(e.meta.get("weight", 1.0)) for e in self.entries])
+        return None if np.all(w == 1.0) else w
 
     def counts(self) -> dict[str, int]:
         labels = [e.label for e in self.entries]

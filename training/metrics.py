@@ -39,20 +39,31 @@ def accuracy(scores: np.ndarray, labels: np.ndarray, threshold: float = 0.5) -> 
 
 
 def decision_rates(scores: np.ndarray, labels: np.ndarray, pass_below: float, reject_above: float,
-                   prevalence: float | None = None) -> dict[str, float]:
+                   prevalence: float | None = None, weights: np.ndarray | None = None) -> dict[str, float]:
     """escape_rate: share of defects passed; false_reject_rate: share of good parts rejected;
-    review_rate: share of all parts in the band (at ``prevalence`` if given, else as in the data)."""
+    review_rate: share of all parts in the band (at ``prevalence`` if given, else as in the data).
+
+    With ``weights`` each image counts as that many line parts (training.data.Sample.weight):
+    the rates are then the line's, not the labelled sample's. The counts stay image counts.
+    """
     s = np.asarray(scores, dtype=np.float64).reshape(-1)
     y = np.asarray(labels).reshape(-1).astype(bool)
+    w = np.ones_like(s) if weights is None else np.asarray(weights, dtype=np.float64).reshape(-1)
     passed, rejected = s < pass_below, s >= reject_above
     band = ~passed & ~rejected
     d, g = s[y], s[~y]
-    escape = float(passed[y].mean()) if d.size else float("nan")
-    false_reject = float(rejected[~y].mean()) if g.size else float("nan")
+
+    def share(mask: np.ndarray, of: np.ndarray) -> float:
+        total = float(w[of].sum())
+        return float(w[mask & of].sum()) / total if total > 0 else float("nan")
+
+    escape = share(passed, y) if d.size else float("nan")
+    false_reject = share(rejected, ~y) if g.size else float("nan")
+    everything = np.ones_like(y)
     if prevalence is None or not d.size or not g.size:
-        review = float(band.mean()) if s.size else float("nan")
+        review = share(band, everything) if s.size else float("nan")
     else:
-        review = prevalence * float(band[y].mean()) + (1 - prevalence) * float(band[~y].mean())
+        review = prevalence * share(band, y) + (1 - prevalence) * share(band, ~y)
     return {"escape_rate": escape, "false_reject_rate": false_reject, "review_rate": review,
             "escapes": int(passed[y].sum()), "defects": int(d.size), "good": int(g.size)}
 

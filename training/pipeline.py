@@ -55,9 +55,10 @@ def build_model(data: ImageSet, version: str, cfg: TrainConfig = TrainConfig(), 
     exported = export_onnx(result.model, hw, result.norm, Xv)
     ms = latency_ms(exported.model_bytes, (1, 1, *hw))
     val_scores = predict(result.model, Xv, result.norm)
-    cal = calibrate(val_scores, yv, budgets.escape, budgets.review, budgets.false_reject)
+    wv = parts["val"].weights()
+    cal = calibrate(val_scores, yv, budgets.escape, budgets.review, budgets.false_reject, weights=wv)
     metrics = {
-        "validation": _figures(val_scores, yv, cal),
+        "validation": _figures(val_scores, yv, cal, wv),
         "calibration": cal.to_dict(),
         "train_seconds": round(result.seconds, 2),
         "train_images": len(y),
@@ -90,8 +91,8 @@ def _finite(v: float):
     return None if not np.isfinite(v) else round(float(v), 5)
 
 
-def _figures(scores: np.ndarray, labels: np.ndarray, cal: Calibration) -> dict:
-    rates = decision_rates(scores, labels, cal.pass_below, cal.reject_above)
+def _figures(scores: np.ndarray, labels: np.ndarray, cal: Calibration, weights: np.ndarray | None = None) -> dict:
+    rates = decision_rates(scores, labels, cal.pass_below, cal.reject_above, weights=weights)
     return {"images": int(len(labels)), "accuracy": round(accuracy(scores, labels), 5),
             "auroc": _finite(auroc(scores, labels)),
             **{k: (round(v, 6) if isinstance(v, float) else v) for k, v in rates.items()}}
