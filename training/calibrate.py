@@ -20,8 +20,12 @@ upper bound on it is reported beside it.
 ``weights`` (optional) says how many line parts each validation image stands for,
 when the images were not drawn uniformly from the line: every part of the uncertain
 band is reviewed (weight 1) but only a share of the confident ones is audited
-(weight 1 / audit rate). The budgets then hold for the line's parts, not for the
-over-represented hard cases; without weights every image counts once.
+(weight 1 / audit rate). The review and false-reject budgets then hold for the
+line's parts, not for the over-represented hard cases. The escape budget takes the
+stricter of the weighted and the plain count: a few heavy audit images make the
+weighted low tail of the defects noisy, while counting the over-sampled hard defects
+once each errs on the safe side, and escapes are never traded away. Without weights
+every image counts once.
 """
 from __future__ import annotations
 
@@ -77,8 +81,9 @@ def calibrate(scores, labels, escape_budget: float = 0.005, review_budget: float
     defects, w_def = _sorted_with_weights(s[y], None if w is None else w[y])
     good, w_good = _sorted_with_weights(s[~y], None if w is None else w[~y])
 
-    # 1. pass_below: the lowest k defects (at most the budget's share of the defects' weight) may pass.
-    k = _leading(w_def, escape_budget)
+    # 1. pass_below: the lowest k defects (at most the budget's share of the defects' weight, and of
+    # their number) may pass.
+    k = min(_leading(w_def, escape_budget), _leading(np.ones(defects.size), escape_budget))
     pass_below = _between(defects[k - 1] if k > 0 else None, defects[k], s)
 
     # 2. reject_above from the false-reject budget: the highest m good parts may be rejected.
