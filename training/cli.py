@@ -72,14 +72,20 @@ def register_bench(bench_sub: argparse._SubParsersAction) -> None:
     b.add_argument("--test-share", type=float, default=0.2, help="share of images held out as the test set (0.2)")
     b.add_argument("--artefact-share", type=float, default=0.3,
                    help="share of good stream and test parts given a lighting artefact (0.3)")
-    b.add_argument("--label-share", type=float, default=0.22,
-                   help="review band while the loop learns, as a share of each stream slice (0.22)")
-    b.add_argument("--audit-rate", type=float, default=0.01, help="share of confident decisions also reviewed (0.01)")
+    b.add_argument("--label-share", type=float, default=0.25,
+                   help="review band while the loop learns, as a share of each stream slice (0.25)")
+    b.add_argument("--audit-rate", type=float, default=0.03,
+                   help="share of confident decisions also reviewed (0.03); they tell calibration what the "
+                        "confident parts look like")
     b.add_argument("--escape-budget", type=float, default=0.0025, help="production calibration: defects passed")
     b.add_argument("--review-budget", type=float, default=0.025, help="production calibration: parts reviewed")
     b.add_argument("--false-reject-budget", type=float, default=0.01, help="production calibration: good rejected")
-    b.add_argument("--epochs", type=int, default=60, help="training epochs per model (default 60)")
+    b.add_argument("--epochs", type=int, default=40, help="training epochs per model (default 40)")
     b.add_argument("--size", type=int, default=64, help="model input side in pixels (default 64)")
+    b.add_argument("--widths", type=_widths, default=(16, 32, 48, 64, 96), metavar="W,W,...",
+                   help="conv widths of the network, one per 2x2 pooling stage (default 16,32,48,64,96)")
+    b.add_argument("--single-view", action="store_true",
+                   help="score one view of each part (default: the mean over its 8 rotations/flips, in the model)")
     b.add_argument("--augment-artefacts", action="store_true",
                    help="also paint synthetic artefacts during training (off: the line's artefacts are new to the seed model)")
     b.add_argument("--seed", type=int, default=0, help="random seed for split, artefacts, audits and training")
@@ -87,6 +93,16 @@ def register_bench(bench_sub: argparse._SubParsersAction) -> None:
     b.add_argument("--plot", type=Path, default=None, metavar="FILE.png", help="draw the rates against labels")
     b.add_argument("--quiet", action="store_true", help="no progress on stderr")
     b.set_defaults(func=_bench_loop)
+
+
+def _widths(text: str) -> tuple[int, ...]:
+    try:
+        widths = tuple(int(w) for w in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated channel counts like 16,32,48, got {text!r}") from None
+    if not widths or min(widths) < 1:
+        raise argparse.ArgumentTypeError(f"channel counts must be >= 1, got {text!r}")
+    return widths
 
 
 def _bench_loop(args: argparse.Namespace) -> int:

@@ -14,6 +14,14 @@ production budgets and gated against the current model on the growing gate set.
 The random baseline labels as many parts of each slice, drawn at random, and is
 trained and gated the same way.
 
+Labelled parts are not a uniform sample of the line: every part of the band is
+reviewed, only ``audit_rate`` of the confident ones. Each labelled part therefore
+carries the number of line parts it stands for (1, 1/audit_rate; a seed image stands
+for slice/seed parts), and calibration and the gate count by it
+(training.calibrate), so the review and false-reject budgets hold for the line, not
+for the over-sampled hard cases. The model is a wider net than the edge's default
+(``widths``) whose released graph scores the mean of the 8 rotations/flips of a part.
+
 Figures on the test set, for the current model at its production thresholds:
 
 - ``labels``: labelled images so far (seed set plus every oracle verdict);
@@ -33,7 +41,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -52,9 +60,11 @@ class LoopConfig:
     sim: SimConfig = field(default_factory=SimConfig)
     rounds: int = 3
     size: int = 64  # model input side
-    epochs: int = 60
-    label_share: float = 0.22  # review band while learning, share of each slice
-    audit_rate: float = 0.01
+    epochs: int = 40
+    widths: tuple[int, ...] = (16, 32, 48, 64, 96)  # conv widths (training.net.DefectNet)
+    dihedral_mean: bool = True  # score = mean over the 8 rotations/flips (training.net.DihedralMean)
+    label_share: float = 0.25  # review band while learning, share of each slice
+    audit_rate: float = 0.03  # audits are the calibration's view of the confident parts (weight 1/rate)
     escape_budget: float = 0.0025
     review_budget: float = 0.025
     false_reject_budget: float = 0.01
@@ -107,7 +117,8 @@ def run(cfg: LoopConfig, progress: Progress | None = None, prepared: Prepared | 
         prepared = prepare(ImageSet.from_folders(cfg.data, hw), cfg.sim)
     progress(0, f"seed {len(prepared.seed)}, stream {len(prepared.stream)}, test {len(prepared.test)} images")
     aug = AugmentConfig() if cfg.augment_artefacts else AugmentConfig(artefact_good=0.0, artefact_defect=0.0)
-    train_cfg = TrainConfig(epochs=cfg.epochs, seed=cfg.sim.seed, progress=False, augment=aug)
+    train_cfg = TrainConfig(epochs=cfg.epochs, seed=cfg.sim.seed, progress=False, augment=aug, widths=cfg.widths,
+                            dihedral_mean=cfg.dihedral_mean)
     budgets = Budgets(cfg.escape_budget, cfg.review_budget, cfg.false_reject_budget)
     rule = GateRule(escape_budget=cfg.escape_budget)
     slices = np.array_split(np.arange(len(prepared.stream)), cfg.rounds)
@@ -116,8 +127,12 @@ def run(cfg: LoopConfig, progress: Progress | None = None, prepared: Prepared | 
         chains = {name: Chain(name, hw, Path(tmp), train_cfg, budgets, rule) for name in ("uncertainty", "random")}
         rows: dict[str, list[dict]] = {name: [] for name in chains}
         progress(0, "training on the seed set")
+        # Each labelled part counts as the line parts it stands for (training.data.Sample): the seed is
+        # a random sample standing for one slice, every part of the uncertain band is reviewed, and
+        # only ``audit_rate`` of the confident ones.
+        seed_items = weighted(prepared.seed, len(slices[0]) / len(prepared.seed))
         for chain in chains.values():
-            chain.add_labels(prepared.seed)
+            chain.add_labels(seed_items)
         row = _report(0, chains["uncertainty"], chains["uncertainty"].retrain(), prepared, new=len(prepared.seed))
         chains["random"].adopt(chains["uncertainty"])
         rows["uncertainty"].append(row)
@@ -133,10 +148,8 @@ def run(cfg: LoopConfig, progress: Progress | None = None, prepared: Prepared | 
             progress(r, f"stream slice of {len(part)} parts through the line (band {pass_below:.4f} .. "
                         f"{reject_above:.4f})")
             picked, line = _run_line(part, scores, pass_below, reject_above, cfg.audit_rate, rng)
-            chosen = {
-                "uncertainty": picked,
-                "random": [part[i] for i in sorted(rng.choice(len(part), len(picked), replace=False))],
-            }
+            drawn = [part[i] for i in sorted(rng.choice(len(part), len(picked), replace=False))]
+            chosen = {"uncertainty": picked, "random": weighted(drawn, len(part) / len(drawn))}
             for name, chain in chains.items():
                 progress(r, f"{name}: {len(chosen[name])} verdicts, retraining on {len(chain.labelled) + len(chosen[name])} labels")
                 chain.add_labels(chosen[name])
@@ -163,9 +176,13 @@ def _run_line(part: list[Item], scores: np.ndarray, pass_below: float, reject_ab
         counts[ruling.action] += 1
         if ruling.review:
             counts[ruling.review] += 1
-            picked.append(it)
+            picked.append(replace(it, weight=1.0 if ruling.review == "uncertain" else 1.0 / audit_rate))
     counts.update(pass_below=round(pass_below, 6), reject_above=round(reject_above, 6))
     return picked, counts
+
+
+def weighted(items: list[Item], weight: float) -> list[Item]:
+    return [replace(it, weight=weight) for it in items]
 
 
 def _report(r: int, chain: Chain, info: dict, prepared: Prepared, new: int) -> dict:
@@ -200,7 +217,8 @@ def main(args) -> int:
     cfg = LoopConfig(data=data, sim=sim, rounds=args.rounds, size=args.size, epochs=args.epochs,
                      label_share=args.label_share, audit_rate=args.audit_rate, escape_budget=args.escape_budget,
                      review_budget=args.review_budget, false_reject_budget=args.false_reject_budget,
-                     augment_artefacts=args.augment_artefacts)
+                     augment_artefacts=args.augment_artefacts, widths=args.widths,
+                     dihedral_mean=not args.single_view)
     doc = run(cfg, Progress(args.quiet))
     if args.plot is not None:
         from training.loop_plot import plot

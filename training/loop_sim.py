@@ -44,6 +44,7 @@ class Item:
     role: str  # train | calib | gate, used once the part is labelled
     artefact: str = ""  # the injected lighting artefact kind ("" for none)
     sample: Sample | None = None
+    weight: float = 1.0  # line parts this item stands for once labelled (training.data.Sample)
 
 
 @dataclass(frozen=True)
@@ -234,7 +235,7 @@ class Chain:
         self.current: Path | None = None
         self.detector = None
         self.version = 0
-        self.calib_scores: tuple[np.ndarray, np.ndarray] | None = None
+        self.calib_scores: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def add_labels(self, items: list[Item]) -> None:
         self.labelled.extend(items)
@@ -278,7 +279,8 @@ class Chain:
             self.current = where
             self.detector = Detector.load(where, roi=(0, 0, w, h), warmup=1)
             calib = [it for it in self.labelled if it.role == "calib"]
-            self.calib_scores = (score_items(self.detector, calib), np.array([it.label for it in calib]))
+            self.calib_scores = (score_items(self.detector, calib), np.array([it.label for it in calib]),
+                                 np.array([it.weight for it in calib]))
         return info
 
     def adopt(self, other: "Chain") -> None:
@@ -288,8 +290,8 @@ class Chain:
 
     def band_for_labelling(self, review_share: float, escape_budget: float, false_reject_budget: float):
         """Thresholds for the line while the loop learns: the current model recalibrated to a wider band."""
-        s, y = self.calib_scores
-        return calibrate(s, y, escape_budget, review_share, false_reject_budget)
+        s, y, w = self.calib_scores
+        return calibrate(s, y, escape_budget, review_share, false_reject_budget, weights=w)
 
 
 def widen_band(pass_below: float, reject_above: float, scores: np.ndarray, share: float) -> tuple[float, float]:
@@ -322,7 +324,7 @@ def widen_band(pass_below: float, reject_above: float, scores: np.ndarray, share
 
 def _sample(it: Item, split: str | None = None) -> Sample:
     meta = dict(it.sample.meta) if it.sample is not None else {}
-    meta.update(group=it.group, artefacts=[it.artefact] if it.artefact else [])
+    meta.update(group=it.group, artefacts=[it.artefact] if it.artefact else [], weight=it.weight)
     if split:
         meta["split"] = split
     else:
