@@ -59,6 +59,7 @@ Figures on the test set (current model, production thresholds):
   escape_rate                 defects PASSed / all defects
   false_reject_rate           good parts REJECTed / all good parts
   artefact_false_reject_rate  the same on good parts with an injected artefact
+  auroc                       the model's ranking of the test parts, whatever its thresholds
 """
 
 

@@ -31,7 +31,8 @@ Figures on the test set, for the current model at its production thresholds:
   rest keep the line's PASS/REJECT;
 - ``escape_rate``: defects PASSed / all test defects;
 - ``false_reject_rate``: good parts REJECTed / all good test parts;
-- ``artefact_false_reject_rate``: the same on the good test parts with an injected artefact.
+- ``artefact_false_reject_rate``: the same on the good test parts with an injected artefact;
+- ``auroc``: the model's ranking of the test parts, whatever its thresholds.
 
 Nothing here is tuned on the test set: thresholds come from the labelled calib
 images, promotion from the labelled gate images.
@@ -51,7 +52,7 @@ from training.loop_sim import (Chain, Item, Prepared, SimConfig, figures_on, pre
                                workdir)
 
 FIGURES = ("ai_accuracy", "hitl_accuracy", "review_rate", "escape_rate", "false_reject_rate",
-           "artefact_false_reject_rate")
+           "artefact_false_reject_rate", "auroc")
 
 
 @dataclass(frozen=True)
