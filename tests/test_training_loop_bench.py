@@ -151,3 +151,18 @@ def test_labelling_band_widens_to_the_share_around_the_calibrated_band():
     assert pb <= 0.45 and ra >= 0.5 and abs(held - 0.2) <= 0.002
     assert abs((0.45 - pb) - (ra - 0.5)) < 0.05  # grown on both sides, nearest scores first
     assert widen_band(0.2, 0.8, scores, 0.1) == (0.2, 0.8)  # already wide enough: unchanged
+
+
+def test_reviewed_parts_carry_the_line_parts_they_stand_for():
+    """Every band part is reviewed (weight 1); an audit stands for 1/audit-rate confident parts."""
+    from training.loop_bench import _run_line
+    from training.loop_sim import Item
+
+    scores = np.linspace(0.0, 1.0, 2001)
+    part = [Item(np.zeros((4, 4), np.uint8), int(s >= 0.5), i, "train") for i, s in enumerate(scores)]
+    picked, line = _run_line(part, scores, 0.4, 0.6, 0.05, np.random.default_rng(0))
+    band = {it.group for it in picked if 0.4 <= scores[it.group] < 0.6}
+    assert len(band) == line["uncertain"] == int(np.sum((scores >= 0.4) & (scores < 0.6)))
+    assert {it.weight for it in picked if it.group in band} == {1.0}
+    audits = [it for it in picked if it.group not in band]
+    assert len(audits) == line["audit"] > 0 and {it.weight for it in audits} == {20.0}
