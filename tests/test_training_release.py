@@ -285,3 +285,15 @@ def test_gate_accepts_an_escape_within_budget_when_the_current_model_passes_noth
     assert ok, why
     ok, why = decide(figures("1.0.2", 4, 0.01, 0.01), stuck, rule)  # 0.01 escapes: over budget and worse
     assert not ok and "worse than the current's" in why
+
+
+def test_golden_images_keep_their_weight_through_the_manifest(tmp_path, parts):
+    """The gate counts golden images by weight (training.gate): the weight must survive freezing and loading."""
+    from training.data import Sample
+
+    weighted = ImageSet([Sample(s.image, s.label, {**s.meta, "weight": 5.0 if s.label == 0 else 1.0})
+                         for s in parts.samples], HW)
+    GoldenSet.load_or_freeze(tmp_path / "golden", weighted.dedup(), size=len(parts))
+    again = GoldenSet.load(tmp_path / "golden")
+    assert list(again.weights) == [5.0 if y == 0 else 1.0 for y in again.labels]
+    assert GoldenSet.load_or_freeze(tmp_path / "plain", parts.dedup(), size=len(parts)).weights is None

@@ -57,6 +57,12 @@ class Sample:
     meta: dict = field(default_factory=dict, compare=False)
 
 
+def line_weights(metas) -> np.ndarray | None:  # noqa: ANN001 (any iterable of meta dicts)
+    """The ``weight`` of each meta (default 1) as an array; None when every image counts once."""
+    w = np.array([float(m.get("weight", 1.0)) for m in metas])
+    return None if np.all(w == 1.0) else w
+
+
 def is_distinct_part(sample: Sample) -> bool:
     """True when the sample's source guarantees it shows a part no other image shows (DISTINCT_PART_SOURCES)."""
     return sample.meta.get("source") in DISTINCT_PART_SOURCES
@@ -257,9 +263,8 @@ class ImageSet:
         return np.stack([s.image for s in self.samples]), np.array([s.label for s in self.samples], np.int64)
 
     def weights(self) -> np.ndarray | None:
-        """(N,) line parts each image stands for (``meta["weight"]``, default 1); None when all are 1."""
-        w = np.array([float(s.meta.get("weight", 1.0)) for s in self.samples])
-        return None if np.all(w == 1.0) else w
+        """(N,) line parts each image stands for; None when every one counts once (``line_weights``)."""
+        return line_weights(s.meta for s in self.samples)
 
     def counts(self) -> dict[str, int]:
         c = Counter(s.label for s in self.samples)

@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from models.manifest import atomic_write
-from training.data import LABELS, ImageSet, Sample, is_distinct_part
+from training.data import LABELS, ImageSet, Sample, is_distinct_part, line_weights
 from training.dedup import NEAR_BITS, content_hash, dihedral_hashes, group_near_duplicates
 from training.errors import DatasetError
 
@@ -160,8 +160,7 @@ class GoldenSet:
     @property
     def weights(self) -> np.ndarray | None:
         """Line parts each golden image stands for (training.data.Sample); None when every one counts once."""
-        w = np.array([float(e.meta.get("weight", 1.0)) for e in self.entries])
-        return None if np.all(w == 1.0) else w
+        return line_weights(e.meta for e in self.entries)
 
     def counts(self) -> dict[str, int]:
         labels = [e.label for e in self.entries]

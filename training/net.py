@@ -65,7 +65,6 @@ class DihedralMean(nn.Module):
     def __init__(self, net: DefectNet):
         super().__init__()
         self.net = net
-        self.widths, self.stem = net.widths, net.stem
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         t = x.transpose(2, 3)
