@@ -116,3 +116,27 @@ def test_weights_are_checked():
         calibrate([0.1, 0.9], [0, 1], weights=[1.0, 0.0])
     with pytest.raises(CalibrationError, match="weights"):
         calibrate([0.1, 0.9], [0, 1], weights=[1.0])
+
+
+def test_spare_review_budget_goes_to_the_good_parts_the_model_is_least_sure_of():
+    # Defects all score >= 0.6; the good parts' tail reaches into them. At the false-reject
+    # budget alone the band is empty and the two good parts above 0.6 are rejected; the review budget
+    # can take them with the three defects among them.
+    good = np.concatenate([np.linspace(0.0, 0.3, 96), [0.55, 0.58, 0.605, 0.61]])
+    bad = np.linspace(0.6, 1.0, 100)
+    s, y = np.concatenate([good, bad]), np.concatenate([np.zeros(100, int), np.ones(100, int)])
+    plain = calibrate(s, y, 0.0, 0.05, 0.05, review_cost=None)
+    spent = calibrate(s, y, 0.0, 0.05, 0.05, review_cost=0.25)
+    assert plain.false_reject_rate == pytest.approx(0.02) and plain.review_rate <= 0.01
+    assert spent.pass_below == plain.pass_below and spent.reject_above > plain.reject_above
+    assert spent.false_reject_rate == 0.0 and spent.review_rate <= 0.05 and spent.escape_rate == 0.0
+    # A review costs more than the false reject it saves: the band stays where it was.
+    assert calibrate(s, y, 0.0, 0.05, 0.05, review_cost=30.0).reject_above == plain.reject_above
+
+
+def test_spare_review_is_not_spent_on_defects():
+    # Above the false-reject point there are only defects: reviewing them saves no good part.
+    s = np.concatenate([np.linspace(0.0, 0.4, 100), np.linspace(0.6, 1.0, 100)])
+    y = np.concatenate([np.zeros(100, int), np.ones(100, int)])
+    plain = calibrate(s, y, 0.0, 0.3, 0.01, review_cost=None)
+    assert calibrate(s, y, 0.0, 0.3, 0.01).reject_above == plain.reject_above

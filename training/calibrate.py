@@ -11,6 +11,12 @@ Priorities, highest first:
    it fits, and what no longer goes to review is rejected -- the safe side, paid
    for in false rejects, which the report names.
 3. False-reject budget (default 1 % of good parts rejected): met when 1 and 2 allow.
+4. Spare review budget: when the band holds less than the review budget,
+   ``reject_above`` rises while the band still fits, to where ``false_reject_rate +
+   review_cost * review_rate`` is lowest (the promotion gate's cost,
+   training.gate.GateRule.review_weight): a look at a part is cheaper than a scrapped
+   good part, so review capacity the line has goes to the good parts the model is
+   least sure of. ``review_cost=None`` leaves ``reject_above`` at the false-reject budget.
 
 Thresholds sit halfway between neighbouring validation scores rather than on one,
 so a part scoring like its nearest validation example lands on the same side.
@@ -57,7 +63,8 @@ class Calibration:
 
 
 def calibrate(scores, labels, escape_budget: float = 0.005, review_budget: float = 0.05,
-              false_reject_budget: float = 0.01, prevalence: float | None = None, weights=None) -> Calibration:
+              false_reject_budget: float = 0.01, prevalence: float | None = None, weights=None,
+              review_cost: float | None = 0.25) -> Calibration:
     """Choose thresholds on validation ``scores`` (0..1) with ``labels`` (1 = defect)."""
     s = np.asarray(scores, dtype=np.float64).reshape(-1)
     y = np.asarray(labels).reshape(-1)
@@ -68,6 +75,8 @@ def calibrate(scores, labels, escape_budget: float = 0.005, review_budget: float
         raise CalibrationError(f"weights must be {s.size} finite numbers > 0, one per score")
     if s.size == 0 or not np.all(np.isfinite(s)) or s.min() < 0 or s.max() > 1:
         raise CalibrationError("scores must be a non-empty array of finite values in [0, 1]")
+    if review_cost is not None and not (math.isfinite(review_cost) and review_cost >= 0):
+        raise CalibrationError(f"review_cost must be a finite number >= 0, got {review_cost}")
     if not set(np.unique(y).tolist()) <= {0, 1}:
         raise CalibrationError(f"labels must be 0 (good) or 1 (defect), got {sorted(set(np.unique(y).tolist()))}")
     for name, value in (("escape_budget", escape_budget), ("review_budget", review_budget),
@@ -102,6 +111,8 @@ def calibrate(scores, labels, escape_budget: float = 0.005, review_budget: float
             reject_above = _below_value(reject_above, s, pass_below)
         notes.append("review budget too small for the false-reject budget: the uncertain band was narrowed "
                      "and the parts above it are rejected")
+    elif review_cost is not None:
+        reject_above = _spend_spare_review(s, y, pass_below, reject_above, review_budget, review_cost, prevalence, w)
     rates = decision_rates(s, y, pass_below, reject_above, prevalence, w)
     met = {"escape": rates["escape_rate"] <= escape_budget + 1e-12,
            "review": rates["review_rate"] <= review_budget + 1e-12,
@@ -115,6 +126,27 @@ def calibrate(scores, labels, escape_budget: float = 0.005, review_budget: float
                        false_reject_rate=rates["false_reject_rate"], escape_budget=escape_budget,
                        review_budget=review_budget, false_reject_budget=false_reject_budget, met=met,
                        note="; ".join(notes))
+
+
+def _spend_spare_review(s, y, pass_below, reject_above, review_budget, review_cost, prevalence, w) -> float:
+    """The ``reject_above`` at or above the given one with the lowest false-reject + review cost in budget."""
+    def cost(t: float) -> tuple[float, float]:
+        r = decision_rates(s, y, pass_below, t, prevalence, w)
+        return r["false_reject_rate"] + review_cost * r["review_rate"], r["review_rate"]
+
+    best, best_cost = reject_above, cost(reject_above)[0]
+    t = reject_above
+    while t < 1.0:
+        higher = s[s >= t]
+        if higher.size == 0:
+            break
+        t = _above(float(higher.min()), s)  # the next threshold that moves one more score into the band
+        c, review = cost(t)
+        if review > review_budget + 1e-12:
+            break
+        if c < best_cost - 1e-12:
+            best, best_cost = t, c
+    return best
 
 
 def _share_in_band(s, y, lo, hi, prevalence, w=None) -> float:
