@@ -143,6 +143,18 @@ def test_gate_cost_rule_refuses_an_equal_candidate(tmp_path, golden):
     assert not same.promoted and "not lower" in same.reason
 
 
+def test_gate_cost_counts_escapes_so_a_candidate_that_passes_fewer_defects_can_win(tmp_path, golden):
+    root = tmp_path / "staged"
+    passes_all = stage(root, "1.0.0", constant_model_bytes(0.1, HW), (0.3, 0.7))  # no false rejects, all escape
+    rejects_all = stage(root, "1.0.1", constant_model_bytes(0.9, HW), (0.3, 0.7))  # no escapes, all good rejected
+    up = gate(rejects_all, passes_all, golden, GateRule(escape_weight=10.0))
+    assert up.promoted, up.report()
+    assert up.candidate.cost == pytest.approx(1.0) and up.current.cost == pytest.approx(10.0)
+    assert "10 x escape" in up.report()
+    blind = gate(rejects_all, passes_all, golden, GateRule(escape_weight=0.0))
+    assert not blind.promoted and "not lower" in blind.reason
+
+
 def test_next_version_bumps_the_last_number(tmp_path):
     reg = Registry(tmp_path / "reg")
     assert next_version(reg) == "1.0.0"

@@ -7,7 +7,9 @@ many line parts, training.data.Sample). Rule (``GateRule``, printed with the fig
 
 - with a current model: promote only if the candidate's escape rate is at most the
   current's plus ``escape_tolerance``, AND its cost ``false_reject_rate +
-  review_weight * review_rate`` is strictly lower;
+  review_weight * review_rate + escape_weight * escape_rate`` is strictly lower (a
+  candidate that passes fewer defects earns that, not only one that rejects fewer good
+  parts);
 - with no current model: promote if the candidate's escape rate is within ``escape_budget``.
 
 Every decision, promoted or not, is appended with all figures to ``<data>/gate-log.jsonl``.
@@ -35,16 +37,17 @@ class GateRule:
     escape_tolerance: float = 0.0  # how much higher the candidate's escape rate may be
     review_weight: float = 0.25  # a review costs this many false rejects (a look, not a scrapped part)
     escape_budget: float = 0.005  # the bar when there is no current model
+    escape_weight: float = 10.0  # a defect passed costs this many false rejects
 
     def __post_init__(self) -> None:
-        for name in ("escape_tolerance", "review_weight", "escape_budget"):
+        for name in ("escape_tolerance", "review_weight", "escape_budget", "escape_weight"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise GateError(f"gate rule {name} must be a finite number >= 0, got {value!r}")
 
     def describe(self) -> str:
         return (f"promote if escape <= max(current escape + {self.escape_tolerance:g}, {self.escape_budget:g}) and "
-                f"false_reject + {self.review_weight:g} x review < current's; "
+                f"false_reject + {self.review_weight:g} x review + {self.escape_weight:g} x escape < current's; "
                 f"with no current model: escape <= {self.escape_budget:g}")
 
 
@@ -95,7 +98,7 @@ class GateDecision:
         return "\n".join(lines)
 
 
-def score_model(model_dir: str | Path, golden: GoldenSet, review_weight: float) -> ModelFigures:
+def score_model(model_dir: str | Path, golden: GoldenSet, rule: GateRule) -> ModelFigures:
     """Score one model directory on the golden set at its own thresholds."""
     from edge.detector import Detector
     from qcloop.errors import QcError
@@ -115,7 +118,8 @@ def score_model(model_dir: str | Path, golden: GoldenSet, review_weight: float) 
     r = decision_rates(scores, y, t.pass_below, t.reject_above, weights=golden.weights)
     auc = auroc(scores, y)
     clean = {k: (0.0 if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
-    cost = clean["false_reject_rate"] + review_weight * clean["review_rate"]
+    cost = (clean["false_reject_rate"] + rule.review_weight * clean["review_rate"]
+            + rule.escape_weight * clean["escape_rate"])
     return ModelFigures(version=det.version, pass_below=t.pass_below, reject_above=t.reject_above,
                         images=len(y), defects=r["defects"], good=r["good"], escapes=r["escapes"],
                         escape_rate=round(clean["escape_rate"], 6),
@@ -136,7 +140,8 @@ def decide(candidate: ModelFigures, current: ModelFigures | None, rule: GateRule
         return False, f"escape rate {candidate.escape_rate:.4f} is worse than the current's {current.escape_rate:.4f}" \
                       + (f" + {rule.escape_tolerance:g}" if rule.escape_tolerance else "")
     if not candidate.cost < current.cost - 1e-12:
-        return False, (f"cost {candidate.cost:.4f} (false reject + {rule.review_weight:g} x review) is not "
+        return False, (f"cost {candidate.cost:.4f} (false reject + {rule.review_weight:g} x review + "
+                       f"{rule.escape_weight:g} x escape) is not "
                        f"lower than the current's {current.cost:.4f}")
     return True, (f"escape {candidate.escape_rate:.4f} <= {limit:.4f} and cost {candidate.cost:.4f} < "
                   f"{current.cost:.4f}")
@@ -145,8 +150,8 @@ def decide(candidate: ModelFigures, current: ModelFigures | None, rule: GateRule
 def gate(candidate_dir: str | Path, current_dir: str | Path | None, golden: GoldenSet, rule: GateRule = GateRule(),
          log_dir: str | Path | None = None) -> GateDecision:
     """Score both models, apply the rule, append the decision to ``<log_dir>/gate-log.jsonl``."""
-    cand = score_model(candidate_dir, golden, rule.review_weight)
-    cur = score_model(current_dir, golden, rule.review_weight) if current_dir is not None else None
+    cand = score_model(candidate_dir, golden, rule)
+    cur = score_model(current_dir, golden, rule) if current_dir is not None else None
     promoted, reason = decide(cand, cur, rule)
     decision = GateDecision(promoted, reason, rule, cand, cur, golden.summary(),
                             datetime.now(timezone.utc).isoformat(timespec="milliseconds"))

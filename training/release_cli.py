@@ -81,12 +81,14 @@ def _rule_args(p: argparse.ArgumentParser) -> None:
                    help="cost of a review as a share of a false reject (0.25)")
     p.add_argument("--escape-budget", type=float, default=0.005,
                    help="escape rate a first model (no current one) must stay within (0.005)")
+    p.add_argument("--escape-weight", type=float, default=10.0,
+                   help="cost of a passed defect as a multiple of a false reject (10)")
 
 
 def _rule(args: argparse.Namespace):
     from training.gate import GateRule
 
-    return GateRule(args.escape_tolerance, args.review_weight, args.escape_budget)
+    return GateRule(args.escape_tolerance, args.review_weight, args.escape_budget, args.escape_weight)
 
 
 def _keygen(args: argparse.Namespace) -> int:

@@ -87,13 +87,14 @@ class GateSection:
     escape_tolerance: float = 0.0
     review_weight: float = 0.25
     escape_budget: float = 0.005
+    escape_weight: float = 10.0
 
     def __post_init__(self) -> None:
-        for name in ("escape_tolerance", "review_weight", "escape_budget"):
+        for name in ("escape_tolerance", "review_weight", "escape_budget", "escape_weight"):
             check_range(name, getattr(self, name), 0.0)
 
     def rule(self) -> GateRule:
-        return GateRule(self.escape_tolerance, self.review_weight, self.escape_budget)
+        return GateRule(self.escape_tolerance, self.review_weight, self.escape_budget, self.escape_weight)
 
 
 @_frozen
