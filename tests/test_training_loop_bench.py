@@ -13,6 +13,8 @@ import pytest
 from hardware.synthetic import PartGenerator
 from qcloop.cli import main as qc_main
 from training.data import ImageSet
+from training.errors import DatasetError
+from training.loop_bench import LoopConfig
 from training.loop_sim import SimConfig, prepare
 
 HW = (32, 32)
@@ -88,7 +90,7 @@ def bench(folder, tmp_path_factory):
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         rc = qc_main(["bench", "loop", "--data", str(root), "--seed-size", "40", "--rounds", "2", "--epochs", "2",
-                      "--size", str(HW[0]), "--label-share", "0.3", "--audit-rate", "0.05", "--json",
+                      "--size", str(HW[0]), "--label-share", "0.4,0.2", "--audit-rate", "0.05", "--json",
                       "--plot", str(png), "--quiet"])
     assert rc == 0
     return json.loads(out.getvalue()), png
@@ -118,6 +120,17 @@ def test_labels_are_counted_from_the_verdicts(bench):
     assert sum(r["line"]["parts"] for r in rounds[1:]) == doc["data"]["stream"]
 
 
+def test_each_round_reviews_its_own_label_share_of_its_slice(bench):
+    doc, _ = bench
+    shares = [r["line"]["uncertain"] / r["line"]["parts"] for r in doc["rounds"][1:]]
+    assert shares == pytest.approx([0.4, 0.2], abs=0.02)
+    assert doc["config"]["label_share"] == [0.4, 0.2]
+    cfg = LoopConfig(data=Path("."), label_share=(0.4, 0.2))
+    assert [cfg.share_for_round(r) for r in (1, 2, 3, 4)] == [0.4, 0.2, 0.2, 0.2]
+    with pytest.raises(DatasetError, match="label-share"):
+        LoopConfig(data=Path("."), label_share=(0.4, 1.2))
+
+
 def test_random_baseline_uses_the_same_label_counts(bench):
     doc, _ = bench
     assert [r["labels"] for r in doc["random_baseline"]] == [r["labels"] for r in doc["rounds"]]
@@ -142,15 +155,18 @@ def test_cli_refuses_bad_data_folder(tmp_path, capsys, layout):
     assert ("no such folder" in err) if layout == "missing" else ("ok/ and def/" in err)
 
 
-def test_labelling_band_widens_to_the_share_around_the_calibrated_band():
-    from training.loop_sim import widen_band
+def test_labelling_band_fits_the_share_around_the_calibrated_band():
+    from training.loop_sim import fit_band
 
     scores = np.random.default_rng(0).uniform(0, 1, 1000)
-    pb, ra = widen_band(0.45, 0.5, scores, 0.2)
+    pb, ra = fit_band(0.45, 0.5, scores, 0.2)
     held = np.mean((scores >= pb) & (scores < ra))
     assert pb <= 0.45 and ra >= 0.5 and abs(held - 0.2) <= 0.002
     assert abs((0.45 - pb) - (ra - 0.5)) < 0.05  # grown on both sides, nearest scores first
-    assert widen_band(0.2, 0.8, scores, 0.1) == (0.2, 0.8)  # already wide enough: unchanged
+    # Too wide (the new seed model's band): narrowed to the share around its middle.
+    pb, ra = fit_band(0.2, 0.8, scores, 0.1)
+    assert 0.2 <= pb and ra <= 0.8 and abs(np.mean((scores >= pb) & (scores < ra)) - 0.1) <= 0.002
+    assert abs((pb - 0.2) - (0.8 - ra)) < 0.05
 
 
 def test_reviewed_parts_carry_the_line_parts_they_stand_for():

@@ -73,8 +73,9 @@ def register_bench(bench_sub: argparse._SubParsersAction) -> None:
     b.add_argument("--test-share", type=float, default=0.2, help="share of images held out as the test set (0.2)")
     b.add_argument("--artefact-share", type=float, default=0.3,
                    help="share of good stream and test parts given a lighting artefact (0.3)")
-    b.add_argument("--label-share", type=float, default=0.25,
-                   help="review band while the loop learns, as a share of each stream slice (0.25)")
+    b.add_argument("--label-share", type=_shares, default=(0.25,), metavar="S[,S...]",
+                   help="review band while the loop learns, as a share of each stream slice; one per round, "
+                        "the last repeating (default 0.25)")
     b.add_argument("--audit-rate", type=float, default=0.03,
                    help="share of confident decisions also reviewed (0.03); they tell calibration what the "
                         "confident parts look like")
@@ -104,6 +105,16 @@ def _widths(text: str) -> tuple[int, ...]:
     if not widths or min(widths) < 1:
         raise argparse.ArgumentTypeError(f"channel counts must be >= 1, got {text!r}")
     return widths
+
+
+def _shares(text: str) -> tuple[float, ...]:
+    try:
+        shares = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated shares like 0.4,0.15, got {text!r}") from None
+    if not all(0 < v < 1 for v in shares):
+        raise argparse.ArgumentTypeError(f"each share must be in (0, 1), got {text!r}")
+    return shares
 
 
 def _bench_loop(args: argparse.Namespace) -> int:

@@ -7,7 +7,8 @@ parts in the stream and the test set gets an injected lighting artefact.
 
 Round 0 trains on the seed set. Round r (1..rounds) runs the r-th slice of the
 stream through the current model and ``edge.decision.decide`` with thresholds
-calibrated for a review band of about ``label_share`` of the parts; the uncertain
+calibrated for a review band of about ``label_share`` of the parts (one share per
+round, the last repeating: the loop reviews most while its model is new); the uncertain
 parts and a random ``audit_rate`` of the confident ones go to the oracle, whose
 verdicts join the labels; a candidate is trained on all labels, calibrated to the
 production budgets and gated against the current model on the growing gate set.
@@ -48,7 +49,7 @@ from pathlib import Path
 import numpy as np
 
 from training.errors import DatasetError, TrainError
-from training.loop_sim import (Chain, Item, Prepared, SimConfig, figures_on, prepare, score_items, widen_band,
+from training.loop_sim import (Chain, Item, Prepared, SimConfig, figures_on, prepare, score_items, fit_band,
                                workdir)
 
 FIGURES = ("ai_accuracy", "hitl_accuracy", "review_rate", "escape_rate", "false_reject_rate",
@@ -64,7 +65,7 @@ class LoopConfig:
     epochs: int = 40
     widths: tuple[int, ...] = (16, 32, 48, 64, 96)  # conv widths (training.net.DefectNet)
     dihedral_mean: bool = True  # score = mean over the 8 rotations/flips (training.net.DihedralMean)
-    label_share: float = 0.25  # review band while learning, share of each slice
+    label_share: tuple[float, ...] = (0.25,)  # review band while learning, share of each slice, per round
     audit_rate: float = 0.03  # audits are the calibration's view of the confident parts (weight 1/rate)
     escape_budget: float = 0.0025
     review_budget: float = 0.025
@@ -76,9 +77,13 @@ class LoopConfig:
             raise DatasetError(f"rounds must be >= 1, got {self.rounds}")
         if self.size < 32:
             raise TrainError(f"size must be >= 32, got {self.size}")
-        if not 0 < self.label_share < 1 or not 0 <= self.audit_rate < 1:
-            raise DatasetError(f"label-share ({self.label_share}) must be in (0, 1) and audit-rate "
-                               f"({self.audit_rate}) in [0, 1)")
+        if not self.label_share or not all(0 < v < 1 for v in self.label_share) or not 0 <= self.audit_rate < 1:
+            raise DatasetError(f"label-share ({','.join(map(str, self.label_share))}) must be shares in (0, 1) "
+                               f"and audit-rate ({self.audit_rate}) in [0, 1)")
+
+    def share_for_round(self, r: int) -> float:
+        """The labelling band of round ``r`` (1-based) as a share of its slice."""
+        return self.label_share[min(r, len(self.label_share)) - 1]
 
 
 def check_layout(root: Path) -> None:
@@ -143,9 +148,10 @@ def run(cfg: LoopConfig, progress: Progress | None = None, prepared: Prepared | 
         for r in range(1, cfg.rounds + 1):
             part = [prepared.stream[i] for i in slices[r - 1]]
             unc = chains["uncertainty"]
-            band = unc.band_for_labelling(cfg.label_share, cfg.escape_budget, cfg.false_reject_budget)
+            share = cfg.share_for_round(r)
+            band = unc.band_for_labelling(share, cfg.escape_budget, cfg.false_reject_budget)
             scores = score_items(unc.detector, part)
-            pass_below, reject_above = widen_band(band.pass_below, band.reject_above, scores, cfg.label_share)
+            pass_below, reject_above = fit_band(band.pass_below, band.reject_above, scores, share)
             progress(r, f"stream slice of {len(part)} parts through the line (band {pass_below:.4f} .. "
                         f"{reject_above:.4f})")
             picked, line = _run_line(part, scores, pass_below, reject_above, cfg.audit_rate, rng)

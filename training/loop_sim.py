@@ -291,35 +291,49 @@ class Chain:
     def band_for_labelling(self, review_share: float, escape_budget: float, false_reject_budget: float):
         """Thresholds for the line while the loop learns: the current model recalibrated to a wider band."""
         s, y, w = self.calib_scores
-        return calibrate(s, y, escape_budget, review_share, false_reject_budget, weights=w)
+        # The band around the calibrated one, fitted to the round's share by ``fit_band``: no review spent by cost here.
+        return calibrate(s, y, escape_budget, review_share, false_reject_budget, weights=w, review_cost=None)
 
 
-def widen_band(pass_below: float, reject_above: float, scores: np.ndarray, share: float) -> tuple[float, float]:
-    """Widen [pass_below, reject_above) until it holds ``share`` of ``scores``, most uncertain parts first.
+def fit_band(pass_below: float, reject_above: float, scores: np.ndarray, share: float) -> tuple[float, float]:
+    """Move [pass_below, reject_above) until it holds ``share`` of ``scores``, most uncertain parts first.
 
-    The calibrated band on a few labelled images is narrow; while the loop learns, the
-    line reviews about ``share`` of its parts. The band grows one score at a time on the
-    side whose next score is nearer in logit, so it stays an interval around the
-    calibrated one and takes the parts the model is least sure of. Only scores are used
-    (no labels), as an edge could from its own recent parts.
+    The calibrated band on a few labelled images rarely holds the share the line can
+    review while the loop learns: too narrow once the model is good, too wide while it is
+    new (and reviewing more than planned spends labels the loop does not have). A narrow
+    band grows one score at a time on the side whose next score is nearer in logit, so it
+    stays an interval around the calibrated one and takes the parts the model is least
+    sure of; a wide one sheds the score farthest in logit from its middle. Only scores are
+    used (no labels), as an edge could from its own recent parts.
     """
     s = np.sort(np.asarray(scores, dtype=np.float64))
     n, want = len(s), int(round(share * len(s)))
     lo, hi = int(np.searchsorted(s, pass_below, "left")), int(np.searchsorted(s, reject_above, "left"))
-    logit = lambda x: float(np.log(np.clip(x, 1e-7, 1 - 1e-7) / (1 - np.clip(x, 1e-7, 1 - 1e-7))))  # noqa: E731
+    lo0, hi0 = lo, hi
     while hi - lo < want and (lo > 0 or hi < n):
-        down = logit(pass_below) - logit(s[lo - 1]) if lo > 0 else np.inf
-        up = logit(s[hi]) - logit(reject_above) if hi < n else np.inf
+        down = _logit(pass_below) - _logit(s[lo - 1]) if lo > 0 else np.inf
+        up = _logit(s[hi]) - _logit(reject_above) if hi < n else np.inf
         if down <= up:
             lo -= 1
         else:
             hi += 1
-    lo0, hi0 = int(np.searchsorted(s, pass_below, "left")), int(np.searchsorted(s, reject_above, "left"))
-    if lo < lo0:  # halfway to the next score out, as calibration places thresholds
+    middle = (_logit(pass_below) + _logit(reject_above)) / 2
+    while hi - lo > want:
+        if middle - _logit(s[lo]) >= _logit(s[hi - 1]) - middle:
+            lo += 1
+        else:
+            hi -= 1
+    # Thresholds halfway between neighbouring scores, as calibration places them.
+    if lo != lo0:
         pass_below = float((s[lo - 1] + s[lo]) / 2) if lo > 0 else 0.0
-    if hi > hi0:
+    if hi != hi0:
         reject_above = float((s[hi - 1] + s[hi]) / 2) if hi < n else 1.0
-    return pass_below, reject_above
+    return pass_below, max(pass_below, reject_above)
+
+
+def _logit(x: float) -> float:
+    x = float(np.clip(x, 1e-7, 1 - 1e-7))
+    return float(np.log(x / (1 - x)))
 
 
 def _sample(it: Item, split: str | None = None) -> Sample:
