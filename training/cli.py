@@ -73,9 +73,9 @@ def register_bench(bench_sub: argparse._SubParsersAction) -> None:
     b.add_argument("--test-share", type=float, default=0.2, help="share of images held out as the test set (0.2)")
     b.add_argument("--artefact-share", type=float, default=0.3,
                    help="share of good stream and test parts given a lighting artefact (0.3)")
-    b.add_argument("--label-share", type=_shares, default=(0.25,), metavar="S[,S...]",
+    b.add_argument("--label-share", type=_shares, default=(0.45, 0.15), metavar="S[,S...]",
                    help="review band while the loop learns, as a share of each stream slice; one per round, "
-                        "the last repeating (default 0.25)")
+                        "the last repeating (default 0.45,0.15: most while the model is new)")
     b.add_argument("--audit-rate", type=float, default=0.03,
                    help="share of confident decisions also reviewed (0.03); they tell calibration what the "
                         "confident parts look like")
@@ -83,7 +83,7 @@ def register_bench(bench_sub: argparse._SubParsersAction) -> None:
     b.add_argument("--review-budget", type=float, default=0.025, help="production calibration: parts reviewed")
     b.add_argument("--false-reject-budget", type=float, default=0.01, help="production calibration: good rejected")
     b.add_argument("--epochs", type=int, default=40, help="training epochs per model (default 40)")
-    b.add_argument("--size", type=int, default=64, help="model input side in pixels (default 64)")
+    b.add_argument("--size", type=int, default=128, help="model input side in pixels (default 128)")
     b.add_argument("--widths", type=_widths, default=(16, 32, 48, 64, 96), metavar="W,W,...",
                    help="conv widths of the network, one per 2x2 pooling stage (default 16,32,48,64,96)")
     b.add_argument("--single-view", action="store_true",

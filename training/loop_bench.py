@@ -61,11 +61,11 @@ class LoopConfig:
     data: Path
     sim: SimConfig = field(default_factory=SimConfig)
     rounds: int = 3
-    size: int = 64  # model input side
+    size: int = 128  # model input side: the casting defects need it (64 px left a few defects below the goods)
     epochs: int = 40
     widths: tuple[int, ...] = (16, 32, 48, 64, 96)  # conv widths (training.net.DefectNet)
     dihedral_mean: bool = True  # score = mean over the 8 rotations/flips (training.net.DihedralMean)
-    label_share: tuple[float, ...] = (0.25,)  # review band while learning, share of each slice, per round
+    label_share: tuple[float, ...] = (0.45, 0.15)  # review band while learning, share of each slice, per round
     audit_rate: float = 0.03  # audits are the calibration's view of the confident parts (weight 1/rate)
     escape_budget: float = 0.0025
     review_budget: float = 0.025
