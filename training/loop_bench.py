@@ -125,8 +125,8 @@ def run(cfg: LoopConfig, progress: Progress | None = None, prepared: Prepared | 
     aug = AugmentConfig() if cfg.augment_artefacts else AugmentConfig(artefact_good=0.0, artefact_defect=0.0)
     train_cfg = TrainConfig(epochs=cfg.epochs, seed=cfg.sim.seed, progress=False, augment=aug, widths=cfg.widths,
                             dihedral_mean=cfg.dihedral_mean)
-    budgets = Budgets(cfg.escape_budget, cfg.review_budget, cfg.false_reject_budget)
     rule = GateRule(escape_budget=cfg.escape_budget)
+    budgets = Budgets(cfg.escape_budget, cfg.review_budget, cfg.false_reject_budget, review_cost=rule.review_weight)
     slices = np.array_split(np.arange(len(prepared.stream)), cfg.rounds)
     rng = np.random.default_rng([cfg.sim.seed, 0x100B])
     with workdir() as tmp:

@@ -27,6 +27,7 @@ class Budgets:
     escape: float = 0.005
     review: float = 0.05
     false_reject: float = 0.01
+    review_cost: float | None = 0.25  # what spare review is weighed against: the gate's review_weight
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,8 @@ def build_model(data: ImageSet, version: str, cfg: TrainConfig = TrainConfig(), 
     ms = latency_ms(exported.model_bytes, (1, 1, *hw))
     val_scores = predict(result.model, Xv, result.norm)
     wv = parts["val"].weights()
-    cal = calibrate(val_scores, yv, budgets.escape, budgets.review, budgets.false_reject, weights=wv)
+    cal = calibrate(val_scores, yv, budgets.escape, budgets.review, budgets.false_reject, weights=wv,
+                    review_cost=budgets.review_cost)
     metrics = {
         "validation": _figures(val_scores, yv, cal, wv),
         "calibration": cal.to_dict(),

@@ -343,7 +343,8 @@ class TrainServer:
         else:
             tcfg = TrainConfig(epochs=cfg.train.epochs, seed=cfg.train.seed, progress=False)
         built = build(train_set, version, tcfg,
-                      Budgets(cfg.train.escape_budget, cfg.train.review_budget, cfg.train.false_reject_budget),
+                      Budgets(cfg.train.escape_budget, cfg.train.review_budget, cfg.train.false_reject_budget,
+                              review_cost=cfg.gate.review_weight),
                       roi=cfg.data.roi, val=cfg.train.val, golden=0.0, parent=current, sources=sources,
                       log=self._log_to)
         self._set_state("gating", reason)
