@@ -91,7 +91,7 @@ def bench(folder, tmp_path_factory):
     with contextlib.redirect_stdout(out):
         rc = qc_main(["bench", "loop", "--data", str(root), "--seed-size", "40", "--rounds", "2", "--epochs", "2",
                       "--size", str(HW[0]), "--label-share", "0.4,0.2", "--audit-rate", "0.05", "--json",
-                      "--plot", str(png), "--quiet"])
+                      "--plot", str(png), "--ceiling", "0.1", "--quiet"])
     assert rc == 0
     return json.loads(out.getvalue()), png
 
@@ -182,3 +182,44 @@ def test_reviewed_parts_carry_the_line_parts_they_stand_for():
     assert {it.weight for it in picked if it.group in band} == {1.0}
     audits = [it for it in picked if it.group not in band]
     assert len(audits) == line["audit"] > 0 and {it.weight for it in audits} == {20.0}
+
+
+def test_ceiling_trains_on_every_stream_part_and_bounds_the_thresholds(bench):
+    doc, _ = bench
+    top = doc["ceiling"]
+    assert top["labels"] == doc["data"]["seed"] + doc["data"]["stream"]
+    band = top["best_band"]
+    assert band["review_share"] == 0.1 and band["review_rate"] <= 0.1 + 1e-9
+    # A band of width 0 at 0.5 is one of the bands it chose from.
+    assert band["hitl_accuracy"] >= top["ai_accuracy"] - 1e-9
+    assert band["pass_below"] <= band["reject_above"]
+    from training.loop_bench import table
+
+    rows = {line.split()[0]: line for line in table(doc).splitlines()}
+    assert f"{band['hitl_accuracy']:.4f}" in rows["hindsight"] and str(top["labels"]) in rows["ceiling"]
+
+
+def test_best_band_errs_least_of_all_bands_within_the_share():
+    from edge.decision import HOLD, PASS, REJECT, decide
+    from training.loop_sim import best_band
+
+    rng = np.random.default_rng(4)
+    for trial in range(20):
+        y = rng.integers(0, 2, 60)
+        s = np.clip(rng.normal(0.3 + 0.4 * y, 0.2), 0, 1).round(2)  # rounded: ties that no threshold can split
+        share = (0.0, 0.05, 0.1, 0.2)[trial % 4]
+
+        def outcome(pb, ra):
+            acts = np.array([decide(float(v), pb, ra).action for v in s])
+            wrong = ((acts == PASS) & (y == 1)) | ((acts == REJECT) & (y == 0))
+            return int(wrong.sum()), int(((acts == PASS) & (y == 1)).sum()), float(np.mean(acts == HOLD))
+
+        pb, ra = best_band(s, y, share)
+        errors, escapes, held = outcome(pb, ra)
+        assert held <= share + 1e-9
+        cuts = np.concatenate([[0.0], np.unique(s) + 1e-6, [1.5]])
+        for lo in cuts:
+            for hi in cuts[cuts >= lo]:
+                e, esc, h = outcome(lo, hi)
+                if h <= share + 1e-9:
+                    assert (errors, escapes) <= (e, esc), (trial, lo, hi)

@@ -91,6 +91,11 @@ def register_bench(bench_sub: argparse._SubParsersAction) -> None:
     b.add_argument("--augment-artefacts", action="store_true",
                    help="also paint synthetic artefacts during training (off: the line's artefacts are new to the seed model)")
     b.add_argument("--seed", type=int, default=0, help="random seed for split, artefacts, audits and training")
+    b.add_argument("--ceiling", type=float, default=None, nargs="?", const=0.03, metavar="SHARE",
+                   help="also train a model on every seed and stream part, labelled, and report it at its "
+                        "calibrated thresholds and at the best band of at most SHARE (default 0.03) of the test "
+                        "parts, chosen with hindsight: the bound on what more labels could buy (one more long "
+                        "training)")
     b.add_argument("--json", action="store_true", help="print one JSON object")
     b.add_argument("--plot", type=Path, default=None, metavar="FILE.png", help="draw the rates against labels")
     b.add_argument("--quiet", action="store_true", help="no progress on stderr")

@@ -36,7 +36,11 @@ Figures on the test set, for the current model at its production thresholds:
 - ``auroc``: the model's ranking of the test parts, whatever its thresholds.
 
 Nothing here is tuned on the test set: thresholds come from the labelled calib
-images, promotion from the labelled gate images.
+images, promotion from the labelled gate images. The one exception is labelled as
+such: ``--ceiling SHARE`` also trains a model on every seed and stream part, labelled,
+and reports it both at its calibrated thresholds and at the band of at most SHARE of
+the test parts that errs least on the test labels (``best_band``) -- the bound on what
+any thresholds, and so any number of labels, could do with this detector.
 """
 from __future__ import annotations
 
@@ -49,8 +53,8 @@ from pathlib import Path
 import numpy as np
 
 from training.errors import DatasetError, TrainError
-from training.loop_sim import (Chain, Item, Prepared, SimConfig, figures_on, prepare, score_items, fit_band,
-                               workdir)
+from training.loop_sim import (Chain, Item, Prepared, SimConfig, best_band, figures_on, prepare, score_items,
+                               fit_band, workdir)
 
 FIGURES = ("ai_accuracy", "hitl_accuracy", "review_rate", "escape_rate", "false_reject_rate",
            "artefact_false_reject_rate", "auroc")
@@ -71,6 +75,7 @@ class LoopConfig:
     review_budget: float = 0.025
     false_reject_budget: float = 0.01
     augment_artefacts: bool = False
+    ceiling: float | None = None  # also train on every seed and stream part; best band of this share on test
 
     def __post_init__(self) -> None:
         if self.rounds < 1:
@@ -80,6 +85,8 @@ class LoopConfig:
         if not self.label_share or not all(0 < v < 1 for v in self.label_share) or not 0 <= self.audit_rate < 1:
             raise DatasetError(f"label-share ({','.join(map(str, self.label_share))}) must be shares in (0, 1) "
                                f"and audit-rate ({self.audit_rate}) in [0, 1)")
+        if self.ceiling is not None and not 0 <= self.ceiling < 1:
+            raise DatasetError(f"ceiling review share must be in [0, 1), got {self.ceiling}")
 
     def share_for_round(self, r: int) -> float:
         """The labelling band of round ``r`` (1-based) as a share of its slice."""
@@ -103,7 +110,8 @@ class Progress:
 
     def __call__(self, round_no: int | str, phase: str) -> None:
         if not self.quiet:
-            print(f"[{time.perf_counter() - self.t0:7.1f} s] round {round_no}: {phase}", file=sys.stderr, flush=True)
+            where = f"round {round_no}" if isinstance(round_no, int) else round_no
+            print(f"[{time.perf_counter() - self.t0:7.1f} s] {where}: {phase}", file=sys.stderr, flush=True)
 
 
 def run(cfg: LoopConfig, progress: Progress | None = None, prepared: Prepared | None = None) -> dict:
@@ -167,9 +175,38 @@ def run(cfg: LoopConfig, progress: Progress | None = None, prepared: Prepared | 
                 rows[name].append(row)
                 progress(r, f"{name}: {'promoted' if info['promoted'] else 'kept the current model'}; test "
                             + ", ".join(f"{k} {row[k]:.4f}" for k in ("hitl_accuracy", "review_rate", "escape_rate")))
-    return {"rounds": rows["uncertainty"], "random_baseline": rows["random"],
+        extra = {}
+        if cfg.ceiling is not None:
+            extra["ceiling"] = _ceiling(cfg.ceiling, Chain("ceiling", hw, Path(tmp), train_cfg, budgets, rule),
+                                        prepared, progress)
+    return {"rounds": rows["uncertainty"], "random_baseline": rows["random"], **extra,
             "data": {"path": str(cfg.data), **prepared.stats},
             "config": _config_dict(cfg), "seconds": round(time.perf_counter() - started, 1)}
+
+
+def _ceiling(share: float, chain: Chain, prepared: Prepared, progress: Progress) -> dict:
+    """What labels alone could buy this detector: a model trained on every seed and stream part, labelled.
+
+    Reported at its calibrated thresholds, and at the band of at most ``share`` of the test
+    parts that leaves the fewest wrong decisions, chosen with hindsight (``best_band``): no
+    thresholds calibrated on labelled parts do better than that on the test set, so targets
+    it misses are out of this detector's reach at any label count.
+    """
+    everything = weighted(prepared.seed + prepared.stream, 1.0)  # every part labelled: a uniform sample
+    progress("ceiling", f"training on all {len(everything)} seed and stream parts, every one labelled")
+    chain.add_labels(everything)
+    info = chain.retrain()
+    scores = score_items(chain.detector, prepared.test)
+    row = _report("ceiling", chain, info, prepared, new=len(everything), scores=scores)
+    pass_below, reject_above = best_band(scores, np.array([it.label for it in prepared.test]), share)
+    fig = figures_on(scores, prepared.test, pass_below, reject_above)
+    row["best_band"] = {"review_share": share, "pass_below": round(pass_below, 6),
+                        "reject_above": round(reject_above, 6), **{k: _num(v) for k, v in asdict(fig).items()}}
+    progress("ceiling", "test " + ", ".join(f"{k} {row[k]:.4f}" for k in ("hitl_accuracy", "review_rate",
+                                                                          "escape_rate"))
+             + "; best band with hindsight " + ", ".join(f"{k} {row['best_band'][k]:.4f}" for k in
+                                                      ("hitl_accuracy", "review_rate", "escape_rate")))
+    return row
 
 
 def _run_line(part: list[Item], scores: np.ndarray, pass_below: float, reject_above: float, audit_rate: float,
@@ -192,10 +229,12 @@ def weighted(items: list[Item], weight: float) -> list[Item]:
     return [replace(it, weight=weight) for it in items]
 
 
-def _report(r: int, chain: Chain, info: dict, prepared: Prepared, new: int) -> dict:
+def _report(r: int | str, chain: Chain, info: dict, prepared: Prepared, new: int,
+            scores: np.ndarray | None = None) -> dict:
     det = chain.detector
     t = det.thresholds
-    fig = figures_on(score_items(det, prepared.test), prepared.test, t.pass_below, t.reject_above)
+    scores = score_items(det, prepared.test) if scores is None else scores
+    fig = figures_on(scores, prepared.test, t.pass_below, t.reject_above)
     out = {"round": r, "labels": len(chain.labelled), "new_labels": new}
     out.update({k: _num(v) for k, v in asdict(fig).items()})
     out.update(model=det.version, pass_below=round(t.pass_below, 6), reject_above=round(t.reject_above, 6),
@@ -225,7 +264,7 @@ def main(args) -> int:
                      label_share=args.label_share, audit_rate=args.audit_rate, escape_budget=args.escape_budget,
                      review_budget=args.review_budget, false_reject_budget=args.false_reject_budget,
                      augment_artefacts=args.augment_artefacts, widths=args.widths,
-                     dihedral_mean=not args.single_view)
+                     dihedral_mean=not args.single_view, ceiling=args.ceiling)
     doc = run(cfg, Progress(args.quiet))
     if args.plot is not None:
         from training.loop_plot import plot
@@ -244,10 +283,19 @@ def table(doc: dict) -> str:
     head = f"{'':>12} {'round':>5} {'labels':>6} " + " ".join(f"{k.replace('_rate', '').replace('_', ' '):>14}"
                                                            for k in FIGURES)
     lines = [head]
-    for name, rows in (("uncertainty", doc["rounds"]), ("random", doc["random_baseline"])):
+    groups = [("uncertainty", doc["rounds"]), ("random", doc["random_baseline"])]
+    if "ceiling" in doc:
+        top = doc["ceiling"]
+        groups += [("ceiling", [top]), ("hindsight", [{**top["best_band"], "round": top["round"],
+                                                       "labels": top["labels"]}])]
+    for name, rows in groups:
         for row in rows:
             vals = " ".join(f"{'-' if row[k] is None else format(row[k], '.4f'):>14}" for k in FIGURES)
             lines.append(f"{name:>12} {row['round']:>5} {row['labels']:>6} {vals}")
     lines.append(f"data: {doc['data'].get('seed')} seed, {doc['data'].get('stream')} stream, "
                  f"{doc['data'].get('test')} test images; {doc['seconds']} s")
+    if "ceiling" in doc:
+        lines.append(f"ceiling: a model trained on every seed and stream part, at its calibrated thresholds; "
+                     f"hindsight: the same model with the band of at most {doc['ceiling']['best_band']['review_share']} "
+                     f"of the test parts that errs least, chosen on the test labels (a bound, not a result)")
     return "\n".join(lines)
