@@ -193,10 +193,22 @@ def test_ceiling_trains_on_every_stream_part_and_bounds_the_thresholds(bench):
     # A band of width 0 at 0.5 is one of the bands it chose from.
     assert band["hitl_accuracy"] >= top["ai_accuracy"] - 1e-9
     assert band["pass_below"] <= band["reject_above"]
+    within = top["escape_budget_band"]
+    assert within["review_rate"] <= 0.1 + 1e-9 and within["escape_rate"] <= doc["config"]["escape_budget"]
+    assert within["hitl_accuracy"] <= band["hitl_accuracy"]
     from training.loop_bench import table
 
     rows = {line.split()[0]: line for line in table(doc).splitlines()}
     assert f"{band['hitl_accuracy']:.4f}" in rows["hindsight"] and str(top["labels"]) in rows["ceiling"]
+
+
+def test_plot_marks_the_ceiling(bench, tmp_path):
+    from training.loop_plot import plot
+
+    doc, _ = bench
+    with_lines = cv2.imread(str(plot(doc, tmp_path / "with.png")))
+    without = cv2.imread(str(plot({k: v for k, v in doc.items() if k != "ceiling"}, tmp_path / "without.png")))
+    assert with_lines.shape == without.shape and (with_lines != without).any()
 
 
 def test_best_band_errs_least_of_all_bands_within_the_share():
@@ -214,12 +226,15 @@ def test_best_band_errs_least_of_all_bands_within_the_share():
             wrong = ((acts == PASS) & (y == 1)) | ((acts == REJECT) & (y == 0))
             return int(wrong.sum()), int(((acts == PASS) & (y == 1)).sum()), float(np.mean(acts == HOLD))
 
-        pb, ra = best_band(s, y, share)
-        errors, escapes, held = outcome(pb, ra)
-        assert held <= share + 1e-9
+        errors, escapes, held = outcome(*best_band(s, y, share))
+        cap = (1.0, 0.0, 0.05, 0.1)[trial % 4 - 1]
+        capped_e, capped_esc, capped_held = outcome(*best_band(s, y, share, max_escape_rate=cap))
+        assert held <= share + 1e-9 and capped_held <= share + 1e-9 and capped_esc <= cap * y.sum()
         cuts = np.concatenate([[0.0], np.unique(s) + 1e-6, [1.5]])
         for lo in cuts:
             for hi in cuts[cuts >= lo]:
                 e, esc, h = outcome(lo, hi)
                 if h <= share + 1e-9:
                     assert (errors, escapes) <= (e, esc), (trial, lo, hi)
+                    if esc <= cap * y.sum():
+                        assert (capped_e, capped_esc) <= (e, esc), (trial, lo, hi)

@@ -1,7 +1,8 @@
 """``qc bench loop --plot FILE.png``: the loop's test-set rates against the number of labels.
 
 Solid lines are the uncertainty-driven rounds, dashed lines the random baseline at
-the same label counts; one colour per rate. matplotlib (Agg backend, no display) is
+the same label counts; one colour per rate. With ``--ceiling``, dotted horizontal lines
+mark the fully labelled model at its best band chosen with hindsight. matplotlib (Agg backend, no display) is
 imported only here, only when a plot is asked for.
 """
 from __future__ import annotations
@@ -36,10 +37,15 @@ def plot(doc: dict, path: Path) -> Path:
             if pts:
                 xs, ys = zip(*pts)
                 ax.plot(xs, ys, style, color=colour, marker="o" if style == "-" else "x", label=label + suffix)
+        best = doc.get("ceiling", {}).get("best_band")
+        if best is not None and _value(best, key) is not None:
+            ax.axhline(_value(best, key), color=colour, linestyle=":", linewidth=1.2,
+                       label=f"{label}, ceiling (hindsight)")
     for r in doc["rounds"]:
         ax.annotate(f"r{r['round']}", (r["labels"], 1.0), xycoords=("data", "axes fraction"), ha="center",
                     va="bottom", fontsize=8)
     ax.set_yscale("symlog", linthresh=0.01)
+    ax.set_ylim(bottom=0.0)  # rates: symlog would otherwise mirror a decade below zero
     ax.set_xlabel("labels (seed set + oracle verdicts)")
     ax.set_ylabel("rate on the test set")
     d = doc.get("data", {})

@@ -331,18 +331,21 @@ def fit_band(pass_below: float, reject_above: float, scores: np.ndarray, share: 
     return pass_below, max(pass_below, reject_above)
 
 
-def best_band(scores: np.ndarray, labels: np.ndarray, share: float) -> tuple[float, float]:
+def best_band(scores: np.ndarray, labels: np.ndarray, share: float,
+              max_escape_rate: float = 1.0) -> tuple[float, float]:
     """The band holding at most ``share`` of the parts that leaves the fewest wrong line decisions.
 
     Chosen with hindsight, from the labels of the very parts it is applied to: not a
     calibration but the bound on what any thresholds could do with these scores (the
     benchmark's ceiling report). Wrong decisions are escapes (defects PASSed) plus false
-    rejects; ties go to fewer escapes, then to the narrower band.
+    rejects; ties go to fewer escapes, then to the narrower band. Only bands that pass at
+    most ``max_escape_rate`` of the defects count; one always does (passing nothing).
     """
     s = np.asarray(scores, dtype=np.float64)
     order = np.argsort(s, kind="stable")
     ss, yy = s[order], np.asarray(labels, dtype=np.int64)[order]
     n = len(ss)
+    max_escapes = max_escape_rate * int(yy.sum()) + 1e-9
     below_def = np.concatenate([[0], np.cumsum(yy)])  # defects under cut i (the i lowest scores)
     from_good = int((1 - yy).sum()) - np.concatenate([[0], np.cumsum(1 - yy)])  # good parts at or above cut i
     # A cut between two equal scores cannot be drawn with a threshold.
@@ -351,7 +354,7 @@ def best_band(scores: np.ndarray, labels: np.ndarray, share: float) -> tuple[flo
     best: tuple[int, int, int, int] | None = None  # (errors, escapes, width, lo)
     for width in range(int(share * n) + 1):
         lo = np.arange(n - width + 1)
-        ok = cuttable[lo] & cuttable[lo + width]
+        ok = cuttable[lo] & cuttable[lo + width] & (below_def[lo] <= max_escapes)
         if not ok.any():
             continue
         lo = lo[ok]
