@@ -296,7 +296,8 @@ def table(doc: dict) -> str:
     for name, rows in groups:
         for row in rows:
             vals = " ".join(f"{'-' if row[k] is None else format(row[k], '.4f'):>14}" for k in FIGURES)
-            lines.append(f"{name:>12} {row['round']:>5} {row['labels']:>6} {vals}")
+            lines.append(f"{name:>12} {row['round'] if isinstance(row['round'], int) else '-':>5} "
+                         f"{row['labels']:>6} {vals}")
     lines.append(f"data: {doc['data'].get('seed')} seed, {doc['data'].get('stream')} stream, "
                  f"{doc['data'].get('test')} test images; {doc['seconds']} s")
     if "ceiling" in doc:
