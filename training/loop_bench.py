@@ -151,8 +151,7 @@ def run(cfg: LoopConfig, progress: Progress | None = None, prepared: Prepared | 
         chains["random"].adopt(chains["uncertainty"])
         rows["uncertainty"].append(row)
         rows["random"].append(dict(row))
-        progress(0, "seed model; test " + ", ".join(f"{k} {row[k]:.4f}" for k in ("hitl_accuracy", "review_rate",
-                                                                                  "escape_rate")))
+        progress(0, "seed model; test " + _brief(row))
         for r in range(1, cfg.rounds + 1):
             part = [prepared.stream[i] for i in slices[r - 1]]
             unc = chains["uncertainty"]
@@ -174,22 +173,22 @@ def run(cfg: LoopConfig, progress: Progress | None = None, prepared: Prepared | 
                     row["line"] = line
                 rows[name].append(row)
                 progress(r, f"{name}: {'promoted' if info['promoted'] else 'kept the current model'}; test "
-                            + ", ".join(f"{k} {row[k]:.4f}" for k in ("hitl_accuracy", "review_rate", "escape_rate")))
+                            + _brief(row))
         extra = {}
         if cfg.ceiling is not None:
-            extra["ceiling"] = _ceiling(cfg.ceiling, cfg.escape_budget, Chain("ceiling", hw, Path(tmp), train_cfg, budgets, rule),
-                                        prepared, progress)
+            extra["ceiling"] = _ceiling(cfg, Chain("ceiling", hw, Path(tmp), train_cfg, budgets, rule), prepared,
+                                        progress)
     return {"rounds": rows["uncertainty"], "random_baseline": rows["random"], **extra,
             "data": {"path": str(cfg.data), **prepared.stats},
             "config": _config_dict(cfg), "seconds": round(time.perf_counter() - started, 1)}
 
 
-def _ceiling(share: float, escape_budget: float, chain: Chain, prepared: Prepared, progress: Progress) -> dict:
+def _ceiling(cfg: LoopConfig, chain: Chain, prepared: Prepared, progress: Progress) -> dict:
     """What labels alone could buy this detector: a model trained on every seed and stream part, labelled.
 
-    Reported at its calibrated thresholds, and at two bands of at most ``share`` of the test
-    parts chosen with hindsight (``best_band``): the one that leaves the fewest wrong
-    decisions, and the one that does so passing at most ``escape_budget`` of the defects. No
+    Reported at its calibrated thresholds, and at two bands of at most ``cfg.ceiling`` of the
+    test parts chosen with hindsight (``best_band``): the one that leaves the fewest wrong
+    decisions, and the one that does so passing at most ``cfg.escape_budget`` of the defects. No
     thresholds calibrated on labelled parts do better on the test set, so targets these
     miss together are out of this detector's reach at any label count.
     """
@@ -200,17 +199,19 @@ def _ceiling(share: float, escape_budget: float, chain: Chain, prepared: Prepare
     scores = score_items(chain.detector, prepared.test)
     row = _report("ceiling", chain, info, prepared, new=len(everything), scores=scores)
     labels = np.array([it.label for it in prepared.test])
-    for key, max_escape in (("best_band", 1.0), ("escape_budget_band", escape_budget)):
-        pass_below, reject_above = best_band(scores, labels, share, max_escape)
+    for key, max_escape in (("best_band", 1.0), ("escape_budget_band", cfg.escape_budget)):
+        pass_below, reject_above = best_band(scores, labels, cfg.ceiling, max_escape)
         fig = figures_on(scores, prepared.test, pass_below, reject_above)
-        row[key] = {"review_share": share, "pass_below": round(pass_below, 6), "reject_above": round(reject_above, 6),
-                    **{k: _num(v) for k, v in asdict(fig).items()}}
-    progress("ceiling", "test " + ", ".join(f"{k} {row[k]:.4f}" for k in ("hitl_accuracy", "review_rate",
-                                                                          "escape_rate"))
-             + "; with hindsight, fewest errors " + ", ".join(f"{k} {row['best_band'][k]:.4f}" for k in
-                                                           ("hitl_accuracy", "review_rate", "escape_rate"))
-             + f"; within the escape budget, hitl {row['escape_budget_band']['hitl_accuracy']:.4f}")
+        row[key] = {"review_share": cfg.ceiling, "pass_below": round(pass_below, 6),
+                    "reject_above": round(reject_above, 6), **{k: _num(v) for k, v in asdict(fig).items()}}
+    progress("ceiling", f"test {_brief(row)}; with hindsight, fewest errors {_brief(row['best_band'])}; "
+                        f"within the escape budget, hitl {row['escape_budget_band']['hitl_accuracy']:.4f}")
     return row
+
+
+def _brief(row: dict) -> str:
+    """The progress line's test figures."""
+    return ", ".join(f"{k} {row[k]:.4f}" for k in ("hitl_accuracy", "review_rate", "escape_rate"))
 
 
 def _run_line(part: list[Item], scores: np.ndarray, pass_below: float, reject_above: float, audit_rate: float,

@@ -2,8 +2,8 @@
 
 Solid lines are the uncertainty-driven rounds, dashed lines the random baseline at
 the same label counts; one colour per rate. With ``--ceiling``, dotted horizontal lines
-mark the fully labelled model at its best band chosen with hindsight. matplotlib (Agg backend, no display) is
-imported only here, only when a plot is asked for.
+mark the fully labelled model at its best band chosen with hindsight. matplotlib (Agg
+backend, no display) is imported only here, only when a plot is asked for.
 """
 from __future__ import annotations
 
