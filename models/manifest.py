@@ -3,8 +3,9 @@
 One ``manifest.json`` sits beside each model file in the registry
 (``<registry>/<version>/manifest.json``). It names the file with its size and
 sha256, describes the input tensor (shape, colour, scaling, optional ROI) and the
-output, carries the decision thresholds calibrated for this model, and records
-where the model came from (parent version, dataset, golden-set metrics).
+output, carries the decision thresholds calibrated for this model, says what network
+the file is (``detector``: family, input size, views, precision) and records where the
+model came from (parent version, dataset, golden-set metrics).
 
 The signature (Ed25519, made by the trainer) covers ``canonical_bytes()``: the
 manifest without its ``signature`` field, as JSON with sorted keys and compact
@@ -158,7 +159,7 @@ class Thresholds:
 
 # ------------------------------------------------------------------- manifest
 _FIELDS = ("schema", "version", "parent", "created_at", "file", "sha256", "bytes", "input", "output",
-           "thresholds", "labels", "dataset", "metrics", "signature")
+           "thresholds", "labels", "detector", "dataset", "metrics", "signature")
 _REQUIRED = ("schema", "version", "created_at", "file", "sha256", "bytes", "input", "output", "thresholds")
 
 
@@ -175,6 +176,9 @@ class Manifest:
     output: OutputSpec
     thresholds: Thresholds
     labels: tuple[str, ...] = ("ok", "def")
+    # What network the file is (family, its options, input size, views, precision); {} for models
+    # from before families were recorded. Written only when set, so older signatures still verify.
+    detector: dict = field(default_factory=dict)
     dataset: dict = field(default_factory=dict)  # hash and counts of the training data
     metrics: dict = field(default_factory=dict)  # golden-set results: escape rate, false rejects, AUROC ...
     signature: str = ""  # base64 Ed25519 over canonical_bytes(); "" when unsigned
@@ -206,7 +210,10 @@ class Manifest:
                 or not all(isinstance(x, str) and x for x in labels)):
             raise _bad("labels", f"must be a non-empty list of names, got {labels!r}")
         object.__setattr__(self, "labels", tuple(labels))
-        for key in ("dataset", "metrics"):
+        if self.detector and not (isinstance(self.detector, dict) and isinstance(self.detector.get("family"), str)
+                                  and self.detector["family"]):
+            raise _bad("detector", f"must be an object naming a family, got {self.detector!r}")
+        for key in ("detector", "dataset", "metrics"):
             value = getattr(self, key)
             if not isinstance(value, dict):
                 raise _bad(key, f"must be an object, got {type(value).__name__}")
@@ -219,11 +226,14 @@ class Manifest:
 
     # -------------------------------------------------------------- conversions
     def to_dict(self) -> dict[str, Any]:
-        return {"schema": self.schema, "version": self.version, "parent": self.parent,
-                "created_at": self.created_at, "file": self.file, "sha256": self.sha256, "bytes": self.bytes,
-                "input": self.input.to_dict(), "output": self.output.to_dict(),
-                "thresholds": self.thresholds.to_dict(), "labels": list(self.labels),
-                "dataset": self.dataset, "metrics": self.metrics, "signature": self.signature}
+        d = {"schema": self.schema, "version": self.version, "parent": self.parent,
+             "created_at": self.created_at, "file": self.file, "sha256": self.sha256, "bytes": self.bytes,
+             "input": self.input.to_dict(), "output": self.output.to_dict(),
+             "thresholds": self.thresholds.to_dict(), "labels": list(self.labels),
+             "dataset": self.dataset, "metrics": self.metrics, "signature": self.signature}
+        if self.detector:
+            d["detector"] = self.detector
+        return d
 
     @classmethod
     def from_dict(cls, d: Any) -> "Manifest":
@@ -279,14 +289,15 @@ def _section(d: dict, key: str, kind: type, required: tuple[str, ...]) -> Any:
 # ------------------------------------------------------------------- building
 def make_manifest(version: str, model_bytes: bytes, input: InputSpec, thresholds: Thresholds,
                   output: OutputSpec | None = None, parent: str | None = None, file: str = "model.onnx",
-                  dataset: dict | None = None, metrics: dict | None = None) -> Manifest:
+                  dataset: dict | None = None, metrics: dict | None = None, detector: dict | None = None) -> Manifest:
     """A new unsigned manifest for ``model_bytes`` (hash, size and creation time filled in)."""
     return Manifest(
         schema=SCHEMA, version=version, parent=parent,
         created_at=datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
         file=file, sha256=hashlib.sha256(model_bytes).hexdigest(), bytes=len(model_bytes),
         input=input, output=output or OutputSpec("score"), thresholds=thresholds,
-        dataset=dict(dataset or {}), metrics=dict(metrics or {}),
+        detector=dict(detector) if isinstance(detector, dict) else (detector or {}), dataset=dict(dataset or {}),
+        metrics=dict(metrics or {}),
     )
 
 

@@ -119,3 +119,18 @@ def test_frozen_specs_normalise_lists():
     spec = InputSpec("x", [1, 1, 8, 8], mean=[0], std=[1])
     assert spec.shape == (1, 1, 8, 8) and spec.mean == (0.0,) and spec.hw == (8, 8)
     assert OutputSpec("score").meaning == "defect_probability"
+
+
+def test_detector_section_round_trips_and_is_left_out_when_empty():
+    described = _manifest(detector={"family": "lite0", "blocks": 11, "input_hw": [224, 224], "views": 1})
+    assert Manifest.from_dict(json.loads(json.dumps(described.to_dict()))).detector["family"] == "lite0"
+    plain = _manifest()
+    # A manifest written before families were recorded has no such key, so its signed bytes are unchanged.
+    assert "detector" not in plain.to_dict() and b"detector" not in plain.canonical_bytes()
+    assert b'"family":"lite0"' in described.canonical_bytes()
+
+
+@pytest.mark.parametrize("bad", [{"blocks": 11}, {"family": ""}, ["lite0"], {"family": "x", "v": float("nan")}])
+def test_detector_section_must_name_a_family(bad):
+    with pytest.raises(ManifestError, match="detector"):
+        _manifest(detector=bad)
