@@ -12,7 +12,9 @@ Sources:
   (defect kind, artefact kinds) kept in each sample's ``meta``.
 
 ``dedup`` drops exact duplicates (content hash) and groups near-duplicates
-(training.dedup); ``split`` then assigns whole groups to train / val / golden.
+(training.dedup); ``split`` then assigns whole groups to train / val / golden. Both
+hashes of a file are taken from the image as read, before it is resized, so the same
+files fall into the same groups and splits whatever input size a model reads.
 """
 from __future__ import annotations
 
@@ -41,6 +43,16 @@ IMAGE_EXTS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp
 #: Photo folders are hashed: their copies are re-shot, rotated or re-augmented photographs.
 DISTINCT_PART_SOURCES = frozenset({"synthetic", "station"})
 _HELD_OUT = {"golden": 2, "val": 1, "train": 0}
+
+
+@dataclass(frozen=True)
+class FileJob:
+    """One labelled image file to read: its label, the split it was filed under, extra meta."""
+
+    path: Path
+    label: int
+    split: str | None = None
+    meta: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -131,29 +143,23 @@ class ImageSet:
     @classmethod
     def from_folders(cls, root: str | Path, hw: tuple[int, int], roi=None, workers: int = 2) -> "ImageSet":
         """Load ``root/{ok,def}/*`` or ``root/{train,val,test}/{ok,def}/*``."""
-        root = Path(root)
-        if not root.is_dir():
-            raise DatasetError(f"data folder {root} does not exist")
-        jobs: list[tuple[Path, int, str | None]] = []
-        for label, name in enumerate(LABELS):
-            jobs += [(p, label, None) for p in _images(root / name)]
-        for folder, split in FOLDER_SPLITS.items():
-            for label, name in enumerate(LABELS):
-                jobs += [(p, label, split) for p in _images(root / folder / name)]
-        if not jobs:
-            raise DatasetError(f"{root}: no images found; expected {root}/ok/* and {root}/def/* "
-                               f"(or {root}/train/ok/*, {root}/train/def/*, ...)")
+        return cls.from_files(folder_jobs(root), hw, roi, workers)
 
-        def load(job: tuple[Path, int, str | None]) -> Sample:
-            path, label, split = job
-            image = read_grey(path)
-            meta = {"source": "folder", "path": str(path), "sha": content_hash(image)}
-            if split:
-                meta["split"] = split
-            return Sample(fit_input(image, hw, roi), label, meta)
+    @classmethod
+    def from_files(cls, jobs: list["FileJob"], hw: tuple[int, int], roi=None, workers: int = 2) -> "ImageSet":
+        """Read labelled image files (each decoded once, in ``workers`` threads) into one set."""
+
+        def load(job: FileJob) -> Sample:
+            image = read_grey(job.path)
+            # Hashed as read: the groups must not depend on the input size of the model.
+            meta = {"source": "folder", "path": str(job.path), "sha": content_hash(image),
+                    "dhash": dihedral_hashes(image), **job.meta}
+            if job.split:
+                meta["split"] = job.split
+            return Sample(fit_input(image, hw, roi), job.label, meta)
 
         with ThreadPoolExecutor(max(1, workers)) as pool:  # imdecode and resize release the GIL
-            samples = list(pool.map(load, sorted(jobs, key=lambda j: str(j[0]))))
+            samples = list(pool.map(load, sorted(jobs, key=lambda j: str(j.path))))
         return cls(samples, hw, {"folder_images": len(samples)})
 
     @classmethod
@@ -199,7 +205,8 @@ class ImageSet:
             kept.append(max(copies, key=lambda s: _HELD_OUT.get(s.meta.get("split", "train"), 0)))
             dropped += len(copies) - 1
         photos = [s for s in kept if not is_distinct_part(s)]
-        groups = iter(group_near_duplicates([dihedral_hashes(s.image) for s in photos], max_bits))
+        hashes = [s.meta["dhash"] if "dhash" in s.meta else dihedral_hashes(s.image) for s in photos]
+        groups = iter(group_near_duplicates(hashes, max_bits))
         next_id = len(photos)
         out = []
         for s in kept:
@@ -276,6 +283,23 @@ class ImageSet:
         for sha, label in sorted((s.meta.get("sha") or content_hash(s.image), s.label) for s in self.samples):
             h.update(f"{sha}:{label}\n".encode())
         return h.hexdigest()
+
+
+def folder_jobs(root: str | Path) -> list[FileJob]:
+    """The labelled files of ``root/{ok,def}/*`` or ``root/{train,val,test}/{ok,def}/*``, not yet read."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"data folder {root} does not exist")
+    jobs: list[FileJob] = []
+    for label, name in enumerate(LABELS):
+        jobs += [FileJob(p, label) for p in _images(root / name)]
+    for folder, split in FOLDER_SPLITS.items():
+        for label, name in enumerate(LABELS):
+            jobs += [FileJob(p, label, split) for p in _images(root / folder / name)]
+    if not jobs:
+        raise DatasetError(f"{root}: no images found; expected {root}/ok/* and {root}/def/* "
+                           f"(or {root}/train/ok/*, {root}/train/def/*, ...)")
+    return jobs
 
 
 def _redraw_defect(gen, index: int, truth, severity: tuple[float, float]):

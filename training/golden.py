@@ -121,6 +121,8 @@ class GoldenSet:
             name = f"{sha}.png"
             atomic_write(self.root / name, buf.tobytes())
             meta = {k: s.meta[k] for k in _KEEP_META if k in s.meta}
+            if "dhash" in s.meta:  # the near-duplicate hash of the file as read (training.data)
+                meta["dhash"] = np.asarray(s.meta["dhash"], np.uint8).tobytes().hex()
             if s.meta.get("sha") and s.meta["sha"] != sha:
                 meta["source_sha"] = s.meta["sha"]  # the hash of the file it came from (before resizing)
             self.entries.append(GoldenEntry(sha, int(s.label), name, meta))
@@ -187,13 +189,26 @@ class GoldenSet:
         # only photographs are grouped.
         photos = [i for i, s in enumerate(kept) if not is_distinct_part(s)]
         gimages = self.images
-        hashes = [dihedral_hashes(g) for g in gimages] + [dihedral_hashes(kept[i].image) for i in photos]
+        # Hashes of the files as read where known (so the grouping matches ImageSet.dedup's at any input
+        # size), else of the stored images (golden sets frozen before files were hashed as read).
+        hashes = ([_stored_hash(e.meta, g) for e, g in zip(self.entries, gimages)]
+                  + [_sample_hash(kept[i]) for i in photos])
         groups = group_near_duplicates(hashes, max_bits)
         tainted = set(groups[:len(gimages)])
         drop = {photos[k] for k, g in enumerate(groups[len(gimages):]) if g in tainted}
         out = [s for i, s in enumerate(kept) if i not in drop]
         stats = {**data.stats, "golden_excluded": len(data) - len(out), "images": len(out)}
         return ImageSet(out, data.hw, stats)
+
+
+def _stored_hash(meta: dict, image: np.ndarray) -> np.ndarray:
+    if isinstance(meta.get("dhash"), str):
+        return np.frombuffer(bytes.fromhex(meta["dhash"]), np.uint8).reshape(8, -1)
+    return dihedral_hashes(image)
+
+
+def _sample_hash(sample: Sample) -> np.ndarray:
+    return sample.meta["dhash"] if "dhash" in sample.meta else dihedral_hashes(sample.image)
 
 
 def _golden_size_sha(image: np.ndarray, hw: tuple[int, int]) -> str:
