@@ -10,6 +10,7 @@ from models.registry import Registry
 from training.data import ImageSet, fit_input, roi_fractions
 from training.errors import ParityError
 from training.export import export_onnx
+from training.family import NetSpec
 from training.pipeline import build_model
 from training.train import TrainConfig, predict
 
@@ -24,7 +25,7 @@ def built(tmp_path_factory):
     data = ImageSet.from_synthetic(96, HW, seed=SEED, defect_rate=0.5)
     for i, s in enumerate(data.samples):
         s.meta["split"] = ("train", "train", "val", "golden")[i % 4]
-    cfg = TrainConfig(epochs=1, batch_size=16, widths=(8, 8, 16), progress=False, seed=SEED)
+    cfg = TrainConfig(epochs=1, batch_size=16, net=NetSpec(widths=(8, 8, 16)), progress=False, seed=SEED)
     result = build_model(data.dedup(), "1.2.3", cfg, roi=roi, log=None)
     root = tmp_path_factory.mktemp("registry")
     where = Registry(root).add(result.manifest, result.model_bytes)
@@ -62,7 +63,7 @@ def test_export_refuses_when_parity_fails(built):
 def test_training_is_reproducible():
     data = ImageSet.from_synthetic(32, HW, seed=3, defect_rate=0.5)
     X, y = data.arrays()
-    cfg = TrainConfig(epochs=1, batch_size=16, widths=(8, 8), progress=False, seed=5)
+    cfg = TrainConfig(epochs=1, batch_size=16, net=NetSpec(widths=(8, 8)), progress=False, seed=5)
     from training.train import train
 
     a = train(X, y, X[:8], y[:8], cfg, log=None)
@@ -74,7 +75,7 @@ def test_dihedral_mean_model_scores_every_rotation_and_flip_alike_on_the_edge(tm
     """The released graph averages the 8 views: the edge scores a part the same however it lies,
     and the plain net (one view) does not."""
     data = ImageSet.from_synthetic(64, HW, seed=SEED, defect_rate=0.5).dedup()
-    cfg = TrainConfig(epochs=1, batch_size=16, widths=(8, 8, 16), progress=False, seed=SEED, dihedral_mean=True)
+    cfg = TrainConfig(epochs=1, batch_size=16, net=NetSpec(widths=(8, 8, 16)), progress=False, seed=SEED, dihedral_mean=True)
     result = build_model(data, "1.0.0", cfg, log=None)
     assert result.export.parity_max_diff < 1e-4
     det = Detector.load(Registry(tmp_path).add(result.manifest, result.model_bytes), roi=(0, 0, HW[1], HW[0]))

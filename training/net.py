@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-DEFAULT_WIDTHS = (8, 16, 24, 32, 48)
+from training.family import DEFAULT_WIDTHS
 
 
 def _block(cin: int, cout: int) -> nn.Sequential:
@@ -62,7 +62,7 @@ class DihedralMean(nn.Module):
     ranks parts more steadily than any one view. Exported as one graph (8 views in one batch).
     """
 
-    def __init__(self, net: DefectNet):
+    def __init__(self, net: nn.Module):
         super().__init__()
         self.net = net
 

@@ -99,6 +99,7 @@ class GateSection:
 
 @_frozen
 class TrainSection:
+    family: str = "defectnet"  # detector family (training.family), or "auto": by data size (training.defaults)
     epochs: int = 14
     seed: int = 0
     val: float = 0.15
@@ -111,6 +112,8 @@ class TrainSection:
     fine_tune_lr: float = 1e-3
 
     def __post_init__(self) -> None:
+        if self.family not in ("auto", "defectnet", "lite0"):
+            raise field_error("family", f"must be auto, defectnet or lite0, got {self.family!r}")
         check_range("epochs", self.epochs, 1)
         check_range("fine_tune_epochs", self.fine_tune_epochs, 1)
         check_range("fine_tune_lr", self.fine_tune_lr, 1e-6, 1.0)
@@ -325,6 +328,8 @@ class TrainServer:
             return result
 
     def _retrain(self, reason: str) -> dict:
+        from training.defaults import family_for
+        from training.family import NetSpec
         from training.pipeline import Budgets
         from training.train import TrainConfig
 
@@ -335,13 +340,14 @@ class TrainServer:
         current = self.registry.current_version()
         version = next_version(self.registry, cfg.train.first_version)
         build = self._build or _default_build()
-        parent = self._fine_tune_parent(current)
+        net = NetSpec(cfg.train.family if cfg.train.family != "auto" else family_for(len(train_set)))
+        parent = self._fine_tune_parent(current, net)
         if parent is not None:
             tcfg = TrainConfig(epochs=cfg.train.fine_tune_epochs, lr=cfg.train.fine_tune_lr, seed=cfg.train.seed,
-                               progress=False, init_model=parent)
+                               progress=False, init_model=parent, net=net)
             print(f"fine-tuning {current} for {tcfg.epochs} epochs", file=self._log_to, flush=True)
         else:
-            tcfg = TrainConfig(epochs=cfg.train.epochs, seed=cfg.train.seed, progress=False)
+            tcfg = TrainConfig(epochs=cfg.train.epochs, seed=cfg.train.seed, progress=False, net=net)
         built = build(train_set, version, tcfg,
                       Budgets(cfg.train.escape_budget, cfg.train.review_budget, cfg.train.false_reject_budget,
                               review_cost=cfg.gate.review_weight),
@@ -361,17 +367,16 @@ class TrainServer:
             out["announced"] = {"lines": list(cfg.mqtt.lines), "manifest_url": ann.manifest_url}
         return out
 
-    def _fine_tune_parent(self, current: str | None) -> Path | None:
+    def _fine_tune_parent(self, current: str | None, net) -> Path | None:  # noqa: ANN001 (training.family.NetSpec)
         """The current model's folder when warm start is on and its weights fit this trainer's network."""
         if not (self.cfg.train.warm_start and current):
             return None
         from training.errors import TrainError
-        from training.train import TrainConfig
         from training.warmstart import load_parent
 
         folder = self.registry.version_dir(current)
         try:
-            load_parent(folder, TrainConfig().widths)
+            load_parent(folder, net)
         except (TrainError, QcError) as exc:
             print(f"training from scratch: {exc}", file=self._log_to, flush=True)
             return None

