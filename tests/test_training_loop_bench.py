@@ -186,7 +186,8 @@ def test_reviewed_parts_carry_the_line_parts_they_stand_for():
 
 def test_ceiling_trains_on_every_stream_part_and_bounds_the_thresholds(bench):
     doc, _ = bench
-    top = doc["ceiling"]
+    top = doc["ceilings"][0]
+    assert top["family"] == "defectnet" and top["size"] == HW[0]
     assert top["labels"] == doc["data"]["seed"] + doc["data"]["stream"]
     band = top["best_band"]
     assert band["review_share"] == 0.1 and band["review_rate"] <= 0.1 + 1e-9
@@ -199,7 +200,7 @@ def test_ceiling_trains_on_every_stream_part_and_bounds_the_thresholds(bench):
     from training.loop_bench import table
 
     rows = {line.split()[0]: line for line in table(doc).splitlines()}
-    assert f"{band['hitl_accuracy']:.4f}" in rows["hindsight"] and str(top["labels"]) in rows["ceiling"]
+    assert f"{band['hitl_accuracy']:.4f}" in rows["hindsight"] and str(top["labels"]) in rows["defectnet"]
 
 
 def test_plot_marks_the_ceiling(bench, tmp_path):
@@ -207,7 +208,7 @@ def test_plot_marks_the_ceiling(bench, tmp_path):
 
     doc, _ = bench
     with_lines = cv2.imread(str(plot(doc, tmp_path / "with.png")))
-    without = cv2.imread(str(plot({k: v for k, v in doc.items() if k != "ceiling"}, tmp_path / "without.png")))
+    without = cv2.imread(str(plot({k: v for k, v in doc.items() if k != "ceilings"}, tmp_path / "without.png")))
     assert with_lines.shape == without.shape and (with_lines != without).any()
 
 
@@ -238,3 +239,32 @@ def test_best_band_errs_least_of_all_bands_within_the_share():
                     assert (errors, escapes) <= (e, esc), (trial, lo, hi)
                     if esc <= cap * y.sum():
                         assert (capped_e, capped_esc) <= (e, esc), (trial, lo, hi)
+
+
+def test_every_input_size_gets_the_same_groups_and_test_parts(folder):
+    """Groups are hashed from the images as read, so families at different sizes meet the same test set."""
+    root, _ = folder
+    splits = []
+    for side in (32, 48, 64):
+        p = prepare(ImageSet.from_folders(root, (side, side)), SimConfig(seed_size=30, seed=1))
+        splits.append({name: sorted(it.sample.meta["sha"] for it in getattr(p, name))
+                       for name in ("seed", "stream", "test")})
+    assert splits[0] == splits[1] == splits[2]
+
+
+def test_solar_cell_set_reads_labels_csv_with_probability_threshold(tmp_path):
+    from training import elpv
+
+    (tmp_path / "images").mkdir()
+    rows = []
+    for i, prob in enumerate((0.0, 1 / 3, 2 / 3, 1.0)):
+        image = np.full((40, 40), 60 + 40 * i, np.uint8)
+        assert cv2.imwrite(str(tmp_path / "images" / f"cell{i:04d}.png"), image)
+        rows.append(f"images/cell{i:04d}.png  {prob}  {'mono' if i % 2 else 'poly'}")
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    data = elpv.load((16, 16), root=tmp_path)
+    assert [s.label for s in data.samples] == [0, 0, 1, 1]  # probability >= 0.5 is defective
+    assert data.samples[1].meta["cell_type"] == "mono" and data.samples[2].meta["defect_probability"] == 2 / 3
+    (tmp_path / "labels.csv").write_text("images/cell0000.png  high  mono\n")
+    with pytest.raises(DatasetError, match="line 1"):
+        elpv.load((16, 16), root=tmp_path)

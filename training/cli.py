@@ -19,11 +19,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--data", type=Path, action="append", default=[], metavar="DIR",
                      help="seed image folder (repeatable); images are read in place, never copied")
     run.add_argument("--synthetic", type=int, default=0, metavar="N", help="also train on N synthetic parts")
-    run.add_argument("--epochs", type=int, default=14)
+    run.add_argument("--family", default="auto", choices=("auto", "defectnet", "lite0"),
+                     help="detector family (default auto: lite0, pretrained, below 3,000 images; defectnet above)")
+    run.add_argument("--epochs", type=int, default=None,
+                     help="training epochs (default: by family and data size, training.defaults)")
     run.add_argument("--out", type=Path, default=Path("var/models"), help="model registry folder (default var/models)")
     run.add_argument("--version", default=None, help="version name (default: a UTC timestamp)")
     run.add_argument("--parent", default=None, help="version this one replaces")
-    run.add_argument("--size", type=int, default=128, help="model input side in pixels (default 128)")
+    run.add_argument("--size", type=int, default=None,
+                     help="model input side in pixels (default: the family's, defectnet 128, lite0 224)")
+    run.add_argument("--freeze", type=int, default=0,
+                     help="lite0: keep the stem and the first N blocks at their ImageNet weights (faster)")
+    run.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
+                     help="training arithmetic (default auto: bf16 autocast where the CPU or GPU has it)")
+    run.add_argument("--int8", action="store_true",
+                     help="release an int8-quantised graph when its scores stay within 0.02 of float32 "
+                          "(both timings are printed)")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--escape-budget", type=float, default=0.005, help="share of defects that may pass (0.005)")
     run.add_argument("--review-budget", type=float, default=0.05, help="share of parts sent to review (0.05)")
@@ -63,13 +74,41 @@ Figures on the test set (current model, production thresholds):
 """
 
 
+TRAIN_HELP = """How fast the trainer trains each detector family, against this machine's limit.
+
+Per family at its default input size, in one process: one epoch of the trainer's own loop
+(augmentation, tensors, forward, backward, step) over --images synthetic parts; the same
+network's bare forward + backward + step on one prepared batch (the limit); their ratio;
+seconds per epoch scaled to 5,000 images; and the exported model's single-thread
+onnxruntime time, float32 and int8. --full DIR also times a whole default training on DIR.
+"""
+
+
 def register_bench(bench_sub: argparse._SubParsersAction) -> None:
+    t = bench_sub.add_parser("train", help="trainer throughput per detector family vs the raw step limit",
+                             description=TRAIN_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    t.add_argument("--family", type=_families, default=None, metavar="F[,F...]",
+                   help="families to measure (default: all)")
+    t.add_argument("--images", type=int, default=5000, help="training images in the measured epoch (default 5000)")
+    t.add_argument("--batch-size", type=int, default=64, help="batch size (default 64, the trainer's)")
+    t.add_argument("--threads", type=int, default=2, help="intra-op threads (default 2)")
+    t.add_argument("--full", type=Path, default=None, metavar="DIR",
+                   help="also time a whole default training (qc train run) on this labelled folder")
+    t.add_argument("--json", action="store_true", help="print one JSON object")
+    t.set_defaults(func=lambda args: __import__("training.train_bench", fromlist=["main"]).main(args))
+
     b = bench_sub.add_parser("loop", help="the learning loop on a labelled folder, uncertainty vs random labels",
                              description=LOOP_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    b.add_argument("--data", type=Path, default=Path("../shared/datasets/casting"), metavar="DIR",
-                   help="labelled folder (default ../shared/datasets/casting, from the current folder)")
+    b.add_argument("--data", type=Path, default=Path("../shared/datasets/casting"), metavar="DIR|elpv",
+                   help="labelled folder (default ../shared/datasets/casting, from the current folder), or elpv: "
+                        "the solar-cell photographs of the installed elpv-dataset package (defect probability "
+                        ">= 0.5 is defective)")
     b.add_argument("--seed-size", type=int, default=200, help="labelled seed images (default 200)")
-    b.add_argument("--rounds", type=int, default=3, help="retraining rounds (default 3)")
+    b.add_argument("--rounds", type=int, default=3, help="retraining rounds (default 3; 0 with --ceiling: the "
+                                                             "ceiling only)")
+    b.add_argument("--family", type=_families, default=("defectnet",), metavar="F[,F...]",
+                   help="detector families (defectnet, lite0); the rounds train the first, --ceiling one model "
+                        "per family on the same test parts (default defectnet)")
     b.add_argument("--test-share", type=float, default=0.2, help="share of images held out as the test set (0.2)")
     b.add_argument("--artefact-share", type=float, default=0.3,
                    help="share of good stream and test parts given a lighting artefact (0.3)")
@@ -82,12 +121,18 @@ def register_bench(bench_sub: argparse._SubParsersAction) -> None:
     b.add_argument("--escape-budget", type=float, default=0.0025, help="production calibration: defects passed")
     b.add_argument("--review-budget", type=float, default=0.025, help="production calibration: parts reviewed")
     b.add_argument("--false-reject-budget", type=float, default=0.01, help="production calibration: good rejected")
-    b.add_argument("--epochs", type=int, default=40, help="training epochs per model (default 40)")
-    b.add_argument("--size", type=int, default=128, help="model input side in pixels (default 128)")
+    b.add_argument("--epochs", type=int, default=None,
+                   help="training epochs per model (default: defectnet 40, lite0 12)")
+    b.add_argument("--size", type=int, default=None,
+                   help="model input side in pixels (default: defectnet 128, lite0 224)")
     b.add_argument("--widths", type=_widths, default=(16, 32, 48, 64, 96), metavar="W,W,...",
-                   help="conv widths of the network, one per 2x2 pooling stage (default 16,32,48,64,96)")
-    b.add_argument("--single-view", action="store_true",
-                   help="score one view of each part (default: the mean over its 8 rotations/flips, in the model)")
+                   help="defectnet conv widths, one per 2x2 pooling stage (default 16,32,48,64,96)")
+    b.add_argument("--blocks", type=int, default=11, help="lite0: backbone blocks kept, of 16 (default 11)")
+    b.add_argument("--freeze", type=int, default=0,
+                   help="lite0: stem and first N blocks kept at their ImageNet weights (default 0: all train)")
+    b.add_argument("--views", choices=("1", "8"), default=None,
+                   help="score 1 view of each part or the mean over its 8 rotations/flips, in the model "
+                        "(default: defectnet 8, lite0 1)")
     b.add_argument("--augment-artefacts", action="store_true",
                    help="also paint synthetic artefacts during training (off: the line's artefacts are new to the seed model)")
     b.add_argument("--seed", type=int, default=0, help="random seed for split, artefacts, audits and training")
@@ -112,6 +157,16 @@ def _widths(text: str) -> tuple[int, ...]:
     return widths
 
 
+def _families(text: str) -> tuple[str, ...]:
+    from training.family import FAMILIES
+
+    names = tuple(t.strip() for t in text.split(",") if t.strip())
+    bad = [n for n in names if n not in FAMILIES]
+    if not names or bad:
+        raise argparse.ArgumentTypeError(f"families are {', '.join(FAMILIES)}; got {text!r}")
+    return names
+
+
 def _shares(text: str) -> tuple[float, ...]:
     try:
         shares = tuple(float(v) for v in text.split(","))
@@ -129,23 +184,28 @@ def _bench_loop(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from dataclasses import replace
     from datetime import datetime, timezone
 
     from models.registry import Registry
-    from training.data import ImageSet
+    from training.data import ImageSet, folder_jobs
+    from training.defaults import choose
     from training.errors import TrainError
     from training.pipeline import Budgets, build_model
-    from training.train import TrainConfig
 
     if not args.data and args.synthetic <= 0:
         raise TrainError("nothing to train on: give --data DIR and/or --synthetic N")
-    if args.size < 32:
+    if args.size is not None and args.size < 32:
         raise TrainError(f"--size must be >= 32, got {args.size}")
-    hw = (args.size, args.size)
+    jobs = {folder: folder_jobs(folder) for folder in args.data}
+    plan = choose(None if args.family == "auto" else args.family, args.size,
+                  n_images=sum(map(len, jobs.values())) + max(args.synthetic, 0), epochs=args.epochs)
+    print(f"plan: {plan.describe()}")
+    hw = (plan.size, plan.size)
     version = args.version or datetime.now(timezone.utc).strftime("%Y%m%d.%H%M%S")
     sets, sources = [], []
-    for folder in args.data:
-        sets.append(ImageSet.from_folders(folder, hw))
+    for folder, files in jobs.items():
+        sets.append(ImageSet.from_files(files, hw))
         sources.append({"folder": str(folder)})
     if args.synthetic > 0:
         sets.append(ImageSet.from_synthetic(args.synthetic, hw, seed=args.seed))
@@ -154,10 +214,11 @@ def _run(args: argparse.Namespace) -> int:
     for more in sets[1:]:
         data = data + more
     data = data.dedup()
-    cfg = TrainConfig(epochs=args.epochs, seed=args.seed, progress=not args.no_progress)
+    cfg = replace(plan.train_config(), seed=args.seed, progress=not args.no_progress, freeze=args.freeze,
+                  precision=args.precision)
     result = build_model(data, version, cfg, Budgets(args.escape_budget, args.review_budget,
                                                      args.false_reject_budget),
-                         parent=args.parent, sources=sources)
+                         parent=args.parent, sources=sources, int8=args.int8)
     where = Registry(args.out).add(result.manifest, result.model_bytes)
     print(f"wrote {where}")
     return 0

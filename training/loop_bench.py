@@ -60,15 +60,23 @@ FIGURES = ("ai_accuracy", "hitl_accuracy", "review_rate", "escape_rate", "false_
            "artefact_false_reject_rate", "auroc")
 
 
+#: Per family, what the benchmark trains unless told otherwise: input side, epochs, views scored.
+BENCH_DEFAULTS = {"defectnet": {"size": 128, "epochs": 40, "views": 8},
+                  "lite0": {"size": 224, "epochs": 12, "views": 1}}
+
+
 @dataclass(frozen=True)
 class LoopConfig:
     data: Path
     sim: SimConfig = field(default_factory=SimConfig)
-    rounds: int = 3
-    size: int = 128  # model input side: the casting defects need it (64 px left a few defects below the goods)
-    epochs: int = 40
-    widths: tuple[int, ...] = (16, 32, 48, 64, 96)  # conv widths (training.net.DefectNet)
-    dihedral_mean: bool = True  # score = mean over the 8 rotations/flips (training.net.DihedralMean)
+    rounds: int = 3  # 0: the ceiling only
+    families: tuple[str, ...] = ("defectnet",)  # the rounds use the first; --ceiling trains one model per family
+    size: int | None = None  # model input side; None: each family's BENCH_DEFAULTS size
+    epochs: int | None = None  # None: each family's BENCH_DEFAULTS epochs
+    widths: tuple[int, ...] = (16, 32, 48, 64, 96)  # defectnet conv widths (training.net.DefectNet)
+    blocks: int = 11  # lite0 blocks kept (training.lite.LiteNet)
+    freeze: int = 0  # lite0 blocks kept at their ImageNet weights
+    dihedral_mean: bool | None = None  # score = mean over the 8 rotations/flips; None: the family's default views
     label_share: tuple[float, ...] = (0.45, 0.15)  # review band while learning, share of each slice, per round
     audit_rate: float = 0.03  # audits are the calibration's view of the confident parts (weight 1/rate)
     escape_budget: float = 0.0025
@@ -78,10 +86,16 @@ class LoopConfig:
     ceiling: float | None = None  # also train on every seed and stream part; best band of this share on test
 
     def __post_init__(self) -> None:
-        if self.rounds < 1:
-            raise DatasetError(f"rounds must be >= 1, got {self.rounds}")
-        if self.size < 32:
+        from training.family import FAMILIES
+
+        if self.rounds < 0 or (self.rounds == 0 and self.ceiling is None):
+            raise DatasetError(f"rounds must be >= 1 (or 0 with --ceiling: the ceiling only), got {self.rounds}")
+        if not self.families or any(f not in FAMILIES for f in self.families):
+            raise TrainError(f"family must be one or more of {', '.join(FAMILIES)}, got {','.join(self.families)}")
+        if self.size is not None and self.size < 32:
             raise TrainError(f"size must be >= 32, got {self.size}")
+        if self.epochs is not None and self.epochs < 1:
+            raise TrainError(f"epochs must be >= 1, got {self.epochs}")
         if not self.label_share or not all(0 < v < 1 for v in self.label_share) or not 0 <= self.audit_rate < 1:
             raise DatasetError(f"label-share ({','.join(map(str, self.label_share))}) must be shares in (0, 1) "
                                f"and audit-rate ({self.audit_rate}) in [0, 1)")
@@ -92,9 +106,42 @@ class LoopConfig:
         """The labelling band of round ``r`` (1-based) as a share of its slice."""
         return self.label_share[min(r, len(self.label_share)) - 1]
 
+    def size_of(self, family: str) -> int:
+        return self.size or BENCH_DEFAULTS[family]["size"]
+
+    def train_config(self, family: str):  # noqa: ANN201 (training.train.TrainConfig)
+        """How the benchmark trains a model of ``family``."""
+        from training.augment import AugmentConfig
+        from training.family import NetSpec
+        from training.train import TrainConfig
+
+        aug = AugmentConfig() if self.augment_artefacts else AugmentConfig(artefact_good=0.0, artefact_defect=0.0)
+        net = NetSpec(family, widths=self.widths, blocks=self.blocks)
+        views = BENCH_DEFAULTS[family]["views"] if self.dihedral_mean is None else (8 if self.dihedral_mean else 1)
+        return TrainConfig(epochs=self.epochs or BENCH_DEFAULTS[family]["epochs"], seed=self.sim.seed,
+                           progress=False, augment=aug, net=net, freeze=self.freeze if family == "lite0" else 0,
+                           dihedral_mean=views == 8)
+
+
+def load_data(data: Path, hw: tuple[int, int]):  # noqa: ANN201 (training.data.ImageSet)
+    """``elpv`` (the installed solar-cell set, training.elpv) or a labelled folder."""
+    from training.data import ImageSet
+
+    if str(data) == "elpv":
+        from training import elpv
+
+        return elpv.load(hw)
+    check_layout(data)
+    return ImageSet.from_folders(data, hw)
+
 
 def check_layout(root: Path) -> None:
-    """A clear error unless ``root`` holds ok/ and def/ (directly or under train/ or test/)."""
+    """A clear error unless ``root`` holds ok/ and def/ (directly or under train/ or test/), or names ``elpv``."""
+    if str(root) == "elpv":
+        from training import elpv
+
+        elpv.data_root()
+        return
     if not root.is_dir():
         raise DatasetError(f"--data {root}: no such folder (expected DIR/ok and DIR/def, or DIR/train/ok ...)")
     for base in (root, root / "train", root / "test"):
@@ -113,77 +160,123 @@ class Progress:
             where = f"round {round_no}" if isinstance(round_no, int) else round_no
             print(f"[{time.perf_counter() - self.t0:7.1f} s] {where}: {phase}", file=sys.stderr, flush=True)
 
+    def trainer_log(self, where: str):  # noqa: ANN201 (a file-like object, or None when quiet)
+        """A stream for the trainer's own lines (its epochs), shown as progress of ``where``."""
+        return None if self.quiet else _Lines(lambda line: self(where, line))
+
+
+class _Lines:
+    """A minimal text stream that hands each complete line to ``emit``."""
+
+    def __init__(self, emit):  # noqa: ANN001
+        self.emit, self.buf = emit, ""
+
+    def write(self, text: str) -> int:
+        self.buf += text
+        while "\n" in self.buf:
+            line, self.buf = self.buf.split("\n", 1)
+            if line.strip() and line.startswith(("epoch", "training")):
+                self.emit(line.strip())
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
 
 def run(cfg: LoopConfig, progress: Progress | None = None, prepared: Prepared | None = None) -> dict:
-    """The whole benchmark; returns the JSON document."""
-    from training.augment import AugmentConfig
-    from training.data import ImageSet
+    """The whole benchmark; returns the JSON document.
+
+    ``prepared`` (tests) stands for the data at the first family's size. Every size is
+    split the same way (the groups are hashed from the images as read), so all families
+    meet the same test parts.
+    """
     from training.gate import GateRule
     from training.pipeline import Budgets
-    from training.train import TrainConfig
 
     progress = progress or Progress(True)
     started = time.perf_counter()
-    hw = (cfg.size, cfg.size)
-    if prepared is None:
-        check_layout(cfg.data)
-        progress(0, f"loading {cfg.data}")
-        prepared = prepare(ImageSet.from_folders(cfg.data, hw), cfg.sim)
-    progress(0, f"seed {len(prepared.seed)}, stream {len(prepared.stream)}, test {len(prepared.test)} images")
-    aug = AugmentConfig() if cfg.augment_artefacts else AugmentConfig(artefact_good=0.0, artefact_defect=0.0)
-    train_cfg = TrainConfig(epochs=cfg.epochs, seed=cfg.sim.seed, progress=False, augment=aug, widths=cfg.widths,
-                            dihedral_mean=cfg.dihedral_mean)
+    first = cfg.families[0]
+    preps: dict[int, Prepared] = {cfg.size_of(first): prepared} if prepared is not None else {}
+
+    def prepared_at(size: int) -> Prepared:
+        if size not in preps:
+            progress(0, f"loading {cfg.data} at {size}x{size}")
+            preps[size] = prepare(load_data(cfg.data, (size, size)), cfg.sim)
+            shas = [sorted(it.sample.meta.get("sha", "") for it in p.test) for p in preps.values()]
+            if any(s != shas[0] for s in shas):
+                raise DatasetError("the test parts differ between input sizes; the split must not depend on the size")
+        return preps[size]
+
     rule = GateRule(escape_budget=cfg.escape_budget)
     budgets = Budgets(cfg.escape_budget, cfg.review_budget, cfg.false_reject_budget, review_cost=rule.review_weight)
-    slices = np.array_split(np.arange(len(prepared.stream)), cfg.rounds)
-    rng = np.random.default_rng([cfg.sim.seed, 0x100B])
+    rows: dict[str, list[dict]] = {"uncertainty": [], "random": []}
+    extra = {}
     with workdir() as tmp:
-        chains = {name: Chain(name, hw, Path(tmp), train_cfg, budgets, rule) for name in ("uncertainty", "random")}
-        rows: dict[str, list[dict]] = {name: [] for name in chains}
-        progress(0, "training on the seed set")
-        # Each labelled part counts as the line parts it stands for (training.data.Sample): the seed is
-        # a random sample standing for one slice, every part of the uncertain band is reviewed, and
-        # only ``audit_rate`` of the confident ones.
-        seed_items = weighted(prepared.seed, len(slices[0]) / len(prepared.seed))
-        for chain in chains.values():
-            chain.add_labels(seed_items)
-        row = _report(0, chains["uncertainty"], chains["uncertainty"].retrain(), prepared, new=len(prepared.seed))
-        chains["random"].adopt(chains["uncertainty"])
-        rows["uncertainty"].append(row)
-        rows["random"].append(dict(row))
-        progress(0, "seed model; test " + _brief(row))
-        for r in range(1, cfg.rounds + 1):
-            part = [prepared.stream[i] for i in slices[r - 1]]
-            unc = chains["uncertainty"]
-            share = cfg.share_for_round(r)
-            band = unc.band_for_labelling(share, cfg.escape_budget, cfg.false_reject_budget)
-            scores = score_items(unc.detector, part)
-            pass_below, reject_above = fit_band(band.pass_below, band.reject_above, scores, share)
-            progress(r, f"stream slice of {len(part)} parts through the line (band {pass_below:.4f} .. "
-                        f"{reject_above:.4f})")
-            picked, line = _run_line(part, scores, pass_below, reject_above, cfg.audit_rate, rng)
-            drawn = [part[i] for i in sorted(rng.choice(len(part), len(picked), replace=False))]
-            chosen = {"uncertainty": picked, "random": weighted(drawn, len(part) / len(drawn))}
-            for name, chain in chains.items():
-                progress(r, f"{name}: {len(chosen[name])} verdicts, retraining on {len(chain.labelled) + len(chosen[name])} labels")
-                chain.add_labels(chosen[name])
-                info = chain.retrain()
-                row = _report(r, chain, info, prepared, new=len(chosen[name]))
-                if name == "uncertainty":
-                    row["line"] = line
-                rows[name].append(row)
-                progress(r, f"{name}: {'promoted' if info['promoted'] else 'kept the current model'}; test "
-                            + _brief(row))
-        extra = {}
+        if cfg.rounds:
+            rows = _rounds(cfg, prepared_at(cfg.size_of(first)), Path(tmp), budgets, rule, progress)
         if cfg.ceiling is not None:
-            extra["ceiling"] = _ceiling(cfg, Chain("ceiling", hw, Path(tmp), train_cfg, budgets, rule), prepared,
-                                        progress)
+            extra["ceilings"] = []
+            for family in cfg.families:
+                size = cfg.size_of(family)
+                chain = Chain(f"ceiling-{family}", (size, size), Path(tmp), cfg.train_config(family), budgets, rule,
+                              log=progress.trainer_log(f"ceiling {family}"))
+                extra["ceilings"].append(_ceiling(cfg, family, chain, prepared_at(size), progress))
+    data = preps[cfg.size_of(first)] if cfg.size_of(first) in preps else next(iter(preps.values()))
     return {"rounds": rows["uncertainty"], "random_baseline": rows["random"], **extra,
-            "data": {"path": str(cfg.data), **prepared.stats},
+            "data": {"path": str(cfg.data), **data.stats},
             "config": _config_dict(cfg), "seconds": round(time.perf_counter() - started, 1)}
 
 
-def _ceiling(cfg: LoopConfig, chain: Chain, prepared: Prepared, progress: Progress) -> dict:
+def _rounds(cfg: LoopConfig, prepared: Prepared, tmp: Path, budgets, rule, progress: Progress) -> dict:  # noqa: ANN001
+    """Round 0 on the seed set, then ``cfg.rounds`` rounds of uncertainty and random labelling."""
+    family = cfg.families[0]
+    size = cfg.size_of(family)
+    hw, train_cfg = (size, size), cfg.train_config(family)
+    progress(0, f"{family} at {size}x{size}: seed {len(prepared.seed)}, stream {len(prepared.stream)}, "
+                f"test {len(prepared.test)} images")
+    slices = np.array_split(np.arange(len(prepared.stream)), cfg.rounds)
+    rng = np.random.default_rng([cfg.sim.seed, 0x100B])
+    chains = {name: Chain(name, hw, tmp, train_cfg, budgets, rule, log=progress.trainer_log(name))
+              for name in ("uncertainty", "random")}
+    rows: dict[str, list[dict]] = {name: [] for name in chains}
+    progress(0, "training on the seed set")
+    # Each labelled part counts as the line parts it stands for (training.data.Sample): the seed is
+    # a random sample standing for one slice, every part of the uncertain band is reviewed, and
+    # only ``audit_rate`` of the confident ones.
+    seed_items = weighted(prepared.seed, len(slices[0]) / len(prepared.seed))
+    for chain in chains.values():
+        chain.add_labels(seed_items)
+    row = _report(0, chains["uncertainty"], chains["uncertainty"].retrain(), prepared, new=len(prepared.seed))
+    chains["random"].adopt(chains["uncertainty"])
+    rows["uncertainty"].append(row)
+    rows["random"].append(dict(row))
+    progress(0, "seed model; test " + _brief(row))
+    for r in range(1, cfg.rounds + 1):
+        part = [prepared.stream[i] for i in slices[r - 1]]
+        unc = chains["uncertainty"]
+        share = cfg.share_for_round(r)
+        band = unc.band_for_labelling(share, cfg.escape_budget, cfg.false_reject_budget)
+        scores = score_items(unc.detector, part)
+        pass_below, reject_above = fit_band(band.pass_below, band.reject_above, scores, share)
+        progress(r, f"stream slice of {len(part)} parts through the line (band {pass_below:.4f} .. "
+                    f"{reject_above:.4f})")
+        picked, line = _run_line(part, scores, pass_below, reject_above, cfg.audit_rate, rng)
+        drawn = [part[i] for i in sorted(rng.choice(len(part), len(picked), replace=False))]
+        chosen = {"uncertainty": picked, "random": weighted(drawn, len(part) / len(drawn))}
+        for name, chain in chains.items():
+            progress(r, f"{name}: {len(chosen[name])} verdicts, retraining on {len(chain.labelled) + len(chosen[name])} labels")
+            chain.add_labels(chosen[name])
+            info = chain.retrain()
+            row = _report(r, chain, info, prepared, new=len(chosen[name]))
+            if name == "uncertainty":
+                row["line"] = line
+            rows[name].append(row)
+            progress(r, f"{name}: {'promoted' if info['promoted'] else 'kept the current model'}; test "
+                        + _brief(row))
+    return rows
+
+
+def _ceiling(cfg: LoopConfig, family: str, chain: Chain, prepared: Prepared, progress: Progress) -> dict:
     """What labels alone could buy this detector: a model trained on every seed and stream part, labelled.
 
     Reported at its calibrated thresholds, and at two bands of at most ``cfg.ceiling`` of the
@@ -193,18 +286,23 @@ def _ceiling(cfg: LoopConfig, chain: Chain, prepared: Prepared, progress: Progre
     miss together are out of this detector's reach at any label count.
     """
     everything = weighted(prepared.seed + prepared.stream, 1.0)  # every part labelled: a uniform sample
-    progress("ceiling", f"training on all {len(everything)} seed and stream parts, every one labelled")
+    where = f"ceiling {family}"
+    progress(where, f"training on all {len(everything)} seed and stream parts at {chain.hw[0]}x{chain.hw[1]}, "
+                    f"every one labelled")
     chain.add_labels(everything)
     info = chain.retrain()
     scores = score_items(chain.detector, prepared.test)
     row = _report("ceiling", chain, info, prepared, new=len(everything), scores=scores)
+    row.update(family=family, size=chain.hw[0], views=8 if chain.train_cfg.dihedral_mean else 1,
+               infer_ms_1thread=chain.detector.manifest.metrics.get("infer_ms_1thread"))
     labels = np.array([it.label for it in prepared.test])
     for key, max_escape in (("best_band", 1.0), ("escape_budget_band", cfg.escape_budget)):
         pass_below, reject_above = best_band(scores, labels, cfg.ceiling, max_escape)
         fig = figures_on(scores, prepared.test, pass_below, reject_above)
         row[key] = {"review_share": cfg.ceiling, "pass_below": round(pass_below, 6),
                     "reject_above": round(reject_above, 6), **{k: _num(v) for k, v in asdict(fig).items()}}
-    progress("ceiling", f"test {_brief(row)}; with hindsight, fewest errors {_brief(row['best_band'])}; "
+    progress(where, f"test {_brief(row)}, auroc {row['auroc']}; with hindsight, fewest errors "
+                    f"{_brief(row['best_band'])}; "
                         f"within the escape budget, hitl {row['escape_budget_band']['hitl_accuracy']:.4f}")
     return row
 
@@ -265,11 +363,12 @@ def main(args) -> int:
         raise DatasetError(f"--plot {args.plot}: the plot is written as PNG; give a FILE.png")
     sim = SimConfig(seed_size=args.seed_size, test_share=args.test_share, artefact_share=args.artefact_share,
                     seed=args.seed)
-    cfg = LoopConfig(data=data, sim=sim, rounds=args.rounds, size=args.size, epochs=args.epochs,
+    cfg = LoopConfig(data=data, sim=sim, rounds=args.rounds, families=args.family, size=args.size,
+                     epochs=args.epochs, widths=args.widths, blocks=args.blocks, freeze=args.freeze,
                      label_share=args.label_share, audit_rate=args.audit_rate, escape_budget=args.escape_budget,
                      review_budget=args.review_budget, false_reject_budget=args.false_reject_budget,
-                     augment_artefacts=args.augment_artefacts, widths=args.widths,
-                     dihedral_mean=not args.single_view, ceiling=args.ceiling)
+                     augment_artefacts=args.augment_artefacts, dihedral_mean={"1": False, "8": True}.get(args.views),
+                     ceiling=args.ceiling)
     doc = run(cfg, Progress(args.quiet))
     if args.plot is not None:
         from training.loop_plot import plot
@@ -285,25 +384,28 @@ def main(args) -> int:
 
 
 def table(doc: dict) -> str:
-    head = f"{'':>12} {'round':>5} {'labels':>6} " + " ".join(f"{k.replace('_rate', '').replace('_', ' '):>14}"
+    head = f"{'':>20} {'round':>5} {'labels':>6} " + " ".join(f"{k.replace('_rate', '').replace('_', ' '):>14}"
                                                            for k in FIGURES)
     lines = [head]
     groups = [("uncertainty", doc["rounds"]), ("random", doc["random_baseline"])]
-    if "ceiling" in doc:
-        top = doc["ceiling"]
-        groups += [("ceiling", [top])] + [(name, [{**top[key], "round": top["round"], "labels": top["labels"]}])
-                                          for name, key in (("hindsight", "best_band"),
-                                                            ("hind+escape", "escape_budget_band"))]
+    ceilings = doc.get("ceilings", [])
+    for top in ceilings:
+        groups += [(f"{top['family']} ceiling", [top])] + [
+            (name, [{**top[key], "round": top["round"], "labels": top["labels"]}])
+            for name, key in (("hindsight", "best_band"), ("hind+escape", "escape_budget_band"))]
     for name, rows in groups:
         for row in rows:
             vals = " ".join(f"{'-' if row[k] is None else format(row[k], '.4f'):>14}" for k in FIGURES)
-            lines.append(f"{name:>12} {row['round'] if isinstance(row['round'], int) else '-':>5} "
+            lines.append(f"{name:>20} {row['round'] if isinstance(row['round'], int) else '-':>5} "
                          f"{row['labels']:>6} {vals}")
-    lines.append(f"data: {doc['data'].get('seed')} seed, {doc['data'].get('stream')} stream, "
-                 f"{doc['data'].get('test')} test images; {doc['seconds']} s")
-    if "ceiling" in doc:
+    lines.append(f"data: {doc['data'].get('path')}: {doc['data'].get('seed')} seed, {doc['data'].get('stream')} "
+                 f"stream, {doc['data'].get('test')} test images; {doc['seconds']} s")
+    for top in ceilings:
+        lines.append(f"{top['family']}: {top['size']} px, {top['views']} view(s), {top['infer_ms_1thread']} ms per part "
+                     f"on 1 thread, trained in {top['candidate']['train_seconds']} s")
+    if ceilings:
         lines.append(f"ceiling: a model trained on every seed and stream part, at its calibrated thresholds; "
                      f"hindsight: the same model with the band of at most "
-                     f"{doc['ceiling']['best_band']['review_share']} of the test parts that errs least, chosen on "
+                     f"{ceilings[0]['best_band']['review_share']} of the test parts that errs least, chosen on "
                      f"the test labels; hind+escape: the same within the escape budget (bounds, not results)")
     return "\n".join(lines)

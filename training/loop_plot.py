@@ -37,7 +37,7 @@ def plot(doc: dict, path: Path) -> Path:
             if pts:
                 xs, ys = zip(*pts)
                 ax.plot(xs, ys, style, color=colour, marker="o" if style == "-" else "x", label=label + suffix)
-        best = doc.get("ceiling", {}).get("best_band")
+        best = (doc.get("ceilings") or [{}])[0].get("best_band")
         if best is not None and _value(best, key) is not None:
             ax.axhline(_value(best, key), color=colour, linestyle=":", linewidth=1.2,
                        label=f"{label}, ceiling (hindsight)")

@@ -223,7 +223,7 @@ def figures_on(scores: np.ndarray, items: list[Item], pass_below: float, reject_
 class Chain:
     """Models trained one after another on a growing label set, each gated against the current one."""
 
-    def __init__(self, name: str, hw: tuple[int, int], workdir: Path, train_cfg, budgets, gate_rule):
+    def __init__(self, name: str, hw: tuple[int, int], workdir: Path, train_cfg, budgets, gate_rule, log=None):
         from training.golden import GoldenSet
 
         self.name, self.hw = name, hw
@@ -236,6 +236,7 @@ class Chain:
         self.detector = None
         self.version = 0
         self.calib_scores: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self.log = log  # where the trainer's epoch lines go (None: nowhere)
 
     def add_labels(self, items: list[Item]) -> None:
         self.labelled.extend(items)
@@ -258,7 +259,7 @@ class Chain:
         self.version += 1
         version = f"0.{self.version}.0"
         result = build_model(ImageSet(train_s + calib_s, self.hw), version, self.train_cfg, self.budgets,
-                             val=0.0, golden=0.0, log=io.StringIO())
+                             val=0.0, golden=0.0, log=self.log or io.StringIO())
         where = self.dir / version
         where.mkdir()
         (where / result.manifest.file).write_bytes(result.model_bytes)
@@ -387,6 +388,7 @@ def _sample(it: Item, split: str | None = None) -> Sample:
         meta.pop("split", None)
     if it.artefact:
         meta.pop("sha", None)  # the painted image is not the file's image
+        meta.pop("dhash", None)
     return Sample(it.image, it.label, meta)
 
 
