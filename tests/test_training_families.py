@@ -12,6 +12,7 @@ from training.data import ImageSet
 from training.defaults import PRETRAINED_BELOW, choose, epochs_for
 from training.errors import TrainError
 from training.family import NetSpec
+from training.net import build
 from training.pipeline import build_model
 from training.train import TrainConfig, bf16_supported, predict, resolve_precision, train
 from training.warmstart import load_parent
@@ -86,7 +87,7 @@ def test_frozen_blocks_keep_their_weights_while_the_rest_learns():
     cfg = TrainConfig(epochs=1, batch_size=16, net=NetSpec("lite0", blocks=4, pretrained=False), freeze=2,
                       progress=False, augment=None, lr=0.05)
     torch.manual_seed(cfg.seed)
-    before = cfg.net.build()
+    before = build(cfg.net)
     result = train(images, labels, images[:8], labels[:8], cfg, log=None)
     after = result.model
     assert torch.equal(after.blocks[1].depthwise[0].weight, before.blocks[1].depthwise[0].weight)
@@ -141,3 +142,17 @@ def test_bench_train_reports_the_trainer_against_the_raw_step():
     assert row["trainer_img_per_s"] > 0 and row["raw_img_per_s"] > 0
     assert row["ratio"] == pytest.approx(row["trainer_img_per_s"] / row["raw_img_per_s"], rel=0.01)
     assert row["infer_ms_fp32"] > 0 and row["epoch_s_per_5000"] > row["epoch_s"]
+
+
+def test_weight_averaging_releases_the_running_average_not_the_last_step():
+    import torch
+
+    images, labels = _data(64).arrays()
+    base = dict(epochs=2, batch_size=16, net=TINY, progress=False, augment=None, lr=0.02)
+    last = train(images, labels, images[:8], labels[:8], TrainConfig(**base), log=None).model
+    averaged = train(images, labels, images[:8], labels[:8], TrainConfig(**base, ema=0.5), log=None).model
+    # Same seed, same steps: the averaged weights lag behind the last step's.
+    w_last, w_avg = last.blocks[2].project[0].weight, averaged.blocks[2].project[0].weight
+    assert not torch.equal(w_last, w_avg) and torch.isfinite(w_avg).all()
+    with pytest.raises(TrainError, match="ema"):
+        TrainConfig(ema=1.0)

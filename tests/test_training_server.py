@@ -117,6 +117,24 @@ def test_a_station_request_runs_a_real_retrain_that_is_gated_signed_served_and_a
     trained = sum(sum(c.values()) for c in manifest.dataset["counts"].values())
     assert trained == 48 - manifest.dataset["stats"]["golden_excluded"]
     assert [e["promoted"] for e in read_log(cfg.data.dir)] == [True]
+    # family = "auto": a first model on 48 seed images is the pretrained family (training.defaults).
+    assert manifest.detector["family"] == "lite0"
+
+
+def test_auto_family_follows_the_running_model_so_a_retrain_can_fine_tune_it(tmp_path, broker, seed_images):
+    from models.builtin import install_into
+
+    import dataclasses
+
+    cfg = server_config(tmp_path, broker, seed_images)
+    server = TrainServer(cfg, log_to=io.StringIO())
+    assert server._network(None, 100).family == "lite0" and server._network(None, 5000).family == "defectnet"
+    version = install_into(server.registry)  # the built-in model
+    builtin = server.registry.manifest(version)
+    assert server._network(version, 100).family == builtin.detector.get("family", "defectnet")
+    fixed = TrainServer(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, family="defectnet")),
+                        log_to=io.StringIO())
+    assert fixed._network(None, 100).family == "defectnet"
 
 
 def test_enough_new_verdicts_start_a_retrain(tmp_path, broker, seed_images):

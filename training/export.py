@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from training.errors import ExportError, ParityError
-from training.train import Normalisation, to_tensor
+from training.scaling import Normalisation, to_tensor
 
 OPSET = 17
 PARITY_TOLERANCE = 1e-4

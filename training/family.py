@@ -9,7 +9,8 @@ out, exported as plain ONNX that the edge runs without knowing the family):
   cut after ``blocks`` blocks and fine-tuned (training.lite.LiteNet): features that
   already see edges, spots and texture, so a few hundred labels go much further.
 
-``NetSpec`` names the family and its options. It travels in the manifest's
+``NetSpec`` names the family and its options (``training.net.build`` makes the
+network; this module imports no torch). It travels in the manifest's
 ``detector`` section (with the input size, the number of views scored and the
 precision), so a retrain can rebuild the very network it fine-tunes from
 (training.warmstart) and an engineer can read what a version is.
@@ -21,9 +22,13 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from training.errors import TrainError
+from training.scaling import Normalisation
 
 FAMILIES = ("defectnet", "lite0")
 DEFAULT_WIDTHS = (8, 16, 24, 32, 48)
+LITE0_BLOCKS = 16  # MBConv blocks of the whole Lite0 backbone
+#: lite0's input scaling, x = (pixel * scale - mean) / std = pixel / 127.5 - 1: the range Lite0 was trained on.
+LITE0_NORMALISATION = (1 / 255, 0.5, 0.5)
 #: The input side each family is trained at unless told otherwise.
 DEFAULT_SIZES = {"defectnet": 128, "lite0": 224}
 #: AdamW peak learning rate: a from-scratch net takes large steps, a pretrained one small ones.
@@ -46,8 +51,6 @@ class NetSpec:
         if not self.widths or min(self.widths) < 1 or self.stem < 0:
             raise TrainError(f"defectnet widths must be positive channel counts, got {list(self.widths)}")
         if self.family == "lite0":
-            from training.lite import LITE0_BLOCKS
-
             if not 1 <= self.blocks <= LITE0_BLOCKS:
                 raise TrainError(f"lite0 keeps 1..{LITE0_BLOCKS} blocks, got {self.blocks}")
 
@@ -59,25 +62,10 @@ class NetSpec:
     def default_lr(self) -> float:
         return DEFAULT_LR[self.family]
 
-    def build(self):  # noqa: ANN201 (a torch module; torch is imported lazily)
-        """A fresh network of this spec (ImageNet weights loaded where the family has them)."""
-        if self.family == "defectnet":
-            from training.net import DefectNet
-
-            return DefectNet(self.widths, stem=self.stem)
-        from training.lite import LiteNet, load_imagenet
-
-        net = LiteNet(self.blocks)
-        return load_imagenet(net) if self.pretrained else net
-
-    def normalisation(self, images: np.ndarray):  # noqa: ANN201 (training.train.Normalisation)
+    def normalisation(self, images: np.ndarray) -> Normalisation:
         """The input scaling: fitted to the data for a from-scratch net, the backbone's own for a pretrained one."""
-        from training.train import Normalisation
-
         if self.family == "lite0":
-            from training.lite import NORMALISATION
-
-            return Normalisation(*NORMALISATION)
+            return Normalisation(*LITE0_NORMALISATION)
         return Normalisation.fit(images)
 
     def describe(self) -> str:

@@ -10,6 +10,8 @@ A linear layer and a sigmoid give the defect probability, shape (N, 1).
 rotations/flips of the input, inside the one exported graph: test-time
 augmentation that the edge runs as an ordinary model, at about 8x the inference.
 
+``build`` makes the network of any family (training.family.NetSpec).
+
 Imported only on the training side (torch).
 """
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from training.family import DEFAULT_WIDTHS
+from training.family import DEFAULT_WIDTHS, NetSpec
 
 
 def _block(cin: int, cout: int) -> nn.Sequential:
@@ -70,3 +72,13 @@ class DihedralMean(nn.Module):
         t = x.transpose(2, 3)
         views = torch.cat([x, x.flip(3), x.flip(2), x.flip(2).flip(3), t, t.flip(3), t.flip(2), t.flip(2).flip(3)], 0)
         return self.net(views).reshape(8, x.shape[0], 1).mean(0)
+
+
+def build(spec: NetSpec) -> nn.Module:
+    """A fresh network of ``spec`` (training.family), with ImageNet weights where the family has them."""
+    if spec.family == "defectnet":
+        return DefectNet(spec.widths, stem=spec.stem)
+    from training.lite import LiteNet, load_imagenet
+
+    net = LiteNet(spec.blocks)
+    return load_imagenet(net) if spec.pretrained else net

@@ -99,7 +99,9 @@ class GateSection:
 
 @_frozen
 class TrainSection:
-    family: str = "defectnet"  # detector family (training.family), or "auto": by data size (training.defaults)
+    # Detector family (training.family); "auto": the running model's own family (so a retrain can
+    # fine-tune it), or for a first model the one training.defaults picks for the data's size.
+    family: str = "auto"
     epochs: int = 14
     seed: int = 0
     val: float = 0.15
@@ -328,8 +330,6 @@ class TrainServer:
             return result
 
     def _retrain(self, reason: str) -> dict:
-        from training.defaults import family_for
-        from training.family import NetSpec
         from training.pipeline import Budgets
         from training.train import TrainConfig
 
@@ -340,7 +340,7 @@ class TrainServer:
         current = self.registry.current_version()
         version = next_version(self.registry, cfg.train.first_version)
         build = self._build or _default_build()
-        net = NetSpec(cfg.train.family if cfg.train.family != "auto" else family_for(len(train_set)))
+        net = self._network(current, len(train_set))
         parent = self._fine_tune_parent(current, net)
         if parent is not None:
             tcfg = TrainConfig(epochs=cfg.train.fine_tune_epochs, lr=cfg.train.fine_tune_lr, seed=cfg.train.seed,
@@ -366,6 +366,21 @@ class TrainServer:
             ann = self.announcer.announce(self.registry, version, self.http, cfg.mqtt.lines)
             out["announced"] = {"lines": list(cfg.mqtt.lines), "manifest_url": ann.manifest_url}
         return out
+
+    def _network(self, current: str | None, n_images: int):  # noqa: ANN201 (training.family.NetSpec)
+        """The network to train: the configured family, or with "auto" the running model's."""
+        from training.defaults import family_for
+        from training.family import NetSpec
+        from training.warmstart import parent_spec
+
+        if self.cfg.train.family != "auto":
+            return NetSpec(self.cfg.train.family)
+        if current:
+            from models.manifest import MANIFEST_NAME, load_manifest
+
+            manifest = load_manifest(self.registry.version_dir(current) / MANIFEST_NAME)
+            return dataclasses.replace(parent_spec(manifest, NetSpec()), extra={})
+        return NetSpec(family_for(n_images))
 
     def _fine_tune_parent(self, current: str | None, net) -> Path | None:  # noqa: ANN001 (training.family.NetSpec)
         """The current model's folder when warm start is on and its weights fit this trainer's network."""

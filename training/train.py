@@ -32,6 +32,7 @@ from training.augment import AugmentConfig, augment_batch
 from training.errors import TrainError
 from training.family import NetSpec
 from training.metrics import accuracy, auroc
+from training.scaling import Normalisation, to_tensor
 
 PRECISIONS = ("auto", "bf16", "fp32")
 
@@ -46,6 +47,8 @@ class TrainConfig:
     net: NetSpec = field(default_factory=NetSpec)
     freeze: int = 0  # lite0: keep the stem and the first N blocks at their pretrained weights (faster)
     precision: str = "auto"  # auto: bf16 autocast where the hardware has it, else fp32
+    ema: float | None = None  # release the exponential moving average of the weights (decay per step), e.g. 0.99
+    focal: float = 0.0  # hard-example weighting: each image's loss times (1 - p_correct) ** focal (0: plain)
     threads: int = 2
     augment: AugmentConfig | None = field(default_factory=AugmentConfig)
     progress: bool = True
@@ -63,37 +66,16 @@ class TrainConfig:
             raise TrainError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.freeze and self.net.family != "lite0":
             raise TrainError(f"freeze keeps pretrained stages; the {self.net.family} family has none")
+        if not 0 <= self.focal <= 5:
+            raise TrainError(f"focal must be in [0, 5], got {self.focal}")
+        if self.ema is not None and not 0 < self.ema < 1:
+            raise TrainError(f"ema decay must be in (0, 1), got {self.ema}")
         if not 0 <= self.freeze < self.net.blocks:
             raise TrainError(f"freeze must be in 0..{self.net.blocks - 1} (below the blocks kept), got {self.freeze}")
 
     @property
     def learning_rate(self) -> float:
         return self.lr if self.lr is not None else self.net.default_lr
-
-
-@dataclass(frozen=True)
-class Normalisation:
-    """The manifest's input scaling: x = (pixel * scale - mean) / std."""
-
-    scale: float = 1 / 255
-    mean: float = 0.0
-    std: float = 1.0
-
-    @classmethod
-    def fit(cls, images: np.ndarray) -> "Normalisation":
-        x = images.astype(np.float64) / 255.0
-        # Rounded so the manifest shows plain numbers; training and edge use the same rounded values.
-        return cls(1 / 255, round(float(x.mean()), 4), round(max(float(x.std()), 1e-3), 4))
-
-
-def to_tensor(images: np.ndarray, norm: Normalisation) -> np.ndarray:
-    """(N, H, W) uint8 -> (N, 1, H, W) float32, the same arithmetic as edge.detector.preprocess."""
-    a = np.float32(norm.scale / norm.std)
-    b = np.float32(-norm.mean / norm.std)
-    out = np.empty((images.shape[0], 1, *images.shape[1:]), dtype=np.float32)
-    np.multiply(images, a, out=out[:, 0], casting="unsafe")
-    out[:, 0] += b
-    return out
 
 
 @dataclass(frozen=True)
@@ -165,6 +147,7 @@ class Stepper:
         self.sched = (torch.optim.lr_scheduler.OneCycleLR(self.opt, max_lr=cfg.learning_rate, total_steps=total_steps,
                                                           pct_start=0.2) if total_steps >= 10 else None)
         self.pos_weight = torch.tensor([pos_weight], device=device)
+        self.focal = cfg.focal
 
     def tensors(self, images: np.ndarray, labels: np.ndarray, norm: Normalisation):
         import torch
@@ -179,7 +162,14 @@ class Stepper:
 
         with torch.autocast(self.device_type, dtype=torch.bfloat16, enabled=self.bf16):
             logits = self.model.logits(x)
-        loss = F.binary_cross_entropy_with_logits(logits.float(), y, pos_weight=self.pos_weight)
+        logits = logits.float()
+        if self.focal:
+            # Hard examples weigh more: an image the net already gets right with p = 0.99 counts 1e-4 as much.
+            each = F.binary_cross_entropy_with_logits(logits, y, pos_weight=self.pos_weight, reduction="none")
+            p = torch.sigmoid(logits)
+            loss = (each * (1 - (y * p + (1 - y) * (1 - p))).pow(self.focal)).mean()
+        else:
+            loss = F.binary_cross_entropy_with_logits(logits, y, pos_weight=self.pos_weight)
         if not torch.isfinite(loss):
             raise TrainError(f"training diverged (loss {loss.item()}); try a lower lr")
         self.opt.zero_grad(set_to_none=True)
@@ -199,7 +189,9 @@ def prepare_model(cfg: TrainConfig, train_images: np.ndarray, device: str):  # n
 
         model, norm = load_parent(cfg.init_model, cfg.net)
     else:
-        model, norm = cfg.net.build(), cfg.net.normalisation(train_images)
+        from training.net import build
+
+        model, norm = build(cfg.net), cfg.net.normalisation(train_images)
     for module in frozen_modules(model, cfg.freeze):
         for p in module.parameters():
             p.requires_grad_(False)
@@ -224,6 +216,19 @@ def set_train_mode(model, cfg: TrainConfig) -> None:  # noqa: ANN001
         module.eval()
 
 
+def _ema(model, decay: float | None):  # noqa: ANN001, ANN202
+    """A running exponential average of the weights and BatchNorm statistics (None when off).
+
+    On a few hundred labels the weights of the last steps wander; their average scores
+    more steadily than any one of them, at the cost of one copy of the weights.
+    """
+    if decay is None:
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
 def train(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.ndarray, val_labels: np.ndarray,
           cfg: TrainConfig = TrainConfig(), log=sys.stderr) -> TrainResult:
     """Train a network of ``cfg.net`` on (N, H, W) uint8 images with labels 1 = defect."""
@@ -243,6 +248,7 @@ def train(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.nda
     model, norm = prepare_model(cfg, train_images, device)
     steps = (n + cfg.batch_size - 1) // cfg.batch_size
     stepper = Stepper(model, cfg, device, precision, (n - n_pos) / n_pos, cfg.epochs * steps)
+    averaged = _ema(model, cfg.ema)
     rng = np.random.default_rng(cfg.seed)
     history = []
     if log is not None:
@@ -266,11 +272,14 @@ def train(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.nda
                     loss = stepper.step(*stepper.tensors(images, labels, norm))
                 except TrainError as exc:
                     raise TrainError(f"epoch {epoch}: {exc}") from None
+                if averaged is not None:
+                    averaged.update_parameters(model)
                 total += float(loss.item()) * len(idx)
                 bar.update(1)
                 bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}")
             loop_s = time.perf_counter() - t0
-            scores = (predict(model, val_images, norm, device=device, precision=precision)
+            released = model if averaged is None else averaged.module
+            scores = (predict(released, val_images, norm, device=device, precision=precision)
                       if len(val_labels) else np.zeros(0))
             m = EpochMetrics(epoch, total / n, accuracy(scores, val_labels), auroc(scores, val_labels),
                              time.perf_counter() - t0, n / loop_s if loop_s > 0 else 0.0)
@@ -283,6 +292,8 @@ def train(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.nda
                 print(line, file=log, flush=True)
     finally:
         bar.close()
+    if averaged is not None:
+        model = averaged.module
     model = model.to("cpu").to(memory_format=torch.contiguous_format).eval()
     for p in model.parameters():
         p.requires_grad_(True)

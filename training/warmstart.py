@@ -21,6 +21,7 @@ import numpy as np
 from models.manifest import MANIFEST_NAME, load_manifest
 from training.errors import TrainError
 from training.family import NetSpec
+from training.scaling import Normalisation
 
 
 def parent_spec(manifest, expected: NetSpec) -> NetSpec:
@@ -43,7 +44,7 @@ def load_parent(version_dir: str | Path, expected: NetSpec | tuple[int, ...] = N
     import torch
     from onnx import numpy_helper
 
-    from training.train import Normalisation
+    from training.net import build
 
     if not isinstance(expected, NetSpec):  # widths alone: a defectnet
         expected = NetSpec("defectnet", tuple(expected))
@@ -64,7 +65,7 @@ def load_parent(version_dir: str | Path, expected: NetSpec | tuple[int, ...] = N
     weights = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
     convs = [n for n in graph.node if n.op_type == "Conv"]
     gemms = [n for n in graph.node if n.op_type == "Gemm"]
-    net = replace(spec, pretrained=False).build()
+    net = build(replace(spec, pretrained=False))
     torch_convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
     norms = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     shapes = [tuple(weights[n.input[1]].shape) if n.input[1] in weights else None for n in convs]
