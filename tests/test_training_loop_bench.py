@@ -189,6 +189,8 @@ def test_ceiling_trains_on_every_stream_part_and_bounds_the_thresholds(bench):
     top = doc["ceilings"][0]
     assert top["family"] == "defectnet" and top["size"] == HW[0]
     assert top["labels"] == doc["data"]["seed"] + doc["data"]["stream"]
+    # Every labelled part trains or calibrates: a first model needs no gate set.
+    assert top["candidate"]["train_images"] + top["candidate"]["calib_images"] == top["labels"]
     band = top["best_band"]
     assert band["review_share"] == 0.1 and band["review_rate"] <= 0.1 + 1e-9
     # A band of width 0 at 0.5 is one of the bands it chose from.

@@ -279,13 +279,17 @@ def _rounds(cfg: LoopConfig, prepared: Prepared, tmp: Path, budgets, rule, progr
 def _ceiling(cfg: LoopConfig, family: str, chain: Chain, prepared: Prepared, progress: Progress) -> dict:
     """What labels alone could buy this detector: a model trained on every seed and stream part, labelled.
 
-    Reported at its calibrated thresholds, and at two bands of at most ``cfg.ceiling`` of the
+    It trains on every part of the train and gate roles (the gate is not needed for a first
+    model) and calibrates on the calib role. Reported at its calibrated thresholds, and at two bands of at most ``cfg.ceiling`` of the
     test parts chosen with hindsight (``best_band``): the one that leaves the fewest wrong
     decisions, and the one that does so passing at most ``cfg.escape_budget`` of the defects. No
     thresholds calibrated on labelled parts do better on the test set, so targets these
     miss together are out of this detector's reach at any label count.
     """
-    everything = weighted(prepared.seed + prepared.stream, 1.0)  # every part labelled: a uniform sample
+    # Every part labelled, a uniform sample. The ceiling model is the chain's first and needs no gate, so
+    # the gate role's parts train too: only the calib role is held back (for the thresholds).
+    everything = [replace(it, role="train") if it.role == "gate" else it
+                  for it in weighted(prepared.seed + prepared.stream, 1.0)]
     where = f"ceiling {family}"
     progress(where, f"training on all {len(everything)} seed and stream parts at {chain.hw[0]}x{chain.hw[1]}, "
                     f"every one labelled")

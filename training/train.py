@@ -307,7 +307,12 @@ def train(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.nda
                        {"ok": n - n_pos, "def": n_pos}, precision, cfg.net)
 
 
-def predict(model, images: np.ndarray, norm: Normalisation, batch: int = 256, device: str = "cpu",
+#: Pixels per forward pass when scoring: 256 images at 128 px. A fixed image count would hold
+#: gigabytes of activations for a large net at 300 px, eight times more for the 8-view mean.
+PREDICT_PIXELS = 256 * 128 * 128
+
+
+def predict(model, images: np.ndarray, norm: Normalisation, batch: int | None = None, device: str = "cpu",
             precision: str = "fp32") -> np.ndarray:
     """Scores in [0, 1] for (N, H, W) uint8 images (model put in eval mode).
 
@@ -316,6 +321,11 @@ def predict(model, images: np.ndarray, norm: Normalisation, batch: int = 256, de
     """
     import torch
 
+    from training.net import DihedralMean
+
+    if batch is None:
+        views = 8 if isinstance(model, DihedralMean) else 1
+        batch = max(1, PREDICT_PIXELS // (views * max(1, images[0].size if len(images) else 1)))
     model.eval()
     device_type = "cuda" if device.startswith("cuda") else "cpu"
     out = []
