@@ -80,6 +80,23 @@ def test_imagenet_stem_folded_to_grey_equals_three_equal_channels():
     assert torch.equal(net.blocks[1].expand[1].running_var, state["_blocks.1._bn0.running_var"])
 
 
+@pytest.mark.parametrize("variant", ["lite0", "lite2"])
+def test_each_variant_matches_its_imagenet_checkpoint_block_for_block(variant):
+    import torch
+
+    from training.family import LITE_BLOCKS
+    from training.lite import LiteNet, imagenet_state_dict, load_imagenet
+
+    try:
+        state = imagenet_state_dict(variant)
+    except TrainError as exc:  # lite2's weights are an optional package
+        pytest.skip(str(exc))
+    n = LITE_BLOCKS[variant]
+    net = load_imagenet(LiteNet(n, variant=variant), state)  # every shape must match, or it raises
+    assert torch.equal(net.blocks[n - 1].project[0].weight, state[f"_blocks.{n - 1}._project_conv.weight"])
+    assert f"_blocks.{n}._project_conv.weight" not in state  # the whole backbone, not a prefix of it
+
+
 def test_frozen_blocks_keep_their_weights_while_the_rest_learns():
     import torch
 
@@ -129,6 +146,11 @@ def test_defaults_pick_the_family_and_epochs_by_data_size():
     assert choose(None, None, n_images=PRETRAINED_BELOW).net.family == "defectnet"
     plan = choose("defectnet", 96, n_images=500, epochs=3)
     assert (plan.net.family, plan.size, plan.epochs) == ("defectnet", 96, 3)
+    cfg = plan.train_config()
+    assert cfg.dihedral_mean and cfg.ema is None  # the from-scratch net scores 8 views, cheaply
+    lite = choose(None, None, n_images=400).train_config()
+    assert lite.net.blocks == 16 and not lite.dihedral_mean and lite.ema == 0.99
+    assert choose("lite0", None, views=8).train_config().dihedral_mean
     assert epochs_for("lite0", 200) > epochs_for("lite0", 20_000)  # small sets get more passes
     with pytest.raises(TrainError, match="unknown detector family"):
         choose("resnet", None)

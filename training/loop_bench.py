@@ -52,6 +52,7 @@ from pathlib import Path
 
 import numpy as np
 
+from training.defaults import DEFECTNET_WIDTHS
 from training.errors import DatasetError, TrainError
 from training.loop_sim import (Chain, Item, Prepared, SimConfig, best_band, figures_on, prepare, score_items,
                                fit_band, workdir)
@@ -61,8 +62,9 @@ FIGURES = ("ai_accuracy", "hitl_accuracy", "review_rate", "escape_rate", "false_
 
 
 #: Per family, what the benchmark trains unless told otherwise: input side, epochs, views scored.
-BENCH_DEFAULTS = {"defectnet": {"size": 128, "epochs": 40, "views": 8},
-                  "lite0": {"size": 224, "epochs": 12, "views": 1}}
+BENCH_DEFAULTS = {"defectnet": {"size": 128, "epochs": 40, "views": 8, "ema": None},
+                  "lite0": {"size": 224, "epochs": 20, "views": 1, "ema": 0.99},
+                  "lite2": {"size": 224, "epochs": 20, "views": 1, "ema": 0.99}}
 
 
 @dataclass(frozen=True)
@@ -73,9 +75,9 @@ class LoopConfig:
     families: tuple[str, ...] = ("defectnet",)  # the rounds use the first; --ceiling trains one model per family
     size: int | None = None  # model input side; None: each family's BENCH_DEFAULTS size
     epochs: int | None = None  # None: each family's BENCH_DEFAULTS epochs
-    widths: tuple[int, ...] = (16, 32, 48, 64, 96)  # defectnet conv widths (training.net.DefectNet)
-    blocks: int = 11  # lite0 blocks kept (training.lite.LiteNet)
-    freeze: int = 0  # lite0 blocks kept at their ImageNet weights
+    widths: tuple[int, ...] = DEFECTNET_WIDTHS  # defectnet conv widths (training.net.DefectNet)
+    blocks: int = 0  # lite* blocks kept (training.lite.LiteNet; 0: the whole backbone)
+    freeze: int = 0  # lite* blocks kept at their ImageNet weights
     dihedral_mean: bool | None = None  # score = mean over the 8 rotations/flips; None: the family's default views
     label_share: tuple[float, ...] = (0.45, 0.15)  # review band while learning, share of each slice, per round
     audit_rate: float = 0.03  # audits are the calibration's view of the confident parts (weight 1/rate)
@@ -119,8 +121,8 @@ class LoopConfig:
         net = NetSpec(family, widths=self.widths, blocks=self.blocks)
         views = BENCH_DEFAULTS[family]["views"] if self.dihedral_mean is None else (8 if self.dihedral_mean else 1)
         return TrainConfig(epochs=self.epochs or BENCH_DEFAULTS[family]["epochs"], seed=self.sim.seed,
-                           progress=False, augment=aug, net=net, freeze=self.freeze if family == "lite0" else 0,
-                           dihedral_mean=views == 8)
+                           progress=False, augment=aug, net=net, freeze=self.freeze if net.pretrained_family else 0,
+                           dihedral_mean=views == 8, ema=BENCH_DEFAULTS[family]["ema"])
 
 
 def load_data(data: Path, hw: tuple[int, int]):  # noqa: ANN201 (training.data.ImageSet)

@@ -80,5 +80,5 @@ def build(spec: NetSpec) -> nn.Module:
         return DefectNet(spec.widths, stem=spec.stem)
     from training.lite import LiteNet, load_imagenet
 
-    net = LiteNet(spec.blocks)
+    net = LiteNet(spec.blocks, variant=spec.family)
     return load_imagenet(net) if spec.pretrained else net

@@ -114,8 +114,10 @@ class TrainSection:
     fine_tune_lr: float = 1e-3
 
     def __post_init__(self) -> None:
-        if self.family not in ("auto", "defectnet", "lite0"):
-            raise field_error("family", f"must be auto, defectnet or lite0, got {self.family!r}")
+        from training.family import FAMILIES
+
+        if self.family != "auto" and self.family not in FAMILIES:
+            raise field_error("family", f"must be auto or one of {', '.join(FAMILIES)}, got {self.family!r}")
         check_range("epochs", self.epochs, 1)
         check_range("fine_tune_epochs", self.fine_tune_epochs, 1)
         check_range("fine_tune_lr", self.fine_tune_lr, 1e-6, 1.0)
@@ -330,6 +332,7 @@ class TrainServer:
             return result
 
     def _retrain(self, reason: str) -> dict:
+        from training.defaults import EMA
         from training.pipeline import Budgets
         from training.train import TrainConfig
 
@@ -343,11 +346,14 @@ class TrainServer:
         net = self._network(current, len(train_set))
         parent = self._fine_tune_parent(current, net)
         if parent is not None:
+            # The candidate scores as many views of a part as the model it fine-tunes.
+            views = self.registry.manifest(current).detector.get("views", 1)
             tcfg = TrainConfig(epochs=cfg.train.fine_tune_epochs, lr=cfg.train.fine_tune_lr, seed=cfg.train.seed,
-                               progress=False, init_model=parent, net=net)
+                               progress=False, init_model=parent, net=net, dihedral_mean=views == 8)
             print(f"fine-tuning {current} for {tcfg.epochs} epochs", file=self._log_to, flush=True)
         else:
-            tcfg = TrainConfig(epochs=cfg.train.epochs, seed=cfg.train.seed, progress=False, net=net)
+            tcfg = TrainConfig(epochs=cfg.train.epochs, seed=cfg.train.seed, progress=False, net=net,
+                               ema=EMA[net.family])
         built = build(train_set, version, tcfg,
                       Budgets(cfg.train.escape_budget, cfg.train.review_budget, cfg.train.false_reject_budget,
                               review_cost=cfg.gate.review_weight),

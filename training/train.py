@@ -45,7 +45,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     seed: int = 0
     net: NetSpec = field(default_factory=NetSpec)
-    freeze: int = 0  # lite0: keep the stem and the first N blocks at their pretrained weights (faster)
+    freeze: int = 0  # lite*: keep the stem and the first N blocks at their pretrained weights (faster)
     precision: str = "auto"  # auto: bf16 autocast where the hardware has it, else fp32
     ema: float | None = None  # release the exponential moving average of the weights (decay per step), e.g. 0.99
     focal: float = 0.0  # hard-example weighting: each image's loss times (1 - p_correct) ** focal (0: plain)
@@ -64,13 +64,13 @@ class TrainConfig:
             raise TrainError(f"lr must be > 0, got {self.lr}")
         if self.precision not in PRECISIONS:
             raise TrainError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if self.freeze and self.net.family != "lite0":
+        if self.freeze and not self.net.pretrained_family:
             raise TrainError(f"freeze keeps pretrained stages; the {self.net.family} family has none")
         if not 0 <= self.focal <= 5:
             raise TrainError(f"focal must be in [0, 5], got {self.focal}")
         if self.ema is not None and not 0 < self.ema < 1:
             raise TrainError(f"ema decay must be in (0, 1), got {self.ema}")
-        if not 0 <= self.freeze < self.net.blocks:
+        if self.freeze and not 0 < self.freeze < self.net.blocks:
             raise TrainError(f"freeze must be in 0..{self.net.blocks - 1} (below the blocks kept), got {self.freeze}")
 
     @property
@@ -199,7 +199,7 @@ def prepare_model(cfg: TrainConfig, train_images: np.ndarray, device: str):  # n
 
 
 def frozen_modules(model, freeze: int) -> list:  # noqa: ANN001
-    """The stem and the first ``freeze`` blocks of a lite0 net (none when freeze is 0)."""
+    """The stem and the first ``freeze`` blocks of a lite net (none when freeze is 0)."""
     if not freeze:
         return []
     return [model.stem, *list(model.blocks)[:freeze]]
@@ -220,13 +220,19 @@ def _ema(model, decay: float | None):  # noqa: ANN001, ANN202
     """A running exponential average of the weights and BatchNorm statistics (None when off).
 
     On a few hundred labels the weights of the last steps wander; their average scores
-    more steadily than any one of them, at the cost of one copy of the weights.
+    more steadily than any one of them, at the cost of one copy of the weights. The decay
+    ramps up as (1 + n) / (10 + n) towards ``decay`` over the first steps, so a short run
+    is not averaged with the random head of its first step.
     """
     if decay is None:
         return None
-    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+    from torch.optim.swa_utils import AveragedModel
 
-    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+    def average(avg, current, n):  # noqa: ANN001, ANN202
+        d = min(decay, (1.0 + float(n)) / (10.0 + float(n)))
+        return avg * d + current * (1.0 - d)
+
+    return AveragedModel(model, avg_fn=average, use_buffers=True)
 
 
 def train(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.ndarray, val_labels: np.ndarray,
