@@ -86,3 +86,21 @@ def test_dihedral_mean_model_scores_every_rotation_and_flip_alike_on_the_edge(tm
     single = result.training.model.net
     one_view = predict(single, np.stack(views), result.training.norm)
     assert np.ptp(one_view) > 1e-3 and abs(scores[0] - one_view.mean()) < 1e-4
+
+
+def test_export_parity_check_scores_in_batches_of_the_pixel_budget():
+    """The parity check must not push all its images through the net at once: 256 images of
+    300 px in 8 views held 24 GB and were killed. It scores within training.train.PREDICT_PIXELS."""
+    from training.net import DihedralMean, build
+    from training.scaling import Normalisation
+    from training.train import PREDICT_PIXELS
+
+    side = 64
+    net = DihedralMean(build(NetSpec("defectnet", widths=(4, 8)))).eval()
+    seen: list[int] = []
+    net.register_forward_pre_hook(lambda _m, args: seen.append(int(args[0].shape[0])))
+    images = np.random.default_rng(0).integers(0, 256, (256, side, side), dtype=np.uint8)
+    exported = export_onnx(net, (side, side), Normalisation(1 / 255, 0.5, 0.5), images)
+    assert exported.parity_images == 256
+    budget = PREDICT_PIXELS // (8 * side * side)
+    assert budget < 256 and max(seen) <= budget and sum(seen[1:]) >= 256

@@ -49,10 +49,11 @@ def export_onnx(model, input_hw: tuple[int, int], norm: Normalisation, check_ima
     except Exception as exc:  # torch raises many kinds (OnnxExporterError, RuntimeError, ...)
         raise ExportError(f"ONNX export failed: {exc}") from exc
     data = _tidy(buf.getvalue())
+    from training.train import predict  # batched by pixel count: 256 images of 300 px in 8 views are 24 GB at once
+
     images = check_images[:max_check]
     tensors = to_tensor(images, norm)
-    with torch.no_grad():
-        ref = model(torch.from_numpy(tensors)).reshape(-1).numpy().astype(np.float64)
+    ref = predict(model, images, norm).astype(np.float64)
     session = session_for(data, threads=1)
     got = np.array([session.run([output_name], {input_name: tensors[i:i + 1]})[0].reshape(-1)[0]
                     for i in range(len(images))], dtype=np.float64)
