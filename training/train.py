@@ -184,6 +184,11 @@ def prepare_model(cfg: TrainConfig, train_images: np.ndarray, device: str):  # n
     """(network on ``device``, channels-last, frozen stages set; its Normalisation)."""
     import torch
 
+    if device == "cpu":
+        from training.heap import keep_freed_memory
+
+        keep_freed_memory()  # each step's activations reuse the last step's memory (training.heap)
+
     if cfg.init_model is not None:
         from training.warmstart import load_parent
 
