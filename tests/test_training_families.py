@@ -142,14 +142,16 @@ def test_precision_is_bf16_only_where_it_is_native():
 
 
 def test_defaults_pick_the_family_and_epochs_by_data_size():
-    assert choose(None, None, n_images=PRETRAINED_BELOW - 1).net.family == "lite0"
+    few = choose(None, None, n_images=PRETRAINED_BELOW - 1)
+    assert (few.net.family, few.size, few.views) == ("lite2", 300, 8)  # pretrained, native size, 8 views
     assert choose(None, None, n_images=PRETRAINED_BELOW).net.family == "defectnet"
     plan = choose("defectnet", 96, n_images=500, epochs=3)
     assert (plan.net.family, plan.size, plan.epochs) == ("defectnet", 96, 3)
     cfg = plan.train_config()
     assert cfg.dihedral_mean and cfg.ema is None  # the from-scratch net scores 8 views, cheaply
     lite = choose(None, None, n_images=400).train_config()
-    assert lite.net.blocks == 16 and not lite.dihedral_mean and lite.ema == 0.99
+    assert lite.net.blocks == 21 and lite.dihedral_mean and lite.ema == 0.99
+    assert not choose("lite0", None).train_config().dihedral_mean
     assert choose("lite0", None, views=8).train_config().dihedral_mean
     assert epochs_for("lite0", 200) > epochs_for("lite0", 20_000)  # small sets get more passes
     with pytest.raises(TrainError, match="unknown detector family"):
@@ -180,3 +182,20 @@ def test_weight_averaging_releases_the_running_average_not_the_last_step():
     assert not torch.equal(w_last, w_avg) and torch.isfinite(w_avg).all()
     with pytest.raises(TrainError, match="ema"):
         TrainConfig(ema=1.0)
+
+
+def test_the_small_data_default_lite2_with_eight_views_scores_at_the_edge_as_in_pytorch(tmp_path):
+    # The default family for few labels (training.defaults): lite2 with its ImageNet weights from the
+    # installed package, cut short here for speed, scoring the mean of the 8 rotations/flips.
+    spec = NetSpec("lite2", blocks=3)
+    cfg = TrainConfig(epochs=1, batch_size=16, net=spec, dihedral_mean=True, progress=False, seed=5)
+    result = build_model(_data(), "3.0.0", cfg, log=None)
+    det = result.manifest.detector
+    assert (det["family"], det["blocks"], det["pretrained"], det["views"]) == ("lite2", 3, "imagenet", 8)
+    edge_model = Detector.load(Registry(tmp_path).add(result.manifest, result.model_bytes))
+    images, _ = _data(12, seed=98).arrays()
+    edge = np.array([edge_model.score(im) for im in images])
+    ours = predict(result.training.model, images, result.training.norm)
+    assert np.max(np.abs(edge - ours)) < 1e-4 and np.ptp(edge) > 0
+    # Eight views: a part and its mirror image score the same.
+    assert abs(edge_model.score(images[0]) - edge_model.score(images[0][:, ::-1].copy())) < 1e-4

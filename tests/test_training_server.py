@@ -118,7 +118,7 @@ def test_a_station_request_runs_a_real_retrain_that_is_gated_signed_served_and_a
     assert trained == 48 - manifest.dataset["stats"]["golden_excluded"]
     assert [e["promoted"] for e in read_log(cfg.data.dir)] == [True]
     # family = "auto": a first model on 48 seed images is the pretrained family (training.defaults).
-    assert manifest.detector["family"] == "lite0"
+    assert manifest.detector["family"] == "lite2"
 
 
 def test_auto_family_follows_the_running_model_so_a_retrain_can_fine_tune_it(tmp_path, broker, seed_images):
@@ -128,7 +128,7 @@ def test_auto_family_follows_the_running_model_so_a_retrain_can_fine_tune_it(tmp
 
     cfg = server_config(tmp_path, broker, seed_images)
     server = TrainServer(cfg, log_to=io.StringIO())
-    assert server._network(None, 100).family == "lite0" and server._network(None, 5000).family == "defectnet"
+    assert server._network(None, 100).family == "lite2" and server._network(None, 5000).family == "defectnet"
     version = install_into(server.registry)  # the built-in model
     builtin = server.registry.manifest(version)
     assert server._network(version, 100).family == builtin.detector.get("family", "defectnet")

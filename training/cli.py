@@ -20,21 +20,21 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="seed image folder (repeatable); images are read in place, never copied")
     run.add_argument("--synthetic", type=int, default=0, metavar="N", help="also train on N synthetic parts")
     run.add_argument("--family", default="auto", choices=("auto", "defectnet", "lite0", "lite2"),
-                     help="detector family (default auto: lite0, pretrained, below 3,000 images; defectnet above)")
+                     help="detector family (default auto: lite2, pretrained, below 3,000 images; defectnet from 3,000)")
     run.add_argument("--epochs", type=int, default=None,
                      help="training epochs (default: by family and data size, training.defaults)")
     run.add_argument("--out", type=Path, default=Path("var/models"), help="model registry folder (default var/models)")
     run.add_argument("--version", default=None, help="version name (default: a UTC timestamp)")
     run.add_argument("--parent", default=None, help="version this one replaces")
     run.add_argument("--size", type=int, default=None,
-                     help="model input side in pixels (default: the family's, defectnet 128, lite0/lite2 224)")
+                     help="model input side in pixels (default: the family's, defectnet 128, lite0 224, lite2 300)")
     run.add_argument("--freeze", type=int, default=0,
                      help="lite0/lite2: keep the stem and the first N blocks at their ImageNet weights (faster)")
     run.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
                      help="training arithmetic (default auto: bf16 autocast where the CPU or GPU has it)")
     run.add_argument("--views", type=int, choices=(1, 8), default=None,
-                     help="score 1 view of a part or the mean of its 8 rotations/flips (default: defectnet 8, "
-                          "lite0/lite2 1: 8 x the inference)")
+                     help="score 1 view of a part or the mean of its 8 rotations/flips, 8 x the inference "
+                          "(default: defectnet 8, lite0 1, lite2 8)")
     run.add_argument("--int8", action="store_true",
                      help="release an int8-quantised graph when its scores stay within 0.02 of float32 "
                           "(both timings are printed)")
@@ -127,7 +127,7 @@ def register_bench(bench_sub: argparse._SubParsersAction) -> None:
     b.add_argument("--epochs", type=int, default=None,
                    help="training epochs per model (default: defectnet 40, lite0/lite2 20)")
     b.add_argument("--size", type=int, default=None,
-                   help="model input side in pixels (default: defectnet 128, lite0/lite2 224)")
+                   help="model input side in pixels (default: defectnet 128, lite0 224, lite2 300)")
     b.add_argument("--widths", type=_widths, default=(16, 32, 48, 64, 96), metavar="W,W,...",
                    help="defectnet conv widths, one per 2x2 pooling stage (default 16,32,48,64,96)")
     b.add_argument("--blocks", type=int, default=0,
@@ -136,7 +136,7 @@ def register_bench(bench_sub: argparse._SubParsersAction) -> None:
                    help="lite0/lite2: stem and first N blocks kept at their ImageNet weights (default 0: all train)")
     b.add_argument("--views", choices=("1", "8"), default=None,
                    help="score 1 view of each part or the mean over its 8 rotations/flips, in the model "
-                        "(default: defectnet 8, lite0 1)")
+                        "(default: defectnet 8, lite0 1, lite2 8)")
     b.add_argument("--augment-artefacts", action="store_true",
                    help="also paint synthetic artefacts during training (off: the line's artefacts are new to the seed model)")
     b.add_argument("--seed", type=int, default=0, help="random seed for split, artefacts, audits and training")

@@ -5,8 +5,10 @@ reasonable time without knowing any of this. What is sensible depends on how man
 labelled images there are:
 
 - **Few labels** (fewer than ``PRETRAINED_BELOW`` training images): features learnt
-  from a few hundred parts are the weak point, so the pretrained family (lite0) is
-  fine-tuned; ImageNet features already see spots, edges and texture.
+  from a few hundred parts are the weak point, so the pretrained family (lite2) is
+  fine-tuned at its native 300 px, scoring the mean of the 8 rotations/flips of a
+  part; ImageNet features already see spots, edges and texture (on the solar cells
+  it beat lite0 and defectnet: README "Detector families").
 - **Many labels**: the from-scratch DefectNet (the wider one the loop benchmark
   uses, scoring the mean of the 8 rotations/flips of a part) learns features for the
   line's own parts as well as the backbone adapts its own, at a fraction of the
@@ -35,8 +37,9 @@ MAX_EPOCHS = {"defectnet": 40, "lite0": 30, "lite2": 30}
 EMA = {"defectnet": None, "lite0": 0.99, "lite2": 0.99}
 #: The from-scratch net of a default run: wider than the built-in model's (training.family.DEFAULT_WIDTHS).
 DEFECTNET_WIDTHS = (16, 32, 48, 64, 96)
-#: Views scored per part: the mean of the 8 rotations/flips where it is cheap at the edge (about 8 x 0.5 ms).
-VIEWS = {"defectnet": 8, "lite0": 1, "lite2": 1}
+#: Views scored per part: the mean of the 8 rotations/flips (defectnet: about 8 x 0.4 ms at the edge;
+#: lite2, the few-label default, where accuracy matters more than its 8 x 26 ms).
+VIEWS = {"defectnet": 8, "lite0": 1, "lite2": 8}
 
 
 @dataclass(frozen=True)
@@ -60,7 +63,7 @@ class Plan:
 
 def family_for(n_images: int | None) -> str:
     """The family for a data set of ``n_images`` (None: not known yet, e.g. before loading)."""
-    return "lite0" if n_images is not None and n_images < PRETRAINED_BELOW else "defectnet"
+    return "lite2" if n_images is not None and n_images < PRETRAINED_BELOW else "defectnet"
 
 
 def epochs_for(family: str, n_images: int | None) -> int:
@@ -78,7 +81,7 @@ def choose(family: str | None, size: int | None, n_images: int | None = None, ep
     if family == "auto":
         chosen = family_for(n_images)
         why = (f"{n_images} images: " if n_images is not None else "") + (
-            f"fewer than {PRETRAINED_BELOW}, pretrained features" if chosen == "lite0"
+            f"fewer than {PRETRAINED_BELOW}, pretrained features" if chosen == "lite2"
             else f"at least {PRETRAINED_BELOW}, features learnt from the line's parts")
     else:
         chosen, why = family, "as asked"

@@ -8,8 +8,9 @@ out, exported as plain ONNX that the edge runs without knowing the family):
 - ``lite0`` -- EfficientNet-Lite0 with ImageNet weights from an installed package,
   cut after ``blocks`` blocks and fine-tuned (training.lite.LiteNet): features that
   already see edges, spots and texture, so a few hundred labels go much further.
-- ``lite2`` -- the same design as EfficientNet-Lite2 (21 blocks, wider): more capacity
-  for hard surfaces, at about 1.3x lite0's training and inference time.
+- ``lite2`` -- the same design as EfficientNet-Lite2 (21 blocks, wider), trained at its
+  native 300 px: more capacity for hard surfaces, the default for small data sets
+  (training.defaults), at about 1.3x lite0's cost at the same size.
 
 ``NetSpec`` names the family and its options (``training.net.build`` makes the
 network; this module imports no torch). It travels in the manifest's
@@ -33,7 +34,7 @@ DEFAULT_WIDTHS = (8, 16, 24, 32, 48)
 #: The lite families' input scaling, x = (pixel * scale - mean) / std = pixel / 127.5 - 1: their training range.
 LITE0_NORMALISATION = (1 / 255, 0.5, 0.5)
 #: The input side each family is trained at unless told otherwise.
-DEFAULT_SIZES = {"defectnet": 128, "lite0": 224, "lite2": 224}
+DEFAULT_SIZES = {"defectnet": 128, "lite0": 224, "lite2": 300}
 #: AdamW peak learning rate: a from-scratch net takes large steps, a pretrained one small ones.
 DEFAULT_LR = {"defectnet": 4e-3, "lite0": 1e-3, "lite2": 1e-3}
 
