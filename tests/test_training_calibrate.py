@@ -67,8 +67,9 @@ def test_weighted_calibration_equals_calibrating_on_the_parts_each_image_stands_
     decisions as on the replicated sample (the escape side is the stricter count, tested below)."""
     s, y = _scores(300, 200, 4, seed)
     w = np.random.default_rng(seed).integers(1, 6, s.size)
-    weighted = calibrate(s, y, *budgets, weights=w)
-    replicated = calibrate(np.repeat(s, w), np.repeat(y, w), *budgets)
+    # On point estimates (confidence=None): the bounds' effective sample sizes differ by design.
+    weighted = calibrate(s, y, *budgets, weights=w, confidence=None)
+    replicated = calibrate(np.repeat(s, w), np.repeat(y, w), *budgets, confidence=None)
 
     def actions(cal):  # a tie the weighted form cannot split may leave the threshold elsewhere between scores
         return np.digitize(s, [cal.pass_below, cal.reject_above], right=False)
@@ -88,8 +89,8 @@ def test_weights_hold_the_review_budget_on_the_line_not_on_the_over_sampled_hard
     audited = ~hard & (rng.random(line_s.size) < 0.02)
     keep = hard | audited
     s, y, w = line_s[keep], line_y[keep], np.where(hard[keep], 1.0, 50.0)
-    plain = calibrate(s, y, 0.002, 0.05, 0.01)
-    weighted = calibrate(s, y, 0.002, 0.05, 0.01, weights=w)
+    plain = calibrate(s, y, 0.002, 0.05, 0.01, confidence=None)  # the weighting itself, on point estimates
+    weighted = calibrate(s, y, 0.002, 0.05, 0.01, weights=w, confidence=None)
     on_line = decision_rates(line_s, line_y, weighted.pass_below, weighted.reject_above)
     assert on_line["review_rate"] == pytest.approx(weighted.review_rate, abs=0.005) and on_line["review_rate"] <= 0.055
     plain_on_line = decision_rates(line_s, line_y, plain.pass_below, plain.reject_above)
@@ -125,13 +126,13 @@ def test_spare_review_budget_goes_to_the_good_parts_the_model_is_least_sure_of()
     good = np.concatenate([np.linspace(0.0, 0.3, 96), [0.55, 0.58, 0.605, 0.61]])
     bad = np.linspace(0.6, 1.0, 100)
     s, y = np.concatenate([good, bad]), np.concatenate([np.zeros(100, int), np.ones(100, int)])
-    plain = calibrate(s, y, 0.0, 0.05, 0.05, review_cost=None)
-    spent = calibrate(s, y, 0.0, 0.05, 0.05, review_cost=0.25)
+    plain = calibrate(s, y, 0.0, 0.05, 0.05, review_cost=None, confidence=None)  # exact counts of 100 parts
+    spent = calibrate(s, y, 0.0, 0.05, 0.05, review_cost=0.25, confidence=None)
     assert plain.false_reject_rate == pytest.approx(0.02) and plain.review_rate <= 0.01
     assert spent.pass_below == plain.pass_below and spent.reject_above > plain.reject_above
     assert spent.false_reject_rate == 0.0 and spent.review_rate <= 0.05 and spent.escape_rate == 0.0
     # A review costs more than the false reject it saves: the band stays where it was.
-    assert calibrate(s, y, 0.0, 0.05, 0.05, review_cost=30.0).reject_above == plain.reject_above
+    assert calibrate(s, y, 0.0, 0.05, 0.05, review_cost=30.0, confidence=None).reject_above == plain.reject_above
 
 
 def test_spare_review_is_not_spent_on_defects():
@@ -140,3 +141,61 @@ def test_spare_review_is_not_spent_on_defects():
     y = np.concatenate([np.zeros(100, int), np.ones(100, int)])
     plain = calibrate(s, y, 0.0, 0.3, 0.01, review_cost=None)
     assert calibrate(s, y, 0.0, 0.3, 0.01).reject_above == plain.reject_above
+
+
+def _line(n_good, n_def, rng):
+    """A line whose true score distributions are known: good ~ Beta(2, 6), defects ~ Beta(6, 2)."""
+    return (np.concatenate([rng.beta(2, 6, n_good), rng.beta(6, 2, n_def)]),
+            np.concatenate([np.zeros(n_good, int), np.ones(n_def, int)]))
+
+
+def test_the_escape_budget_holds_on_unseen_parts_at_the_stated_confidence():
+    rng = np.random.default_rng(5)
+    unseen = rng.beta(6, 2, 1_000_000)  # the line's defects not yet seen
+    budget, trials = 0.01, 120
+
+    def exceeded(confidence):
+        over = 0
+        for _ in range(trials):
+            s, y = _line(1500, 1500, rng)
+            cal = calibrate(s, y, escape_budget=budget, review_budget=0.1, false_reject_budget=0.05,
+                            confidence=confidence)
+            over += float(np.mean(unseen < cal.pass_below)) > budget
+        return over / trials
+
+    # On the point estimate about half the calibrations pass more unseen defects than the budget allows;
+    # on the 95 % bound at most about 5 % do (binomial slack for 120 trials).
+    assert exceeded(None) > 0.25
+    assert exceeded(0.95) <= 0.1
+
+
+def test_too_few_defects_to_certify_pass_none_of_them_and_say_how_many_more_would():
+    s, y = _line(2000, 300, np.random.default_rng(8))
+    cal = calibrate(s, y, escape_budget=0.0025, review_budget=0.2, false_reject_budget=0.02)
+    assert not cal.certified["escape"] and cal.escape_rate == 0.0
+    assert cal.pass_below <= s[y == 1].min()  # every validation defect is held or rejected
+    # 0.25 % at 95 % takes 1,197 defects none of which passes: 897 more than these 300.
+    assert cal.defects_to_certify == 897 and "897 more labelled defects" in cal.note
+    point = calibrate(s, y, escape_budget=0.0025, review_budget=0.2, false_reject_budget=0.02, confidence=None)
+    assert point.defects_to_certify == 0 and point.pass_below >= cal.pass_below
+
+
+def test_enough_defects_certify_the_escape_budget_and_report_the_bounds():
+    s, y = _line(3000, 3000, np.random.default_rng(9))
+    cal = calibrate(s, y, escape_budget=0.01, review_budget=0.2, false_reject_budget=0.05)
+    assert cal.certified["escape"] and cal.defects_to_certify == 0
+    assert cal.escape_rate <= cal.escape_rate_upper <= 0.01
+    assert cal.review_rate <= cal.review_rate_upper and cal.false_reject_rate <= cal.false_reject_rate_upper
+    assert cal.to_dict()["confidence"] == 0.95
+
+
+def test_a_sample_too_small_to_certify_a_review_budget_still_gets_a_review_band():
+    s, y = _line(30, 10, np.random.default_rng(4))  # 40 parts: even an empty band's bound is above 5 %
+    cal = calibrate(s, y, escape_budget=0.1, review_budget=0.05, false_reject_budget=0.5)
+    assert not cal.certified["review"] and "review rate" in cal.note
+    assert 0 < cal.review_rate <= 0.05  # sized on the observed rate, not collapsed to an empty band
+
+
+def test_confidence_out_of_range_is_named():
+    with pytest.raises(CalibrationError, match="confidence"):
+        calibrate([0.1, 0.9], [0, 1], confidence=1.0)

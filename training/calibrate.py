@@ -20,8 +20,19 @@ Priorities, highest first:
 
 Thresholds sit halfway between neighbouring validation scores rather than on one,
 so a part scoring like its nearest validation example lands on the same side.
-With few validation defects the observed escape rate says little, so the 95 %
-upper bound on it is reported beside it.
+**A stated confidence** (``confidence``, default 0.95). A rate seen on a few hundred
+validation parts is an estimate; the line sees parts not yet seen. So each budget is
+turned into the largest count of the validation sample whose one-sided Clopper-Pearson
+upper bound stays within the budget (training.metrics.binomial_upper; weighted images
+count by Kish's effective sample size), and the thresholds are chosen for those
+counts. The escape budget then holds for unseen parts at that confidence. When no
+count can certify it (0.25 % at 95 % takes 1,197 defects passing none), no
+validation defect is passed: ``pass_below`` sits under the lowest defect, more parts
+go to review, ``certified["escape"]`` is False and ``defects_to_certify`` says how many
+more labelled defects certifying would take. A review or false-reject budget that no
+count can certify on this sample (an empty band already has an upper bound above it)
+falls back to its point estimate, and the note says so: an empty band is not the safe
+side of a review budget. ``confidence=None`` chooses on point estimates alone.
 
 ``weights`` (optional) says how many line parts each validation image stands for,
 when the images were not drawn uniformly from the line: every part of the uncertain
@@ -36,7 +47,7 @@ every image counts once.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -49,14 +60,19 @@ class Calibration:
     pass_below: float
     reject_above: float
     escape_rate: float  # share of validation defects passed
-    escape_rate_upper95: float
+    escape_rate_upper: float  # its upper bound at ``confidence`` (the rate itself when confidence is None)
     review_rate: float  # share of validation parts in the band
     false_reject_rate: float  # share of validation good parts rejected
     escape_budget: float
     review_budget: float
     false_reject_budget: float
-    met: dict  # budget name -> bool
+    met: dict  # budget name -> bool: the validation rate is within the budget
     note: str
+    confidence: float | None = 0.95
+    certified: dict = field(default_factory=dict)  # budget name -> bool: the rate's upper bound is within it
+    review_rate_upper: float = float("nan")
+    false_reject_rate_upper: float = float("nan")
+    defects_to_certify: int = 0  # more labelled defects (none passed) that would certify the escape budget
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -64,7 +80,7 @@ class Calibration:
 
 def calibrate(scores, labels, escape_budget: float = 0.005, review_budget: float = 0.05,
               false_reject_budget: float = 0.01, prevalence: float | None = None, weights=None,
-              review_cost: float | None = 0.25) -> Calibration:
+              review_cost: float | None = 0.25, confidence: float | None = 0.95) -> Calibration:
     """Choose thresholds on validation ``scores`` (0..1) with ``labels`` (1 = defect)."""
     s = np.asarray(scores, dtype=np.float64).reshape(-1)
     y = np.asarray(labels).reshape(-1)
@@ -83,6 +99,8 @@ def calibrate(scores, labels, escape_budget: float = 0.005, review_budget: float
                         ("false_reject_budget", false_reject_budget)):
         if not 0.0 <= value < 1.0:
             raise CalibrationError(f"{name} must be in [0, 1), got {value}")
+    if confidence is not None and not 0.5 <= confidence < 1.0:
+        raise CalibrationError(f"confidence must be in [0.5, 1) or None, got {confidence}")
     y = y.astype(bool)
     if not y.any() or y.all():
         raise CalibrationError(f"calibration needs both classes; got {int(y.sum())} defects and "
@@ -90,42 +108,113 @@ def calibrate(scores, labels, escape_budget: float = 0.005, review_budget: float
     defects, w_def = _sorted_with_weights(s[y], None if w is None else w[y])
     good, w_good = _sorted_with_weights(s[~y], None if w is None else w[~y])
 
-    # 1. pass_below: the lowest k defects (at most the budget's share of the defects' weight, and of
-    # their number) may pass.
-    k = min(_leading(w_def, escape_budget), _leading(np.ones(defects.size), escape_budget))
+    notes = []
+    # The budgets as shares of this sample that certify them at ``confidence`` (module docstring).
+    w_all = np.ones(s.size) if w is None else w
+    escape_w = _certifiable(w_def, escape_budget, confidence)
+    escape_n = _certifiable(np.ones(defects.size), escape_budget, confidence)
+    review_share = _certifiable(w_all, review_budget, confidence)
+    fr_share = _certifiable(w_good, false_reject_budget, confidence)
+    if review_share is None:
+        review_share = review_budget
+        notes.append(f"{_n_eff(w_all):.0f} validation parts cannot certify a review rate under {review_budget} "
+                     f"at {confidence:.0%}: the band is sized on the observed rate")
+    if fr_share is None:
+        fr_share = false_reject_budget
+        notes.append(f"{_n_eff(w_good):.0f} good validation parts cannot certify a false-reject rate under "
+                     f"{false_reject_budget} at {confidence:.0%}: the observed rate is used")
+
+    # 1. pass_below: the lowest k defects (at most the certifiable share of the defects' weight, and of
+    # their number) may pass; none when the budget cannot be certified.
+    k = min(_leading(w_def, escape_w or 0.0), _leading(np.ones(defects.size), escape_n or 0.0))
     pass_below = _between(defects[k - 1] if k > 0 else None, defects[k], s)
 
     # 2. reject_above from the false-reject budget: the highest m good parts may be rejected.
-    m = _leading(w_good[::-1], false_reject_budget)
+    m = _leading(w_good[::-1], fr_share)
     top = good.size - 1 - m  # the highest good score that must not be rejected
     reject_above = max(pass_below, _above(good[top], s)) if top >= 0 else pass_below
-    notes = []
     band = _share_in_band(s, y, pass_below, reject_above, prevalence, w)
-    if band > review_budget:
+    if band > review_share:
         # Lower reject_above until the band fits; ties can force a little under the budget.
         above = np.sort(s[(s >= pass_below) & (s < reject_above)])
-        allowed = int(math.floor(review_budget * s.size + 1e-9)) if prevalence is None and w is None else None
+        allowed = int(math.floor(review_share * s.size + 1e-9)) if prevalence is None and w is None else None
         if allowed is not None:
             reject_above = pass_below if allowed == 0 else _above(above[min(allowed, above.size) - 1], s)
-        while reject_above > pass_below and _share_in_band(s, y, pass_below, reject_above, prevalence, w) > review_budget:
+        while reject_above > pass_below and _share_in_band(s, y, pass_below, reject_above, prevalence, w) > review_share:
             reject_above = _below_value(reject_above, s, pass_below)
         notes.append("review budget too small for the false-reject budget: the uncertain band was narrowed "
                      "and the parts above it are rejected")
     elif review_cost is not None:
-        reject_above = _spend_spare_review(s, y, pass_below, reject_above, review_budget, review_cost, prevalence, w)
+        reject_above = _spend_spare_review(s, y, pass_below, reject_above, review_share, review_cost, prevalence, w)
     rates = decision_rates(s, y, pass_below, reject_above, prevalence, w)
     met = {"escape": rates["escape_rate"] <= escape_budget + 1e-12,
            "review": rates["review_rate"] <= review_budget + 1e-12,
            "false_reject": rates["false_reject_rate"] <= false_reject_budget + 1e-12}
-    upper = binomial_upper(rates["escapes"], rates["defects"])
-    if upper > escape_budget:
-        notes.append(f"{rates['defects']} validation defects cannot show an escape rate under {escape_budget} "
-                     f"with 95 % confidence (upper bound {upper:.4f}); more defect examples would")
+    escape_upper = max(_upper(rates["escape_rate"], w_def, confidence),
+                       _upper(rates["escapes"] / defects.size, np.ones(defects.size), confidence))
+    review_upper = _upper(rates["review_rate"], w_all, confidence)
+    fr_upper = _upper(rates["false_reject_rate"], w_good, confidence)
+    certified = {"escape": escape_upper <= escape_budget + 1e-12, "review": review_upper <= review_budget + 1e-12,
+                 "false_reject": fr_upper <= false_reject_budget + 1e-12}
+    more = 0 if certified["escape"] or confidence is None else _defects_to_certify(
+        rates["escapes"], defects.size, escape_budget, confidence)
+    if more:
+        notes.append(f"{defects.size} validation defects cannot certify an escape rate under {escape_budget} "
+                     f"at {confidence:.0%} (upper bound {escape_upper:.4f}): none of them is passed, and about "
+                     f"{more} more labelled defects would certify it")
     return Calibration(pass_below=pass_below, reject_above=reject_above, escape_rate=rates["escape_rate"],
-                       escape_rate_upper95=upper, review_rate=rates["review_rate"],
+                       escape_rate_upper=escape_upper, review_rate=rates["review_rate"],
                        false_reject_rate=rates["false_reject_rate"], escape_budget=escape_budget,
                        review_budget=review_budget, false_reject_budget=false_reject_budget, met=met,
-                       note="; ".join(notes))
+                       note="; ".join(notes), confidence=confidence, certified=certified,
+                       review_rate_upper=review_upper, false_reject_rate_upper=fr_upper, defects_to_certify=more)
+
+
+def _n_eff(w: np.ndarray) -> float:
+    """Kish's effective sample size of weighted items: (sum w)^2 / sum w^2 (their number for unit weights)."""
+    return float(w.sum()) ** 2 / float(np.square(w).sum()) if w.size else 0.0
+
+
+def _upper(share: float, w: np.ndarray, confidence: float | None) -> float:
+    """The upper bound at ``confidence`` on a share observed over items of weights ``w``."""
+    if confidence is None or not math.isfinite(share):
+        return share
+    n = int(math.floor(_n_eff(w) + 1e-9))
+    return binomial_upper(int(math.ceil(share * n - 1e-9)), n, confidence)
+
+
+def _certifiable(w: np.ndarray, budget: float, confidence: float | None) -> float | None:
+    """The largest share of items of weights ``w`` whose upper bound stays within ``budget`` (None: not even 0)."""
+    if confidence is None:
+        return budget
+    n = int(math.floor(_n_eff(w) + 1e-9))
+    if n == 0 or binomial_upper(0, n, confidence) > budget:
+        return None
+    lo, hi = 0, min(n, int(budget * n) + 1)  # the bound is above k / n: no count past budget * n can do
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if binomial_upper(mid, n, confidence) <= budget:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo / n
+
+
+def _defects_to_certify(escapes: int, defects: int, budget: float, confidence: float) -> int:
+    """How many more labelled defects, none of them passed, would bring the escape bound within ``budget``."""
+    if budget <= 0:
+        return 0  # a zero budget is never certified by a sample; it is held on the sample only
+    hi = max(defects, 1)
+    while binomial_upper(escapes, hi, confidence) > budget:
+        hi *= 2
+    lo = defects
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if binomial_upper(escapes, mid, confidence) <= budget:
+            hi = mid
+        else:
+            lo = mid + 1
+    return max(0, lo - defects)
 
 
 def _spend_spare_review(s, y, pass_below, reject_above, review_budget, review_cost, prevalence, w) -> float:

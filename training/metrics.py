@@ -75,15 +75,18 @@ def binomial_upper(k: int, n: int, confidence: float = 0.95) -> float:
     if k >= n:
         return 1.0
     alpha = 1.0 - confidence
+    i = np.arange(k + 1)
+    log_fact = np.concatenate([[0.0], np.cumsum(np.log(np.arange(1, n + 1)))])
+    log_choose = log_fact[n] - log_fact[i] - log_fact[n - i]
 
     def cdf(p: float) -> float:  # P(X <= k) for X ~ Binomial(n, p)
         if p <= 0:
             return 1.0
         if p >= 1:
             return 0.0
-        lp, lq = math.log(p), math.log1p(-p)
-        return sum(math.exp(math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * lp + (n - i) * lq)
-                   for i in range(k + 1))
+        terms = log_choose + i * math.log(p) + (n - i) * math.log1p(-p)
+        top = float(terms.max())
+        return math.exp(top) * float(np.exp(terms - top).sum())
 
     lo, hi = k / n, 1.0
     for _ in range(60):
