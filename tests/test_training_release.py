@@ -309,3 +309,36 @@ def test_golden_images_keep_their_weight_through_the_manifest(tmp_path, parts):
     again = GoldenSet.load(tmp_path / "golden")
     assert list(again.weights) == [5.0 if y == 0 else 1.0 for y in again.labels]
     assert GoldenSet.load_or_freeze(tmp_path / "plain", parts.dedup(), size=len(parts)).weights is None
+
+
+def test_gate_refuses_a_candidate_that_scraps_the_lines_good_parts_though_the_golden_set_would_promote_it(
+        tmp_path, golden, parts):
+    """The demo's case: on the clean golden parts the candidate is better, while on the line's own parts
+    (good ones under glare, shadows and dust) it rejects good parts the current model does not."""
+    root = tmp_path / "staged"
+    current = stage(root, "1.0.0", constant_model_bytes(0.5, HW), (0.3, 0.7))  # reviews every part
+    pass_below, _ = dark_spot_thresholds(tmp_path, golden)
+    from edge.detector import Detector
+
+    probe = Detector.load(stage(root, "0.0.2", threshold_model_bytes(HW, contrast=0.3, blur=5), (0.0, 1.0)),
+                          roi=(0, 0, HW[1], HW[0]))
+    good_max = max(probe.score(im) for im, y in zip(golden.images, golden.labels) if y == 0)
+    # Rejects what scores above every clean good part: no false reject on the golden set.
+    candidate = stage(root, "1.0.1", threshold_model_bytes(HW, contrast=0.3, blur=5), (pass_below, good_max * 1.01))
+    rule = GateRule()
+    alone = gate(candidate, current, golden, rule)
+    assert alone.promoted and alone.candidate.false_reject_rate == 0.0, alone.report()  # the golden set promotes it
+    good_under_lights = ImageSet.from_synthetic(300, HW, seed=31, defect_rate=0.0, artefact_rate=1.0)
+    defects = ImageSet([s for s in parts.samples if s.label == 1], HW)
+    line = GoldenSet.load_or_freeze(tmp_path / "data" / "line", (good_under_lights + defects).dedup(),
+                                    size=len(good_under_lights) + len(defects))
+    refused = gate(candidate, current, golden, rule, log_dir=tmp_path / "data", line=line)
+    assert not refused.promoted and "false reject" in refused.reason and "line's own parts" in refused.reason
+    paired = refused.line
+    assert paired["candidate"]["false_reject_rate"] > paired["current"]["false_reject_rate"] == 0.0
+    d = paired["delta"]["false_reject_rate"]
+    assert d["low"] <= d["value"] <= d["high"] and d["high"] > 0
+    assert "paired interval" in refused.report() and read_log(tmp_path / "data")[-1]["line"]["images"] == len(line)
+    # The other way round the same line set favours the model that rejects nothing there.
+    back = gate(current, candidate, golden, rule, line=line)
+    assert back.line["delta"]["false_reject_rate"]["value"] < 0 and "line's own parts" not in back.reason

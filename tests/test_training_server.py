@@ -103,6 +103,9 @@ def test_a_station_request_runs_a_real_retrain_that_is_gated_signed_served_and_a
         server.stop()
     assert status["state"] == "idle" and status["last"]["ok"] and status["last"]["promoted"], status
     assert "requested by erik" in status["last"]["reason"]
+    # 48 seed images cannot certify the escape budget: the status says so, and how many defects would.
+    cal = status["last"]["calibration"]
+    assert cal["confidence"] == 0.95 and cal["certified"]["escape"] is False and cal["defects_to_certify"] > 0
     golden = GoldenSet.load(cfg.data.dir / "golden")
     assert len(golden) >= 12 and set(golden.counts().values()) != {0}
     assert status["last"]["gate"]["candidate"]["images"] == len(golden) and "rule_text" in status["last"]["gate"]
@@ -246,3 +249,26 @@ def test_station_source_fetches_only_new_items_and_keeps_hard_negatives(tmp_path
     glare = by_id[heads[1].id]
     assert glare.label == 0 and glare.meta["kind"] == "glare" and glare.meta["hard_negative"]
     assert by_id[heads[2].id].meta["kind"] == "dust" and data.stats["station_hard_negatives"] == 2
+
+
+def test_the_newest_station_verdicts_become_the_lines_gate_set_and_leave_training(tmp_path):
+    from training.data import Sample
+    from training.server import GateSection, hold_out_line_parts
+
+    parts = ImageSet.from_synthetic(60, (48, 48), seed=4, defect_rate=0.1, artefact_rate=0.5)
+    samples = []
+    for i, s in enumerate(parts.samples):
+        meta = {"source": "station", "review_id": f"r{i:03d}", "verdict_time": f"2026-12-01T10:{i:02d}:00Z",
+                "verdict": "not_defect" if s.label == 0 else "defect"}
+        samples.append(Sample(s.image, s.label, meta))
+    seeds = ImageSet.from_synthetic(30, (48, 48), seed=5)
+    data = (ImageSet(samples, (48, 48)) + seeds).dedup()
+    line, rest = hold_out_line_parts(data, GateSection(line_share=0.25), tmp_path / "line-gate" / "1.0.1")
+    held = {e.meta["review_id"] for e in line.entries}
+    assert len(held) == 15 and held == {f"r{i:03d}" for i in range(45, 60)}  # the 15 newest verdicts
+    assert not held & {s.meta.get("review_id") for s in rest.samples}  # none of them trains
+    assert len(rest) == len(data) - 15 and rest.stats["line_gate_held_out"] == 15
+    assert GoldenSet.load(tmp_path / "line-gate" / "1.0.1").digest() == line.digest()  # kept with the decision
+    # Too few verdicts for a line set: nothing is held out.
+    none, same = hold_out_line_parts(data, GateSection(line_min=100), tmp_path / "x")
+    assert none is None and len(same) == len(data)

@@ -12,6 +12,17 @@ many line parts, training.data.Sample). Rule (``GateRule``, printed with the fig
   parts);
 - with no current model: promote if the candidate's escape rate is within ``escape_budget``.
 
+**The line's own parts** (``line``, optional): the golden set is frozen and was drawn
+before the line's lighting was known, so it may not look like the line. When the gate
+is also given labelled parts of the line (recent verdicts and audits held out from
+training, weighted as the line's parts), both models are scored on those same items
+and compared as a pair: per item, at each model's thresholds, and the difference of
+their false-reject and escape rates gets a paired bootstrap interval
+(``LINE_INTERVAL``). A candidate whose false-reject or escape rate on the line's parts
+is higher than the current's (beyond ``line_tolerance``) is refused whatever the golden
+set says: a model that scraps the line's good parts is not better because it does
+well on clean ones.
+
 Every decision, promoted or not, is appended with all figures to ``<data>/gate-log.jsonl``.
 """
 from __future__ import annotations
@@ -24,12 +35,16 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
+
 from models.manifest import MANIFEST_NAME, Manifest, write_manifest
 from training.errors import GateError
 from training.golden import GoldenSet
 from training.metrics import auroc, decision_rates
 
 GATE_LOG = "gate-log.jsonl"
+#: The paired interval on the line's parts: central share, bootstrap resamples, their seed.
+LINE_INTERVAL = (0.95, 2000, 0)
 
 
 @dataclass(frozen=True)
@@ -38,9 +53,10 @@ class GateRule:
     review_weight: float = 0.25  # a review costs this many false rejects (a look, not a scrapped part)
     escape_budget: float = 0.005  # the bar when there is no current model
     escape_weight: float = 10.0  # a defect passed costs this many false rejects
+    line_tolerance: float = 0.0  # how much higher the candidate's false-reject / escape rate on the line may be
 
     def __post_init__(self) -> None:
-        for name in ("escape_tolerance", "review_weight", "escape_budget", "escape_weight"):
+        for name in ("escape_tolerance", "review_weight", "escape_budget", "escape_weight", "line_tolerance"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise GateError(f"gate rule {name} must be a finite number >= 0, got {value!r}")
@@ -48,7 +64,8 @@ class GateRule:
     def describe(self) -> str:
         return (f"promote if escape <= max(current escape + {self.escape_tolerance:g}, {self.escape_budget:g}) and "
                 f"false_reject + {self.review_weight:g} x review + {self.escape_weight:g} x escape < current's; "
-                f"with no current model: escape <= {self.escape_budget:g}")
+                f"and, given the line's own parts, false_reject and escape there <= current's + "
+                f"{self.line_tolerance:g}; with no current model: escape <= {self.escape_budget:g}")
 
 
 @dataclass(frozen=True)
@@ -82,37 +99,69 @@ class GateDecision:
     current: ModelFigures | None
     golden: dict  # images, counts, hash of the golden set used
     time: str
+    line: dict | None = None  # the paired comparison on the line's parts (LineComparison.to_dict)
 
     def to_dict(self) -> dict:
         return {"promoted": self.promoted, "reason": self.reason, "rule": asdict(self.rule),
                 "rule_text": self.rule.describe(), "candidate": asdict(self.candidate),
                 "current": asdict(self.current) if self.current else None, "golden": self.golden,
-                "time": self.time}
+                "line": self.line, "time": self.time}
 
     def report(self) -> str:
         lines = [f"gate on the golden set ({self.golden.get('images')} images, {self.golden.get('counts')}):",
                  f"  rule: {self.rule.describe()}", "  candidate " + self.candidate.line()]
         if self.current:
             lines.append("  current   " + self.current.line())
+        if self.line:
+            lines.append(f"  on the line's parts ({self.line['images']} images, {self.line['counts']}), "
+                         f"candidate - current, {self.line['interval']:.0%} paired interval:")
+            for name in ("false_reject_rate", "escape_rate", "review_rate"):
+                d = self.line["delta"][name]
+                lines.append(f"    {name:>17}: {self.line['candidate'][name]:.4f} vs {self.line['current'][name]:.4f}, "
+                             f"difference {d['value']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]")
         lines.append(f"  {'PROMOTED' if self.promoted else 'NOT promoted'}: {self.reason}")
         return "\n".join(lines)
 
 
-def score_model(model_dir: str | Path, golden: GoldenSet, rule: GateRule) -> ModelFigures:
-    """Score one model directory on the golden set at its own thresholds."""
+@dataclass(frozen=True)
+class LineComparison:
+    """Both models on the same line parts: each one's rates and the paired difference with its interval."""
+
+    images: int
+    counts: dict
+    candidate: dict  # escape_rate, false_reject_rate, review_rate
+    current: dict
+    delta: dict  # rate name -> {"value", "low", "high"}: candidate minus current
+    interval: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def raised(self, tolerance: float) -> list[str]:
+        """The rates the candidate raises on the line beyond ``tolerance``."""
+        return [n for n in ("false_reject_rate", "escape_rate") if self.delta[n]["value"] > tolerance + 1e-12]
+
+
+def _scores(model_dir: str | Path, images: np.ndarray, hw: tuple[int, int], what: str):  # noqa: ANN202
+    """(the edge's Detector for ``model_dir``, its scores of ``images``), or a GateError naming ``what``."""
     from edge.detector import Detector
     from qcloop.errors import QcError
 
+    h, w = hw
+    try:
+        # The images are already the model's region of the frame (cropped like the edge crops);
+        # a pixel ROI of the whole image keeps the manifest ROI from cropping twice.
+        det = Detector.load(model_dir, roi=(0, 0, w, h), warmup=1)
+        return det, np.array([det.score(img) for img in images], dtype=np.float64)
+    except QcError as exc:
+        raise GateError(f"cannot score {model_dir} on {what}: {exc}") from exc
+
+
+def score_model(model_dir: str | Path, golden: GoldenSet, rule: GateRule) -> ModelFigures:
+    """Score one model directory on the golden set at its own thresholds."""
     if len(golden) == 0:
         raise GateError(f"the golden set in {golden.root} is empty")
-    h, w = golden.hw
-    try:
-        # The golden images are already the model's region of the frame (cropped like the
-        # edge crops); a pixel ROI of the whole image keeps the manifest ROI from cropping twice.
-        det = Detector.load(model_dir, roi=(0, 0, w, h), warmup=1)
-        scores = [det.score(img) for img in golden.images]
-    except QcError as exc:
-        raise GateError(f"cannot score {model_dir} on the golden set: {exc}") from exc
+    det, scores = _scores(model_dir, golden.images, golden.hw, "the golden set")
     t = det.thresholds
     y = golden.labels
     r = decision_rates(scores, y, t.pass_below, t.reject_above, weights=golden.weights)
@@ -128,7 +177,57 @@ def score_model(model_dir: str | Path, golden: GoldenSet, rule: GateRule) -> Mod
                         auroc=None if math.isnan(auc) else round(auc, 6), cost=round(cost, 6))
 
 
-def decide(candidate: ModelFigures, current: ModelFigures | None, rule: GateRule) -> tuple[bool, str]:
+def compare_on_line(candidate_dir: str | Path, current_dir: str | Path, line: GoldenSet,
+                    interval: tuple[float, int, int] = LINE_INTERVAL) -> LineComparison:
+    """Both models on the same line parts, each at its own thresholds, with paired bootstrap intervals."""
+    if len(line) == 0:
+        raise GateError(f"the line's gate set in {line.root} is empty")
+    y = line.labels.astype(bool)
+    w = np.ones(len(y)) if line.weights is None else np.asarray(line.weights, dtype=np.float64)
+    outcomes = {}
+    for name, where in (("candidate", candidate_dir), ("current", current_dir)):
+        det, s = _scores(where, line.images, line.hw, "the line's gate set")
+        t = det.thresholds
+        outcomes[name] = (s < t.pass_below, s >= t.reject_above)
+    share, resamples, seed = interval
+    idx = np.random.default_rng(seed).integers(0, len(y), size=(resamples, len(y)))
+
+    def rates(passed: np.ndarray, rejected: np.ndarray, pick=None) -> dict:  # noqa: ANN001
+        ww = w if pick is None else w[pick]
+        yy = y if pick is None else y[pick]
+        p, r = (passed, rejected) if pick is None else (passed[pick], rejected[pick])
+        band = ~p & ~r
+
+        def ratio(num, den):  # noqa: ANN001, ANN202
+            den_sum = den.sum(axis=-1)
+            return np.where(den_sum > 0, num.sum(axis=-1) / np.where(den_sum > 0, den_sum, 1), 0.0)
+
+        return {"escape_rate": ratio(ww * (p & yy), ww * yy), "false_reject_rate": ratio(ww * (r & ~yy), ww * ~yy),
+                "review_rate": ratio(ww * band, ww)}
+
+    point = {k: {n: float(v) for n, v in rates(*o).items()} for k, o in outcomes.items()}
+    boot_c, boot_k = rates(*outcomes["candidate"], idx), rates(*outcomes["current"], idx)
+    lo_q, hi_q = (1 - share) / 2, 1 - (1 - share) / 2
+    delta = {}
+    for n in ("escape_rate", "false_reject_rate", "review_rate"):
+        d = boot_c[n] - boot_k[n]
+        delta[n] = {"value": round(point["candidate"][n] - point["current"][n], 6),
+                    "low": round(float(np.quantile(d, lo_q)), 6), "high": round(float(np.quantile(d, hi_q)), 6)}
+    return LineComparison(images=len(y), counts=line.counts(),
+                          candidate={n: round(v, 6) for n, v in point["candidate"].items()},
+                          current={n: round(v, 6) for n, v in point["current"].items()}, delta=delta,
+                          interval=share)
+
+
+def decide(candidate: ModelFigures, current: ModelFigures | None, rule: GateRule,
+           line: LineComparison | None = None) -> tuple[bool, str]:
+    if current is not None and line is not None:
+        raised = line.raised(rule.line_tolerance)
+        if raised:
+            what = " and ".join(f"{n.replace('_', ' ')} {line.candidate[n]:.4f} against the current's "
+                                f"{line.current[n]:.4f} (paired {line.interval:.0%} interval of the difference "
+                                f"[{line.delta[n]['low']:+.4f}, {line.delta[n]['high']:+.4f}])" for n in raised)
+            return False, f"on the line's own parts it raises the {what}"
     if current is None:
         ok = candidate.escape_rate <= rule.escape_budget + 1e-12
         return ok, (f"no current model; escape {candidate.escape_rate:.4f} "
@@ -148,26 +247,33 @@ def decide(candidate: ModelFigures, current: ModelFigures | None, rule: GateRule
 
 
 def gate(candidate_dir: str | Path, current_dir: str | Path | None, golden: GoldenSet, rule: GateRule = GateRule(),
-         log_dir: str | Path | None = None) -> GateDecision:
-    """Score both models, apply the rule, append the decision to ``<log_dir>/gate-log.jsonl``."""
+         log_dir: str | Path | None = None, line: GoldenSet | None = None) -> GateDecision:
+    """Score both models, apply the rule, append the decision to ``<log_dir>/gate-log.jsonl``.
+
+    ``line``: labelled parts of the line held out from training; both models are also compared
+    on them as a pair (module docstring).
+    """
     cand = score_model(candidate_dir, golden, rule)
     cur = score_model(current_dir, golden, rule) if current_dir is not None else None
-    promoted, reason = decide(cand, cur, rule)
+    paired = compare_on_line(candidate_dir, current_dir, line) if line is not None and current_dir is not None else None
+    promoted, reason = decide(cand, cur, rule, paired)
     decision = GateDecision(promoted, reason, rule, cand, cur, golden.summary(),
-                            datetime.now(timezone.utc).isoformat(timespec="milliseconds"))
+                            datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+                            line=None if paired is None else {**paired.to_dict(), "hash": line.digest()})
     if log_dir is not None:
         append_log(Path(log_dir) / GATE_LOG, decision)
     return decision
 
 
 def gate_candidate(manifest: Manifest, model_bytes: bytes, current_dir: str | Path | None, golden: GoldenSet,
-                   rule: GateRule = GateRule(), log_dir: str | Path | None = None) -> GateDecision:
+                   rule: GateRule = GateRule(), log_dir: str | Path | None = None,
+                   line: GoldenSet | None = None) -> GateDecision:
     """``gate`` for a candidate not yet in any registry (a fresh build): staged in a temporary directory."""
     with tempfile.TemporaryDirectory(prefix="qc-candidate-") as tmp:
         d = Path(tmp)
         (d / manifest.file).write_bytes(model_bytes)
         write_manifest(d / MANIFEST_NAME, manifest)
-        return gate(d, current_dir, golden, rule, log_dir)
+        return gate(d, current_dir, golden, rule, log_dir, line)
 
 
 def append_log(path: Path, decision: GateDecision) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -95,6 +96,17 @@ class GoldenSet:
         golden = cls(root, [], data.hw, datetime.now(timezone.utc).isoformat(timespec="seconds"))
         golden._write_samples(chosen)
         return golden
+
+    @classmethod
+    def freeze(cls, root: str | Path, samples: ImageSet) -> "GoldenSet":
+        """A labelled set of exactly ``samples`` in a new folder ``root`` (e.g. the line's gate set of one
+        retrain; one class is enough there). A folder left by an earlier attempt is replaced."""
+        root = Path(root)
+        if root.exists():
+            shutil.rmtree(root)
+        frozen = cls(root, [], samples.hw, datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        frozen._write_samples(list(samples.samples))
+        return frozen
 
     # ------------------------------------------------------------------ growing
     def add(self, more: ImageSet) -> int:

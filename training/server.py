@@ -88,13 +88,23 @@ class GateSection:
     review_weight: float = 0.25
     escape_budget: float = 0.005
     escape_weight: float = 10.0
+    # The line's own parts in the gate (training.gate): the most recent station verdicts, this share of
+    # them (at most line_max), held out from training; none below line_min verdicts.
+    line_share: float = 0.2
+    line_max: int = 400
+    line_min: int = 20
+    line_tolerance: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("escape_tolerance", "review_weight", "escape_budget", "escape_weight"):
+        for name in ("escape_tolerance", "review_weight", "escape_budget", "escape_weight", "line_tolerance"):
             check_range(name, getattr(self, name), 0.0)
+        check_range("line_share", self.line_share, 0.0, 0.9)
+        check_range("line_max", self.line_max, 0)
+        check_range("line_min", self.line_min, 1)
 
     def rule(self) -> GateRule:
-        return GateRule(self.escape_tolerance, self.review_weight, self.escape_budget, self.escape_weight)
+        return GateRule(self.escape_tolerance, self.review_weight, self.escape_budget, self.escape_weight,
+                        self.line_tolerance)
 
 
 @_frozen
@@ -342,6 +352,10 @@ class TrainServer:
         train_set = golden.exclude_from(data)
         current = self.registry.current_version()
         version = next_version(self.registry, cfg.train.first_version)
+        line, train_set = hold_out_line_parts(train_set, cfg.gate, cfg.data.dir / "line-gate" / version)
+        if line is not None:
+            print(f"line gate set: {len(line)} recent station verdicts {line.counts()}, held out from training",
+                  file=self._log_to, flush=True)
         build = self._build or _default_build()
         net = self._network(current, len(train_set))
         parent = self._fine_tune_parent(current, net)
@@ -362,9 +376,10 @@ class TrainServer:
         self._set_state("gating", reason)
         decision = gate_candidate(built.manifest, built.model_bytes,
                                   self.registry.version_dir(current) if current else None, golden,
-                                  cfg.gate.rule(), log_dir=cfg.data.dir)
+                                  cfg.gate.rule(), log_dir=cfg.data.dir, line=line)
         print(decision.report(), file=self._log_to)
-        out = {"ok": True, "version": version, "promoted": decision.promoted, "gate": decision.to_dict()}
+        out = {"ok": True, "version": version, "promoted": decision.promoted, "gate": decision.to_dict(),
+               "calibration": calibration_summary(built.manifest.metrics.get("calibration", {}))}
         if decision.promoted:
             figures = {**dataclasses.asdict(decision.candidate), "golden_set": golden.summary()}
             release(self.registry, built.manifest, built.model_bytes, cfg.keys.private, golden_metrics=figures,
@@ -472,3 +487,39 @@ def serve(config_path: str | Path) -> int:
     finally:
         server.stop()
     return 0
+
+
+def calibration_summary(cal: dict) -> dict:
+    """What the train status says of a candidate's calibration: the budgets, whether the labels certify
+    them at the stated confidence, and how many more labelled defects would certify the escape budget."""
+    keys = ("confidence", "escape_budget", "review_budget", "false_reject_budget", "certified", "escape_rate_upper",
+            "defects_to_certify", "note")
+    return {k: cal[k] for k in keys if k in cal}
+
+
+def hold_out_line_parts(data, gate: GateSection, root: Path):  # noqa: ANN001, ANN201 (ImageSet in, (GoldenSet | None, ImageSet) out)
+    """The most recent station verdicts as the line's gate set (frozen under ``root``), and ``data`` without them.
+
+    Whole near-duplicate groups are held out, newest verdict first, until ``line_share`` of the station's
+    verdicts (at most ``line_max``) are; with fewer than ``line_min`` station verdicts there is no line set.
+    """
+    from training.data import ImageSet
+
+    station = [s for s in data.samples if s.meta.get("source") == "station"]
+    want = min(gate.line_max, int(gate.line_share * len(station)))
+    if len(station) < gate.line_min or want < 1:
+        return None, data
+    newest = sorted(station, key=lambda s: (str(s.meta.get("verdict_time") or ""), s.meta.get("review_id", "")),
+                    reverse=True)
+    groups: set = set()
+    held = 0
+    for s in newest:
+        if held >= want:
+            break
+        if s.meta["group"] not in groups:
+            groups.add(s.meta["group"])
+            held += sum(1 for t in data.samples if t.meta["group"] == s.meta["group"])
+    line_parts = ImageSet([s for s in data.samples if s.meta["group"] in groups], data.hw)
+    rest = ImageSet([s for s in data.samples if s.meta["group"] not in groups], data.hw,
+                    {**data.stats, "line_gate_held_out": len(line_parts)})
+    return GoldenSet.freeze(root, line_parts), rest

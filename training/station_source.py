@@ -150,7 +150,7 @@ class StationSource:
         for rid, e in sorted(self.labels().items()):
             image = fit_input(read_grey(self.root / "images" / f"{rid}.jpg"), hw, roi)
             meta = {"source": "station", "review_id": rid, "verdict": e["verdict"], "kind": e.get("kind") or "",
-                    "line": e.get("line"), "sha": content_hash(image)}
+                    "line": e.get("line"), "verdict_time": e.get("verdict_time"), "sha": content_hash(image)}
             if e["verdict"] == "not_defect":
                 meta["hard_negative"] = True
             samples.append(Sample(image, LABEL_OF[e["verdict"]], meta))
