@@ -270,20 +270,3 @@ def test_solar_cell_set_reads_labels_csv_with_probability_threshold(tmp_path):
     (tmp_path / "labels.csv").write_text("images/cell0000.png  high  mono\n")
     with pytest.raises(DatasetError, match="line 1"):
         elpv.load((16, 16), root=tmp_path)
-
-
-def test_roles_share_the_images_not_the_groups_when_one_group_is_huge():
-    from training.data import Sample
-    from training.loop_sim import SimConfig, _roles
-
-    blank = np.zeros((4, 4), np.uint8)
-    members = {0: [Sample(blank, 0) for _ in range(300)]}  # a chain of 300 look-alike good parts
-    members.update({g: [Sample(blank, g % 2)] * 2 for g in range(1, 401)})  # 400 small groups, both classes
-    cfg = SimConfig()
-    roles = _roles(members, set(), set(members), cfg, np.random.default_rng(0))
-    images = {r: sum(len(members[g]) for g in members if roles[g] == r) for r in ("train", "calib", "gate")}
-    total = sum(images.values())
-    assert roles[0] == "train"  # the giant trains; a group drawn at random could have been calibration
-    assert abs(images["calib"] / total - cfg.calib_share) < 0.02 and abs(images["gate"] / total - cfg.gate_share) < 0.02
-    for r in ("train", "calib", "gate"):
-        assert {members[g][0].label for g in members if roles[g] == r} == {0, 1}

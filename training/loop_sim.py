@@ -153,31 +153,19 @@ def _majority(samples: list[Sample]) -> int:
 
 
 def _roles(members, seed_g: set[int], stream_g: set[int], cfg: SimConfig, rng) -> dict[int, str]:
-    """Train / calib / gate per group, so that each role holds its share of each set's images of each class.
-
-    Chained near-duplicate groups hold hundreds of images, so a role drawn per group at random
-    can give calibration a third of the stream and training a sixth. Per set and majority label,
-    the two smallest groups open calib and gate (so every role gets the class when it has three
-    groups), then the largest go first, each to the role with the most room left against its
-    share of the images (train takes the giants; small groups fill calib and gate), ties in a
-    seeded order.
-    """
-    shares = {"train": 1.0 - cfg.calib_share - cfg.gate_share, "calib": cfg.calib_share, "gate": cfg.gate_share}
     roles: dict[int, str] = {}
-    for groups in (seed_g, stream_g):
-        for label in (0, 1):
-            pool = sorted(g for g in groups if _majority(members[g]) == label)
-            got = dict.fromkeys(shares, 0)
-            order = sorted(pool, key=lambda g: (-len(members[g]), float(rng.random())))
-            if len(order) >= 3:  # the two smallest groups open calib and gate, so each role gets the class
-                for role, g in (("calib", order.pop()), ("gate", order.pop())):
-                    roles[g] = role
-                    got[role] += len(members[g])
-            total = sum(len(members[g]) for g in pool)
-            for g in order:  # worst-fit decreasing: the role with the most room left against its share
-                role = max(shares, key=lambda r: shares[r] * total - got[r])
-                roles[g] = role
-                got[role] += len(members[g])
+    cuts = (cfg.calib_share, cfg.calib_share + cfg.gate_share)
+    # The seed set is small: its roles are stratified so each role holds both classes.
+    for label in (0, 1):
+        pool = sorted(g for g in seed_g if _majority(members[g]) == label)
+        pool = [pool[i] for i in rng.permutation(len(pool))]
+        n = len(pool)
+        n_cal, n_gate = max(1, round(cuts[0] * n)), max(1, round(cfg.gate_share * n))
+        for k, g in enumerate(pool):
+            roles[g] = "calib" if k < n_cal else "gate" if k < n_cal + n_gate else "train"
+    for g in sorted(stream_g):
+        u = rng.random()
+        roles[g] = "calib" if u < cuts[0] else "gate" if u < cuts[1] else "train"
     return roles
 
 
