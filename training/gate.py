@@ -190,27 +190,25 @@ def compare_on_line(candidate_dir: str | Path, current_dir: str | Path, line: Go
         t = det.thresholds
         outcomes[name] = (s < t.pass_below, s >= t.reject_above)
     share, resamples, seed = interval
-    idx = np.random.default_rng(seed).integers(0, len(y), size=(resamples, len(y)))
+    # A bootstrap resample is a count per item (multinomial); row 0 counts each item once: the point estimate.
+    counts = np.vstack([np.ones(len(y)), np.random.default_rng(seed).multinomial(len(y), np.full(len(y), 1 / len(y)),
+                                                                                  size=resamples)])
+    weight = counts * w  # (1 + resamples, items): line parts each item stands for, in each resample
 
-    def rates(passed: np.ndarray, rejected: np.ndarray, pick=None) -> dict:  # noqa: ANN001
-        ww = w if pick is None else w[pick]
-        yy = y if pick is None else y[pick]
-        p, r = (passed, rejected) if pick is None else (passed[pick], rejected[pick])
-        band = ~p & ~r
+    def rates(passed: np.ndarray, rejected: np.ndarray) -> dict:
+        def share(hit: np.ndarray, of: np.ndarray) -> np.ndarray:  # weighted share of ``of`` that is ``hit``
+            total = weight @ of
+            return np.where(total > 0, (weight @ (hit & of)) / np.where(total > 0, total, 1), 0.0)
 
-        def ratio(num, den):  # noqa: ANN001, ANN202
-            den_sum = den.sum(axis=-1)
-            return np.where(den_sum > 0, num.sum(axis=-1) / np.where(den_sum > 0, den_sum, 1), 0.0)
+        return {"escape_rate": share(passed, y), "false_reject_rate": share(rejected, ~y),
+                "review_rate": share(~passed & ~rejected, np.ones_like(y))}
 
-        return {"escape_rate": ratio(ww * (p & yy), ww * yy), "false_reject_rate": ratio(ww * (r & ~yy), ww * ~yy),
-                "review_rate": ratio(ww * band, ww)}
-
-    point = {k: {n: float(v) for n, v in rates(*o).items()} for k, o in outcomes.items()}
-    boot_c, boot_k = rates(*outcomes["candidate"], idx), rates(*outcomes["current"], idx)
+    both = {k: rates(*o) for k, o in outcomes.items()}
+    point = {k: {n: float(v[0]) for n, v in r.items()} for k, r in both.items()}
     lo_q, hi_q = (1 - share) / 2, 1 - (1 - share) / 2
     delta = {}
     for n in ("escape_rate", "false_reject_rate", "review_rate"):
-        d = boot_c[n] - boot_k[n]
+        d = both["candidate"][n][1:] - both["current"][n][1:]
         delta[n] = {"value": round(point["candidate"][n] - point["current"][n], 6),
                     "low": round(float(np.quantile(d, lo_q)), 6), "high": round(float(np.quantile(d, hi_q)), 6)}
     return LineComparison(images=len(y), counts=line.counts(),

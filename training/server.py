@@ -503,6 +503,8 @@ def hold_out_line_parts(data, gate: GateSection, root: Path):  # noqa: ANN001, A
     Whole near-duplicate groups are held out, newest verdict first, until ``line_share`` of the station's
     verdicts (at most ``line_max``) are; with fewer than ``line_min`` station verdicts there is no line set.
     """
+    from collections import Counter
+
     from training.data import ImageSet
 
     station = [s for s in data.samples if s.meta.get("source") == "station"]
@@ -511,6 +513,7 @@ def hold_out_line_parts(data, gate: GateSection, root: Path):  # noqa: ANN001, A
         return None, data
     newest = sorted(station, key=lambda s: (str(s.meta.get("verdict_time") or ""), s.meta.get("review_id", "")),
                     reverse=True)
+    size = Counter(s.meta["group"] for s in data.samples)
     groups: set = set()
     held = 0
     for s in newest:
@@ -518,7 +521,7 @@ def hold_out_line_parts(data, gate: GateSection, root: Path):  # noqa: ANN001, A
             break
         if s.meta["group"] not in groups:
             groups.add(s.meta["group"])
-            held += sum(1 for t in data.samples if t.meta["group"] == s.meta["group"])
+            held += size[s.meta["group"]]
     line_parts = ImageSet([s for s in data.samples if s.meta["group"] in groups], data.hw)
     rest = ImageSet([s for s in data.samples if s.meta["group"] not in groups], data.hw,
                     {**data.stats, "line_gate_held_out": len(line_parts)})
