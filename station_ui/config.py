@@ -31,7 +31,7 @@ class StationSection:
 class MqttSection(BrokerSettings):
     client_id: str = "qc-station-1"  # fixed, so the broker keeps the session's QoS 1 queue
     enabled: bool = True
-    subscribe_status: bool = True  # edge status messages (counters, model) for the dashboard
+    subscribe_status: bool = True  # edge and trainer status (counters, models, gate) for the dashboard
     max_review_bytes: int = wire.MAX_ENVELOPE_BYTES
     queue_size: int = 1000  # received reviews waiting for the disk writer
 

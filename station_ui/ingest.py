@@ -114,6 +114,7 @@ class Ingest:
         client.subscribe(self.topics.all_reviews(), qos=1)
         if self.cfg.mqtt.subscribe_status:
             client.subscribe(f"{self.cfg.mqtt.prefix}/+/+/status", qos=1)
+            client.subscribe(self.topics.train_status(), qos=1)
         self.connected.set()
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, props: Any) -> None:
@@ -158,6 +159,9 @@ class Ingest:
     def _handle(self, store: Store, batch: list[tuple[str, bytes]]) -> None:
         reviews: list[tuple[wire.ReviewHeader, bytes]] = []
         for topic, payload in batch:
+            if topic == self.topics.train_status():
+                self._handle_trainer_status(store, topic, payload)
+                continue
             if topic.endswith("/status"):
                 self._handle_status(store, topic, payload)
                 continue
@@ -216,6 +220,16 @@ class Ingest:
         except (sqlite3.Error, StoreError) as exc:
             # A status is replaced by the next one; losing it must not cost the batch's reviews.
             log.warning("could not store an edge status from %s: %s", topic, exc)
+
+    def _handle_trainer_status(self, store: Store, topic: str, payload: bytes) -> None:
+        try:
+            obj = wire.loads(payload, "trainer status")
+            store.upsert_trainer_status(topic, obj)
+            self.counts["trainer_status"] += 1
+        except WireError as exc:
+            log.warning("ignored a trainer status on %s: %s", topic, exc)
+        except (sqlite3.Error, StoreError) as exc:
+            log.warning("could not store the trainer status from %s: %s", topic, exc)
 
     def image_path(self, review_id: str) -> Path:
         # Two-character fan-out keeps directories small at millions of images.

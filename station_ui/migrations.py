@@ -140,6 +140,19 @@ def m004_queue_indexes_and_sources(db: Database) -> None:
     """)
 
 
+@migrations()
+def m005_trainer_status(db: Database) -> None:
+    # The retraining server's retained status (its state and its last run: the gate's decision and
+    # the candidate's calibration), one row per status topic, for the dashboard.
+    _run(db, """
+    CREATE TABLE trainer_status (
+        topic TEXT PRIMARY KEY,
+        payload TEXT NOT NULL DEFAULT '{}',
+        updated_at REAL NOT NULL
+    );
+    """)
+
+
 def _run(db: Database, script: str) -> None:
     """Run statements one by one: executescript() would COMMIT the migration's transaction."""
     buf = ""

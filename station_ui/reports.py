@@ -8,6 +8,7 @@ defect" estimate the false-reject rate.
 from __future__ import annotations
 
 import json
+import math
 import time
 from typing import Any
 
@@ -103,26 +104,35 @@ def record(db: Store, review_id: str) -> dict[str, Any]:
 
 def models(db: Store) -> list[dict[str, Any]]:
     """Per model version: parts, review and reject rates (from the edges' status, summed over edges),
-    and a false-reject estimate from that model's audited REJECTs (share ruled "not a defect")."""
+    a false-reject estimate from that model's audited REJECTs (share ruled "not a defect") and an
+    escape estimate from its audited PASSes (share ruled "real fault"), both as shares of all parts."""
     totals: dict[str, dict[str, Any]] = {}
     for r in db.conn.execute("SELECT payload FROM edge_status"):
         for version, row in (json.loads(r["payload"] or "{}").get("by_model") or {}).items():
-            t = totals.setdefault(version, {"parts": 0, "reject": 0, "hold": 0, "uncertain": 0})
+            t = totals.setdefault(version, {"parts": 0, "reject": 0, "hold": 0, "pass": 0, "uncertain": 0})
             t["parts"] += int(row.get("parts") or 0)
             t["reject"] += int((row.get("actions") or {}).get("REJECT", 0))
+            t["pass"] += int((row.get("actions") or {}).get("PASS", 0))
             t["hold"] += int((row.get("actions") or {}).get("HOLD", 0))
             t["uncertain"] += int((row.get("reviews") or {}).get("uncertain", 0))
     audits = {r[0]: (r[1] or 0, r[2]) for r in db.conn.execute(
         "SELECT model, sum(final_verdict = 'not_defect'), count(*) FROM reviews WHERE reason = 'audit'"
         " AND action_taken = 'REJECT' AND final_verdict IS NOT NULL GROUP BY model")}
+    pass_audits = {r[0]: (r[1] or 0, r[2]) for r in db.conn.execute(
+        "SELECT model, sum(final_verdict = 'real_fault'), count(*) FROM reviews WHERE reason = 'audit'"
+        " AND action_taken = 'PASS' AND final_verdict IS NOT NULL GROUP BY model")}
     out = []
     for version, t in sorted(totals.items(), key=lambda kv: _version_key(kv[0])):
         parts = t["parts"]
         reject_rate = t["reject"] / parts if parts else None
+        pass_rate = t["pass"] / parts if parts else None
         wrong, audited = audits.get(version, (0, 0))
+        escaped, audited_passes = pass_audits.get(version, (0, 0))
         out.append({"model": version, "parts": parts, "review_rate": t["uncertain"] / parts if parts else None,
                     "reject_rate": reject_rate, "audited_rejects": audited,
                     "false_reject_rate": (reject_rate * wrong / audited) if audited and reject_rate is not None
+                    else None, "audited_passes": audited_passes,
+                    "escape_rate": (pass_rate * escaped / audited_passes) if audited_passes and pass_rate is not None
                     else None})
     return out
 
@@ -132,3 +142,60 @@ def _version_key(version: str) -> tuple:
         return tuple(int(p) for p in version.split("."))
     except ValueError:
         return (float("inf"), version)
+
+
+_LINE_RATES = (("false_reject_rate", "False rejects"), ("escape_rate", "Escapes"), ("review_rate", "Review"))
+
+
+def trainer(db: Store) -> dict[str, Any] | None:
+    """The retraining server's last status for the dashboard: its state, the last run's gate decision
+    (the paired comparison on the line's parts, with intervals) and the candidate's calibration.
+
+    Whatever the message holds, this returns plain values or None: a malformed field shows as "-".
+    """
+    row = db.conn.execute("SELECT payload, updated_at FROM trainer_status ORDER BY updated_at DESC LIMIT 1").fetchone()
+    if row is None:
+        return None
+    p = _obj(json.loads(row["payload"] or "{}"))
+    last = _obj(p.get("last"))
+    gate = _obj(last.get("gate"))
+    line = _obj(gate.get("line"))
+    cal = _obj(last.get("calibration"))
+    comparison = []
+    for key, label in _LINE_RATES:
+        d = _obj(_obj(line.get("delta")).get(key))
+        comparison.append({"rate": label, "candidate": _num(_obj(line.get("candidate")).get(key)),
+                           "current": _num(_obj(line.get("current")).get(key)), "difference": _num(d.get("value")),
+                           "low": _num(d.get("low")), "high": _num(d.get("high"))})
+    certified = _obj(cal.get("certified"))
+    return {
+        "state": _text(p.get("state")), "current": _text(p.get("current")), "updated_at": row["updated_at"],
+        "runs": _num(p.get("runs")), "verdicts_since_last": _num(p.get("verdicts_since_last")),
+        "last": None if not last else {
+            "version": _text(last.get("version")), "ok": last.get("ok") is True,
+            "promoted": last.get("promoted") is True, "error": _text(last.get("error")),
+            "reason": _text(gate.get("reason")), "run_reason": _text(last.get("reason")),
+            "finished": _num(last.get("finished")), "rule": _text(gate.get("rule_text")),
+            "line_images": _num(line.get("images")), "interval": _num(line.get("interval")),
+            "comparison": comparison if line else [],
+            "calibration": None if not cal else {
+                "confidence": _num(cal.get("confidence")), "escape_budget": _num(cal.get("escape_budget")),
+                "escape_rate_upper": _num(cal.get("escape_rate_upper")),
+                "escape_certified": certified.get("escape") is True,
+                "defects_to_certify": _num(cal.get("defects_to_certify")), "note": _text(cal.get("note"))},
+        },
+    }
+
+
+def _obj(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _num(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""

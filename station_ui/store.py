@@ -300,6 +300,12 @@ class Store:
         return rows, (rows[-1]["final_verdict_id"] if rows else since)
 
     # ------------------------------------------------------------ edge status
+    def upsert_trainer_status(self, topic: str, payload: dict[str, Any]) -> None:
+        with self.write() as conn:
+            conn.execute("INSERT INTO trainer_status (topic, payload, updated_at) VALUES (?,?,?) ON CONFLICT(topic)"
+                         " DO UPDATE SET payload = excluded.payload, updated_at = excluded.updated_at",
+                         (topic, json.dumps(payload), time.time()))
+
     def upsert_edge_status(self, line: str, camera: str, payload: dict[str, Any]) -> None:
         with self.write() as conn:
             conn.execute("INSERT INTO edge_status (line, camera, state, model, payload, updated_at) VALUES (?,?,?,?,?,?)"

@@ -59,3 +59,68 @@ def test_dashboard_shows_each_models_review_reject_and_false_reject_rates(tmp_pa
     html = c.get("/dashboard").get_data(as_text=True)
     table = html[html.index('id="models"'):]
     assert "0.1.0" in table and "30.0 %" in table and "15.0 %" in table and "2.5 %" in table
+
+
+def _trainer_status(promoted: bool) -> dict:
+    """A train status as the retraining server publishes it, built from the real gate and calibration types."""
+    import numpy as np
+
+    from training.calibrate import calibrate
+    from training.gate import GateDecision, GateRule, LineComparison, ModelFigures
+    from training.server import calibration_summary
+
+    rng = np.random.default_rng(0)
+    scores = np.concatenate([rng.uniform(0, 0.4, 300), rng.uniform(0.3, 1.0, 100)])
+    labels = np.array([0] * 300 + [1] * 100)
+    cal = calibrate(scores, labels, 0.0025, 0.05, 0.01)
+    figures = ModelFigures("0.1.1", 0.2, 0.8, 400, 100, 300, 0, 0.0, 0.02, 0.05, 0.99, 0.03)
+    line = LineComparison(images=120, counts={"ok": 100, "def": 20},
+                          candidate={"false_reject_rate": 0.31, "escape_rate": 0.0, "review_rate": 0.1},
+                          current={"false_reject_rate": 0.05, "escape_rate": 0.0, "review_rate": 0.2},
+                          delta={"false_reject_rate": {"value": 0.26, "low": 0.17, "high": 0.35},
+                                 "escape_rate": {"value": 0.0, "low": 0.0, "high": 0.0},
+                                 "review_rate": {"value": -0.1, "low": -0.16, "high": -0.04}}, interval=0.95)
+    decision = GateDecision(promoted, "raises the line's false_reject_rate (0.3100 vs 0.0500)" if not promoted
+                            else "lower cost", GateRule(), figures, figures, {"images": 400}, "2026-12-03T00:00:00Z",
+                            line=line.to_dict())
+    last = {"ok": True, "version": "0.1.1", "promoted": promoted, "gate": decision.to_dict(),
+            "calibration": calibration_summary(cal.to_dict()), "reason": "verdicts", "finished": time.time()}
+    return {"state": "idle", "current": "0.1.0", "runs": 1, "verdicts_since_last": 7, "last": last}, cal
+
+
+def test_dashboard_explains_the_last_gate_decision_with_the_paired_line_comparison_and_calibration(tmp_path):
+    app, cfg = make_station(tmp_path)
+    store = Store(cfg.db_path)
+    c = app.test_client()
+    login(c, ENGINEER[0], ENGINEER[2])
+    assert "No status from the retraining server yet" in c.get("/dashboard").get_data(as_text=True)
+
+    status, cal = _trainer_status(promoted=False)
+    assert not cal.certified["escape"] and cal.defects_to_certify > 0  # 100 defects cannot certify 0.25 %
+    store.upsert_trainer_status("qc/v1/train/status", status)
+    html = c.get("/dashboard").get_data(as_text=True)
+    trainer = html[html.index('id="trainer"'):]
+    decision = trainer[trainer.index('id="trainer-decision"'):]
+    assert "NOT promoted" in decision.split("</p>")[0]
+    assert "raises the line&#39;s false_reject_rate" in decision.split("</p>")[0]
+    row = trainer[trainer.index("False rejects"):].split("</tr>")[0]
+    assert "31.00 %" in row and "5.00 %" in row
+    assert "+26.00 pp [+17.00, +35.00]" in row
+    calibration = trainer[trainer.index('id="trainer-calibration"'):].split("</p>")[0]
+    assert "cannot certify the escape budget 0.25 %" in calibration
+    assert f"about {cal.defects_to_certify} more labelled defects" in calibration
+
+
+def test_a_malformed_trainer_status_shows_dashes_and_never_breaks_the_dashboard(tmp_path):
+    app, cfg = make_station(tmp_path)
+    store = Store(cfg.db_path)
+    store.upsert_trainer_status("qc/v1/train/status", {"state": 5, "last": {"ok": True, "gate": {"line": {
+        "delta": "lots", "candidate": [1], "images": "many"}}, "calibration": {"certified": "yes",
+        "defects_to_certify": "a few", "escape_budget": None}}})
+    c = app.test_client()
+    login(c, ENGINEER[0], ENGINEER[2])
+    response = c.get("/dashboard")
+    assert response.status_code == 200
+    trainer = response.get_data(as_text=True).split('id="trainer"')[1]
+    assert "cannot certify the escape budget" in trainer and "more labelled defects" not in trainer
+    assert "<td>False rejects</td>\n<td>-</td>" in trainer

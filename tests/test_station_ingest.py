@@ -1,6 +1,7 @@
 """Ingest against a real mosquitto: store, atomic image, ack after store, duplicates, garbage."""
 from __future__ import annotations
 
+import json
 import threading
 
 import paho.mqtt.client as mqtt
@@ -11,6 +12,7 @@ from station_support import make_header, make_jpeg
 from station_ui.config import config_for
 from station_ui.ingest import Ingest
 from station_ui.store import Store
+from waiting import wait_until
 
 
 class Edge:
@@ -109,3 +111,23 @@ def test_reviews_sent_while_station_is_down_arrive_after_restart(tmp_path, broke
     finally:
         ing.stop()
         edge.close()
+
+
+def test_the_trainers_retained_status_reaches_the_store_and_garbage_there_is_ignored(station, broker):
+    cfg, ing = station
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-trainer")
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    topic = wire.Topics().train_status()
+    try:
+        client.publish(topic, b"not json", qos=1, retain=True).wait_for_publish(10)
+        client.publish(topic, wire.dumps({"state": "gating", "current": "0.1.0"}), qos=1,
+                       retain=True).wait_for_publish(10)
+        store = Store(cfg.db_path, migrate=False)
+        assert wait_until(lambda: ing.counts["trainer_status"] == 1, 10)
+        rows = store.conn.execute("SELECT topic, payload FROM trainer_status").fetchall()
+        assert [(r["topic"], json.loads(r["payload"])["state"]) for r in rows] == [(topic, "gating")]
+        assert ing.counts["received"] == 0  # a status is not a review
+    finally:
+        client.disconnect()
+        client.loop_stop()

@@ -30,6 +30,7 @@ def page():  # type: ignore[no-untyped-def]
         "mix": svg.bar_chart(s["verdict_mix"], title="Verdicts by kind", color="#c98a2e"),
     }
     return render_template("dashboard.html", s=s, edges=reports.edges(db), models=reports.models(db), charts=charts, window=window,
+                           trainer=reports.trainer(db),
                            windows=list(WINDOWS), oldest=present.age_words(s["oldest_age_s"]),
                            retrain=request.args.get("retrain", ""),
                            alarms=station_health(current_app.extensions["station"].publisher)["alarms"],
