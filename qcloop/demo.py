@@ -27,6 +27,11 @@ from qcloop.pybroker import start_local_broker
 
 EXAMPLE_EDGE = Path(__file__).resolve().parent.parent / "config" / "edge.example.toml"
 TOKEN_ENV = "QC_DEMO_STATION_TOKEN"
+#: Parts per second on the simulated line: at about 13 % of parts to look at (the built-in model's
+#: review band plus the audits) one item every 4 s, a pace one person keeps; an oracle takes more.
+HUMAN_RATE, AUTO_REVIEW_RATE = 2.0, 10.0
+#: ``--until compared`` stops once the newest model has decided as many parts as the one before, or this many.
+COMPARE_PARTS = 2000
 
 
 def say(msg: str) -> None:
@@ -36,6 +41,8 @@ def say(msg: str) -> None:
 def run(args: argparse.Namespace) -> int:
     from edge.cli import stop_on_signals
 
+    if args.rate is None:
+        args.rate = AUTO_REVIEW_RATE if args.auto_review else HUMAN_RATE
     data = args.data_dir.resolve()
     data.mkdir(parents=True, exist_ok=True)
     stop = stop_on_signals()
@@ -57,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
             started.append(("trainer", trainer.stop))
             say(f"retraining server: retrains after {args.retrain_after} verdicts (log: {trainer.log_path})")
 
-        edge, book = start_edge(data, broker, keys, args)
+        edge, book, figures = start_edge(data, broker, keys, args)
         started.append(("camera", book.close))
         started.append(("edge", edge.stop))
         say(f"edge {edge.cfg.edge.line}/{edge.cfg.edge.camera}: simulated line at {args.rate:g} parts/s, "
@@ -73,10 +80,11 @@ def run(args: argparse.Namespace) -> int:
             started.append(("auto-reviewer", reviewer.stop))
             say("auto-review: an oracle answers the queue from the generator's ground truth")
         say(f"data under {data}; Ctrl-C stops everything")
-        watch = Status(edge, station, trainer, reviewer, args)
+        watch = Status(edge, station, trainer, reviewer, args, figures)
         watch.run_until(stop, args.duration)
         print(file=sys.stderr)
-        say(watch.summary())
+        for line in watch.summary().splitlines():
+            say(line)
     finally:
         failed = []
         for name, stop_part in reversed(started):
@@ -136,6 +144,7 @@ def start_edge(data: Path, broker, keys: tuple[Path, Path], args: argparse.Names
     from edge.config import load_config
     from edge.service import EdgeService
     from hardware.factory import make_camera
+    from qcloop.demo_figures import LineFigures
     from qcloop.demo_review import TruthBook
 
     cfg = load_config(EXAMPLE_EDGE)
@@ -149,8 +158,10 @@ def start_edge(data: Path, broker, keys: tuple[Path, Path], args: argparse.Names
     book = TruthBook(make_camera(cfg.camera), data / "edge" / "truth.jsonl")
     edge = EdgeService(cfg, camera=book, max_parts=args.parts)  # a camera passed in stays ours to close
     edge.pipeline.review_listeners.append(book.on_review)
+    figures = LineFigures(book)
+    edge.pipeline.listeners.append(figures.on_decision)
     edge.start()
-    return edge, book
+    return edge, book, figures
 
 
 class Trainer:
@@ -243,8 +254,9 @@ port = 0
 class Status:
     """The live status line, and what to do next."""
 
-    def __init__(self, edge, station, trainer, reviewer, args: argparse.Namespace):  # noqa: ANN001
+    def __init__(self, edge, station, trainer, reviewer, args: argparse.Namespace, figures=None):  # noqa: ANN001
         self.edge, self.station, self.trainer, self.reviewer, self.args = edge, station, trainer, reviewer, args
+        self.figures = figures  # qcloop.demo_figures.LineFigures: the truth per model version
         self.trainer_state: dict = {}
         self.models_seen = [edge.detector.version]
         self._client = None
@@ -286,8 +298,9 @@ class Status:
     def line(self) -> str:
         s = self.edge.status()
         q = self.queue()
-        return (f"parts {s['parts']:>6}  {_actions(s)}  queue {q:>3}  model {s['model']}  {self.trainer_words()}  "
-                f"| {self.next_step(q)}")
+        versions = "  ".join(v.short() for v in self.figures.versions()[-2:]) if self.figures else ""
+        return (f"parts {s['parts']:>6}  {_actions(s)}  queue {q:>3}  {versions or 'model ' + s['model']}  "
+                f"{self.trainer_words()}  | {self.next_step(q)}")
 
     def trainer_words(self) -> str:
         if self.trainer is None:
@@ -325,6 +338,8 @@ class Status:
                 break
             if self.args.until == "promoted" and len(self.models_seen) > 1:
                 break
+            if self.args.until == "compared" and self.compared():
+                break
             if self.args.until == "retrained" and self.trainer_state.get("last"):
                 break
             if not self.args.quiet:
@@ -337,6 +352,13 @@ class Status:
         if self._store is not None:
             self._store.close()
 
+    def compared(self) -> bool:
+        """A retrained model is live and has decided as many parts as the model before it (or COMPARE_PARTS)."""
+        if self.figures is None or len(self.models_seen) < 2:
+            return False
+        before = self.figures.parts_of(self.models_seen[-2])
+        return self.figures.parts_of(self.models_seen[-1]) >= min(before, COMPARE_PARTS)
+
     def summary(self) -> str:
         s = self.edge.status()
         out = f"{s['parts']} parts: {_actions(s)}; models {' -> '.join(self.models_seen)}"
@@ -344,7 +366,26 @@ class Status:
             out += f"; auto-review answered {self.reviewer.answered}"
             if self.reviewer.error:
                 out += f" ({self.reviewer.error})"
+        if self.figures is not None:
+            audits = self._audits()
+            out += "\nper model version, from the line's truth (the station's audit estimates in brackets):"
+            for v in self.figures.versions():
+                out += "\n  " + v.words(audits.get(v.model))
         return out
+
+    def _audits(self) -> dict:
+        """The station's per-version figures (its Models table), or nothing when they cannot be read."""
+        from station_ui import reports
+        from station_ui.store import Store
+
+        try:
+            store = Store(self.station.cfg.db_path, migrate=False)
+        except Exception:  # the summary must not fail on the way out
+            return {}
+        try:
+            return {m["model"]: m for m in reports.models(store)}
+        finally:
+            store.close()
 
 
 def _actions(status: dict) -> str:

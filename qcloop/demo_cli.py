@@ -21,14 +21,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                           description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     demo.add_argument("--data-dir", type=Path, default=Path("var/demo"),
                       help="where everything the demo writes goes (default: var/demo)")
-    demo.add_argument("--rate", type=float, default=5.0, help="parts per second on the simulated line (default 5)")
+    demo.add_argument("--rate", type=float, default=None,
+                      help="parts per second on the simulated line (default 2, about one item to review every "
+                           "4 s, a pace one reviewer keeps; 10 with --auto-review)")
     demo.add_argument("--auto-review", action="store_true",
                       help="let an oracle (ground truth from the generator) answer the review queue")
     demo.add_argument("--retrain-after", type=int, default=150, metavar="N",
-                      help="retrain after N new verdicts (default 150; 0 = no retraining server)")
-    demo.add_argument("--until", choices=("retrained", "promoted"), default=None,
-                      help="stop after the first retrain has finished (gated, promoted or not), "
-                           "or once a retrained model has gone live on the edge")
+                      help="retrain after N new verdicts (default 150: about 10 minutes of one reviewer; "
+                           "0 = no retraining server)")
+    demo.add_argument("--until", choices=("retrained", "promoted", "compared"), default=None,
+                      help="stop after the first retrain has finished (gated, promoted or not), once a "
+                           "retrained model has gone live on the edge, or once it has decided as many parts "
+                           "as the model before it (at most 2000), so both stand side by side")
     demo.add_argument("--parts", type=int, default=None, help="stop after this many parts (default: until Ctrl-C)")
     demo.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     demo.add_argument("--train-parts", type=int, default=2500,

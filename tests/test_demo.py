@@ -6,6 +6,7 @@ the station, the trainer process, and an edge on the synthetic line.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import subprocess
 import sys
@@ -87,6 +88,31 @@ class _Camera:
         pass
 
 
+def test_line_figures_count_each_versions_review_share_false_rejects_and_escapes_from_the_truth(tmp_path):
+    from edge.decision import Decision
+    from qcloop.demo_figures import LineFigures
+
+    # 0.1.0: 4 good parts (one rejected), 2 defects (one passed), 2 held; 0.1.1: 2 good parts, both passed.
+    plan = [("0.1.0", None, "REJECT"), ("0.1.0", None, "PASS"), ("0.1.0", None, "HOLD"), ("0.1.0", None, "PASS"),
+            ("0.1.0", "pit", "PASS"), ("0.1.0", "crack", "HOLD"), ("0.1.1", None, "PASS"), ("0.1.1", None, "PASS")]
+    truths = {f"p{i}": PartTruth(defect) for i, (_, defect, _) in enumerate(plan)}
+    book = TruthBook(_Camera(truths), tmp_path / "truth.jsonl")
+    figures = LineFigures(book)
+    for i, (model, _, action) in enumerate(plan):
+        book.capture(f"p{i}")
+        figures.on_decision(Decision(f"p{i}", action, "pass", None, 0.5, model, 0.0, 0.001))
+    first, second = figures.versions()
+    assert (first.model, first.parts, first.good, first.defects) == ("0.1.0", 6, 4, 2)
+    assert first.review_share == 2 / 6
+    assert first.false_reject_rate == 1 / 4
+    assert first.escape_rate == 1 / 2
+    assert (second.model, second.parts, second.false_reject_rate, second.escape_rate) == ("0.1.1", 2, 0.0, None)
+    assert "false rejects 25.0 % of 4 good parts" in first.words()
+    assert "escapes 50.0 % of 2 defects" in first.words()
+    assert figures.parts_of("0.1.1") == 2 and figures.parts_of("9.9.9") == 0
+    book.close()
+
+
 def test_truth_of_reviewed_parts_survives_a_restart(tmp_path):
     truths = {"p1": PartTruth("pit"), "p2": PartTruth(None, ("glare",))}
     book = TruthBook(_Camera(truths), tmp_path / "truth.jsonl")
@@ -137,7 +163,12 @@ def _qc_demo(tmp_path, *extra, timeout=240) -> subprocess.CompletedProcess:
 def test_demo_runs_hands_off_and_again_on_the_same_data_dir(tmp_path):
     first = _qc_demo(tmp_path, "--auto-review", "--retrain-after", "0", "--parts", "120", "--rate", "40")
     assert first.returncode == 0, first.stderr
-    assert "broker: mosquitto" in first.stderr and "stopped cleanly" in first.stderr
+    assert "broker: mosquitto" in first.stderr
+    assert "stopped cleanly" in first.stderr
+    # The end summary's per-version figures account for every part.
+    versions = [line for line in first.stderr.splitlines() if re.match(r"demo:   (0\.1\.0|no model)", line)]
+    assert any(line.startswith("demo:   0.1.0: ") and "good parts, escapes" in line for line in versions)
+    assert sum(int(re.search(r": (\d+) parts, review", line).group(1)) for line in versions) == 120
     login = (tmp_path / "demo" / "station" / "demo-login.txt").read_text().split()
     assert f"log in as {login[0]!r} with password {login[1]!r}" in first.stderr
     db = sqlite3.connect(tmp_path / "demo" / "station" / "station.db")
