@@ -27,8 +27,8 @@ from qcloop.pybroker import start_local_broker
 
 EXAMPLE_EDGE = Path(__file__).resolve().parent.parent / "config" / "edge.example.toml"
 TOKEN_ENV = "QC_DEMO_STATION_TOKEN"
-#: Parts per second on the simulated line: at about 13 % of parts to look at (the built-in model's
-#: review band plus the audits) one item every 4 s, a pace one person keeps; an oracle takes more.
+#: Parts per second on the simulated line: slow enough for one person to follow the queue while the
+#: built-in model holds a share of the parts; an oracle takes more.
 HUMAN_RATE, AUTO_REVIEW_RATE = 2.0, 10.0
 #: ``--until compared`` stops once the newest model has decided as many parts as the one before, or this many.
 COMPARE_PARTS = 2000

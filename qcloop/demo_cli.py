@@ -22,8 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     demo.add_argument("--data-dir", type=Path, default=Path("var/demo"),
                       help="where everything the demo writes goes (default: var/demo)")
     demo.add_argument("--rate", type=float, default=None,
-                      help="parts per second on the simulated line (default 2, about one item to review every "
-                           "4 s, a pace one reviewer keeps; 10 with --auto-review)")
+                      help="parts per second on the simulated line (default 2; 10 with --auto-review)")
     demo.add_argument("--auto-review", action="store_true",
                       help="let an oracle (ground truth from the generator) answer the review queue")
     demo.add_argument("--retrain-after", type=int, default=150, metavar="N",

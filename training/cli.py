@@ -100,6 +100,17 @@ def register_bench(bench_sub: argparse._SubParsersAction) -> None:
     t.add_argument("--json", action="store_true", help="print one JSON object")
     t.set_defaults(func=lambda args: __import__("training.train_bench", fromlist=["main"]).main(args))
 
+    ln = bench_sub.add_parser("line", help="a model on the synthetic line's own mix: review share, false rejects, "
+                              "escapes", description=__import__("training.line_bench", fromlist=["run"]).__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    ln.add_argument("--model", type=Path, default=None, metavar="DIR",
+                    help="model version folder (default: the built-in model, models/default)")
+    ln.add_argument("--parts", type=_positive, default=6000, help="fresh line parts to render and decide (default 6000)")
+    ln.add_argument("--seed", type=int, default=4242, help="the line generator's seed (default 4242)")
+    ln.add_argument("--json", action="store_true", help="print one JSON object")
+    ln.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    ln.set_defaults(func=lambda args: __import__("training.line_bench", fromlist=["main"]).main(args))
+
     b = bench_sub.add_parser("loop", help="the learning loop on a labelled folder, uncertainty vs random labels",
                              description=LOOP_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     b.add_argument("--data", type=Path, default=Path("../shared/datasets/casting"), metavar="DIR|elpv",
@@ -149,6 +160,16 @@ def register_bench(bench_sub: argparse._SubParsersAction) -> None:
     b.add_argument("--plot", type=Path, default=None, metavar="FILE.png", help="draw the rates against labels")
     b.add_argument("--quiet", action="store_true", help="no progress on stderr")
     b.set_defaults(func=_bench_loop)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _widths(text: str) -> tuple[int, ...]:
