@@ -81,9 +81,14 @@ def _folder_truth(path: Path) -> PartTruth | None:
 
 
 class FolderCamera:
-    """Replays the image files under ``path`` (recursively) in sorted order."""
+    """Replays the image files under ``path`` (recursively) in sorted order.
 
-    def __init__(self, path: str | Path, pattern: str = "*", loop: bool = True, grey: bool = True):
+    With ``shuffle`` (a seed) each pass over the folder plays the files in a new random
+    order: a labelled folder (ok/, def/) then arrives mixed, as parts do on a line.
+    """
+
+    def __init__(self, path: str | Path, pattern: str = "*", loop: bool = True, grey: bool = True,
+                 shuffle: int | None = None):
         self.path = Path(path)
         if not self.path.is_dir():
             raise CameraError(f"image folder {self.path} does not exist")
@@ -92,16 +97,24 @@ class FolderCamera:
         if not self.files:
             raise CameraError(f"no image files matching {pattern!r} under {self.path}")
         self.loop, self.grey = loop, grey
+        self._rng = None if shuffle is None else np.random.default_rng(shuffle)
+        self._order = self._pass_order()
         self._next = 0
         self._lock = threading.Lock()
 
+    def _pass_order(self) -> list[Path]:
+        if self._rng is None:
+            return self.files
+        return [self.files[i] for i in self._rng.permutation(len(self.files))]
+
     def capture(self, part_id: str) -> Frame:
         with self._lock:
-            if self._next >= len(self.files):
+            if self._next >= len(self._order):
                 if not self.loop:
                     raise CameraError(f"no frame: all {len(self.files)} images of {self.path} replayed")
+                self._order = self._pass_order()
                 self._next = 0
-            path = self.files[self._next]
+            path = self._order[self._next]
             self._next += 1
         try:
             data = np.fromfile(path, dtype=np.uint8)  # imdecode: also handles non-ASCII paths
@@ -259,6 +272,41 @@ time ``capture`` handed it over, so latency is measured from the sensor.
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout=2.0)
         self._cap.release()
+
+
+class ArtefactCamera:
+    """Wraps a camera; gives a share of its frames one lighting artefact (glare, streak, shadow, dust).
+
+    The artefacts are the synthetic line's (hardware.synthetic.add_artefact), drawn on the
+    frame as it is; the frame's truth lists them, and a defect stays a defect. So a folder of
+    real photographs is played with the same lighting faults the synthetic line has.
+    """
+
+    def __init__(self, camera: Camera, rate: float = 0.2, seed: int = 0):
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"artefact rate must be in [0, 1], got {rate}")
+        self.camera, self.rate = camera, float(rate)
+        self._rng = np.random.default_rng(seed)
+        self._lock = threading.Lock()
+
+    def capture(self, part_id: str) -> Frame:
+        from dataclasses import replace
+
+        from hardware.synthetic import ARTEFACT_KINDS, add_artefact
+
+        frame = self.camera.capture(part_id)
+        with self._lock:
+            if self._rng.random() >= self.rate:
+                return frame
+            kind = ARTEFACT_KINDS[int(self._rng.integers(len(ARTEFACT_KINDS)))]
+            rng = np.random.default_rng(self._rng.integers(2**63))
+        image = frame.image if frame.image.ndim == 2 else _to_grey(frame.image)
+        truth = frame.truth  # an unlabelled frame stays unlabelled: an artefact does not make it good
+        return replace(frame, image=add_artefact(image, kind, rng),
+                       truth=None if truth is None else replace(truth, artefacts=(*truth.artefacts, kind)))
+
+    def close(self) -> None:
+        self.camera.close()
 
 
 class StaleGuard:

@@ -155,13 +155,50 @@ def start_edge(data: Path, broker, keys: tuple[Path, Path], args: argparse.Names
                   trigger=replace(cfg.trigger, rate_hz=args.rate),
                   mqtt=replace(cfg.mqtt, host=broker.host, port=broker.port),
                   metrics=replace(cfg.metrics, port=args.metrics_port))
-    book = TruthBook(make_camera(cfg.camera), data / "edge" / "truth.jsonl")
+    if args.images is not None:
+        # Real photographs as the line: mixed ok/def, with the synthetic line's lighting artefacts, and
+        # the whole photograph as the part (the built-in model's ROI is the synthetic frame's).
+        camera, (width, height) = photo_line(args.images, cfg.camera.artefact_rate, cfg.camera.seed)
+        cfg = replace(cfg, model=replace(cfg.model, roi=(0, 0, width, height)))
+    else:
+        camera = make_camera(cfg.camera)
+    book = TruthBook(camera, data / "edge" / "truth.jsonl")
     edge = EdgeService(cfg, camera=book, max_parts=args.parts)  # a camera passed in stays ours to close
     edge.pipeline.review_listeners.append(book.on_review)
     figures = LineFigures(book)
     edge.pipeline.listeners.append(figures.on_decision)
     edge.start()
     return edge, book, figures
+
+
+def photo_line(folder: Path, artefact_rate: float, seed: int):  # noqa: ANN201 (a Camera and the photos' size)
+    """A camera that plays a labelled folder of photographs (``ok/`` and ``def/`` anywhere below it) in a
+    new random order each pass, with lighting artefacts on ``artefact_rate`` of them; and the photos' size.
+    Refused, naming the cause, unless both labels are there and every photo has one size."""
+    import cv2
+
+    from hardware.cameras import ArtefactCamera, FolderCamera
+    from hardware.errors import CameraError
+
+    try:
+        photos = FolderCamera(folder, shuffle=seed)
+    except CameraError as exc:
+        raise SystemExit(f"qc demo --images: {exc}") from None
+    labels = {p.parent.name.lower().split("_")[0] for p in photos.files}
+    if not {"ok", "def"} <= labels:
+        raise SystemExit(f"qc demo --images: {folder} needs labelled photos in ok/ and def/ folders (the "
+                         f"oracle reviewer answers from them); found folders {sorted(labels)}")
+    sizes: dict[tuple[int, int], Path] = {}
+    for path in photos.files:
+        image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        if image is None:
+            raise SystemExit(f"qc demo --images: unreadable image file {path}")
+        sizes.setdefault((image.shape[1], image.shape[0]), path)
+        if len(sizes) > 1:
+            (a, pa), (b, pb) = sizes.items()
+            raise SystemExit(f"qc demo --images: the photos must share one size: {pa} is {a[0]}x{a[1]}, "
+                             f"{pb} is {b[0]}x{b[1]}")
+    return ArtefactCamera(photos, rate=artefact_rate, seed=seed), next(iter(sizes))
 
 
 class Trainer:
@@ -205,12 +242,16 @@ class Trainer:
 
 def trainer_config(folder: Path, broker, station_url: str, keys: tuple[Path, Path],  # noqa: ANN001
                    args: argparse.Namespace) -> str:
+    if args.images is not None:  # a line of real photos: the verdicts are all the trainer has
+        synthetic, golden = 0, max(30, args.retrain_after // 3)
+    else:
+        synthetic, golden = args.train_parts, max(50, min(400, args.train_parts // 4))
     return f"""# written by qc demo; edit the demo's options instead
 [data]
 dir = {json.dumps(str(folder / "data"))}
-synthetic = {args.train_parts}          # synthetic parts of the same line, besides the station's verdicts
+synthetic = {synthetic}          # synthetic parts of the same line, besides the station's verdicts
 synthetic_seed = 7
-golden_size = {max(50, min(400, args.train_parts // 4))}   # frozen at the first build, never trained on
+golden_size = {golden}   # frozen at the first build, never trained on
 
 [station]
 url = {json.dumps(station_url.rstrip("/"))}

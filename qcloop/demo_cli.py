@@ -23,6 +23,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                       help="where everything the demo writes goes (default: var/demo)")
     demo.add_argument("--rate", type=float, default=None,
                       help="parts per second on the simulated line (default 2; 10 with --auto-review)")
+    demo.add_argument("--images", type=Path, default=None, metavar="DIR",
+                      help="play a folder of real photos as the line instead of the synthetic parts: labelled "
+                           "ok/ and def/ folders anywhere below DIR, all one size, in a new random order each "
+                           "pass, with the synthetic line's lighting artefacts on 20 %% of them; the trainer "
+                           "then learns from the station's verdicts alone")
     demo.add_argument("--auto-review", action="store_true",
                       help="let an oracle (ground truth from the generator) answer the review queue")
     demo.add_argument("--retrain-after", type=int, default=150, metavar="N",

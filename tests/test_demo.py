@@ -187,6 +187,49 @@ def test_demo_runs_hands_off_and_again_on_the_same_data_dir(tmp_path):
     assert "stopped cleanly" in second.stderr
 
 
+def _photo_folder(root, n: int = 12, size: int = 96):
+    import cv2
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for label in ("ok", "def"):
+        (root / label).mkdir(parents=True)
+        for i in range(n):
+            image = np.full((size, size), 120, np.uint8) + rng.integers(0, 20, (size, size), dtype=np.uint8)
+            if label == "def":
+                cv2.circle(image, (size // 2, size // 2), 6, 10, -1)
+            cv2.imwrite(str(root / label / f"{label}{i}.png"), image)
+
+
+def test_demo_plays_a_folder_of_labelled_photos_as_the_line_with_artefacts(tmp_path):
+    _photo_folder(tmp_path / "photos")
+    run = _qc_demo(tmp_path, "--images", str(tmp_path / "photos"), "--auto-review", "--retrain-after", "0",
+                   "--parts", "80", "--rate", "40")
+    assert run.returncode == 0, run.stderr
+    assert "stopped cleanly" in run.stderr
+    db = sqlite3.connect(tmp_path / "demo" / "station" / "station.db")
+    truth = {json.loads(line)["part_id"]: json.loads(line)
+             for line in (tmp_path / "demo" / "edge" / "truth.jsonl").read_text().splitlines()}
+    decided = db.execute("SELECT part_id, final_verdict, width FROM reviews WHERE final_verdict IS NOT NULL").fetchall()
+    db.close()
+    assert decided, "the oracle answered nothing"
+    for part_id, verdict, width in decided:  # the folder's labels are the truth, and the whole photo is the part
+        assert verdict == ("real_fault" if truth[part_id]["defect"] else "not_defect")
+        assert width == 96
+    assert any(t["artefacts"] for t in truth.values())  # lighting artefacts were injected
+
+
+def test_demo_refuses_a_photo_folder_without_both_labels(tmp_path):
+    _photo_folder(tmp_path / "photos")
+    import shutil
+
+    shutil.rmtree(tmp_path / "photos" / "def")
+    run = _qc_demo(tmp_path, "--images", str(tmp_path / "photos"), "--retrain-after", "0", "--parts", "5")
+    assert run.returncode != 0
+    assert "needs labelled photos in ok/ and def/ folders" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
 @pytest.mark.slow
 def test_demo_hands_off_verdicts_trigger_a_gated_retrain(tmp_path):
     run = _qc_demo(tmp_path, "--auto-review", "--retrain-after", "25", "--rate", "20", "--train-parts", "600",

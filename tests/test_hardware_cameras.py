@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from hardware.base import Camera, Frame, PartTruth
-from hardware.cameras import FolderCamera, OpenCVCamera, StaleGuard, SyntheticCamera, VideoFileCamera
+from hardware.cameras import (ArtefactCamera, FolderCamera, OpenCVCamera, StaleGuard, SyntheticCamera,
+                              VideoFileCamera)
 from hardware.errors import CameraError
 from hardware.synthetic import PartGenerator
 
@@ -63,6 +64,43 @@ def test_folder_replay_in_order_with_labels(tmp_path):
     assert frames[0].truth == PartTruth(defect="unknown")
     assert frames[1].truth == PartTruth()
     assert frames[1].image.ndim == 2 and frames[1].image[0, 0] == 50
+
+
+def _labelled_folder(tmp_path, n_ok: int = 6, n_def: int = 6):
+    for name, n, base in (("ok", n_ok, 20), ("def", n_def, 140)):
+        (tmp_path / name).mkdir()
+        for i in range(n):
+            cv2.imwrite(str(tmp_path / name / f"{name}{i}.png"), _image(base + 10 * i, size=(96, 96)))
+
+
+def test_a_shuffled_folder_plays_every_file_once_per_pass_in_a_new_mixed_order(tmp_path):
+    _labelled_folder(tmp_path)
+    cam = FolderCamera(tmp_path, shuffle=3)
+    first = [cam.capture(str(i)).source for i in range(12)]
+    second = [cam.capture(str(i)).source for i in range(12)]
+    assert sorted(first) == sorted(second) == sorted(str(p) for p in cam.files)  # each file once a pass
+    assert first != sorted(first) and first != second  # mixed, and mixed anew
+    again = FolderCamera(tmp_path, shuffle=3)
+    assert [again.capture(str(i)).source for i in range(12)] == first  # the same seed plays the same order
+    labels = [("/def/" in s) for s in first]
+    assert labels != sorted(labels) and labels != sorted(labels, reverse=True)  # ok and def interleave
+
+
+def test_artefact_camera_adds_lighting_artefacts_to_a_share_of_frames_and_names_them_in_the_truth(tmp_path):
+    _labelled_folder(tmp_path, n_ok=10, n_def=10)
+    plain, marked = FolderCamera(tmp_path), ArtefactCamera(FolderCamera(tmp_path), rate=0.5, seed=1)
+    changed = 0
+    for i in range(20):
+        a, b = plain.capture(str(i)), marked.capture(str(i))
+        assert b.truth.is_defect == a.truth.is_defect  # an artefact never makes a defect, nor hides one
+        if b.truth.artefacts:
+            changed += 1
+            assert not np.array_equal(a.image, b.image)
+        else:
+            assert np.array_equal(a.image, b.image)
+    assert 4 <= changed <= 16
+    with pytest.raises(ValueError, match="artefact rate"):
+        ArtefactCamera(plain, rate=1.5)
 
 
 def test_folder_without_loop_ends(tmp_path):
