@@ -240,12 +240,26 @@ class Trainer:
         terminate(self.proc, 15)  # the server stops between steps; a retrain cut short is redone next time
 
 
+def builtin_budgets() -> tuple[float, float, float]:
+    """(escape, review, false reject) budgets the built-in model was calibrated to: a retrain on the demo's
+    line is held to the same ones, so the gate compares like with like."""
+    from models import builtin
+    from models.manifest import load_manifest
+
+    cal = load_manifest(builtin.DEFAULT_DIR / "manifest.json").metrics.get("calibration", {})
+    return (float(cal.get("escape_budget", 0.01)), float(cal.get("review_budget", 0.08)),
+            float(cal.get("false_reject_budget", 0.02)))
+
+
 def trainer_config(folder: Path, broker, station_url: str, keys: tuple[Path, Path],  # noqa: ANN001
                    args: argparse.Namespace) -> str:
+    escape, review, false_reject = builtin_budgets()
     if args.images is not None:  # a line of real photos: the verdicts are all the trainer has
-        synthetic, golden = 0, max(30, args.retrain_after // 3)
+        synthetic, golden, epochs = 0, max(30, args.retrain_after // 3), 30
     else:
-        synthetic, golden = args.train_parts, max(50, min(400, args.train_parts // 4))
+        synthetic, golden, epochs = args.train_parts, max(50, min(400, args.train_parts // 4)), 4
+    if args.train_epochs is not None:
+        epochs = args.train_epochs
     return f"""# written by qc demo; edit the demo's options instead
 [data]
 dir = {json.dumps(str(folder / "data"))}
@@ -269,13 +283,12 @@ public = {json.dumps(str(keys[1]))}
 
 [train]
 warm_start = true                 # fine-tune the running model on the verdicts
-fine_tune_epochs = {args.train_epochs}
+fine_tune_epochs = {epochs}
 fine_tune_lr = 0.0003
 val = 0.4                              # a large calibration set: the escape threshold rests on its weakest defects
-escape_budget = 0.01                   # what the built-in model lets pass on this line's golden set (about 1 %);
-                                       # at 0.005 the candidate paid twice the false rejects for one escape less
-review_budget = 0.25                   # as the built-in model: a new line's model is calibrated with a wide band
-false_reject_budget = 0.05
+escape_budget = {escape:g}                 # the built-in model's budgets: a retrain is held to what it replaces
+review_budget = {review:g}
+false_reject_budget = {false_reject:g}
 
 [gate]
 escape_tolerance = 0.01                # one or two escapes more on the demo's ~170 golden defects is noise

@@ -41,8 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     demo.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     demo.add_argument("--train-parts", type=int, default=2500,
                       help="synthetic parts the trainer adds to the verdicts (default 2500)")
-    demo.add_argument("--train-epochs", type=int, default=4,
-                      help="epochs per retrain, fine-tuning the running model (default 4)")
+    demo.add_argument("--train-epochs", type=int, default=None,
+                      help="epochs per retrain, fine-tuning the running model (default 4 with the synthetic "
+                           "parts, 30 with --images, where the verdicts are all the trainer has)")
     demo.add_argument("--audit-rate", type=float, default=0.05,
                       help="share of confident decisions also sent for review (default 0.05), "
                            "so escapes and false rejects can be estimated")

@@ -1,31 +1,21 @@
-"""`qc bench line`: the built-in model's decisions on fresh parts of its own line, counted against the truth."""
+"""`qc bench line`: a model's decisions on fresh parts of the synthetic line, counted against the truth."""
 from __future__ import annotations
 
-import dataclasses
-import shutil
-
-import pytest
-
-from models.builtin import DEFAULT_DIR, available
-from models.manifest import MANIFEST_NAME, Thresholds, load_manifest, write_manifest
+from models.onnx_build import constant_model_bytes
+from models_support import build_version
 from training import line_bench
 
-pytestmark = pytest.mark.skipif(not available(), reason="models/default not built (qc train default-model)")
 
-
-def _with_thresholds(tmp_path, pass_below: float, reject_above: float):
-    folder = tmp_path / f"m-{pass_below}-{reject_above}"
-    shutil.copytree(DEFAULT_DIR, folder)
-    manifest = load_manifest(folder / MANIFEST_NAME)
-    write_manifest(folder / MANIFEST_NAME, dataclasses.replace(manifest, thresholds=Thresholds(pass_below,
-                                                                                                 reject_above)))
-    return folder
+def _constant(tmp_path, score: float, thresholds: tuple[float, float]):
+    """A real ONNX model that scores every part ``score``, at ``thresholds``."""
+    return build_version(tmp_path / f"reg-{thresholds}", "1.0.0", input_hw=(64, 64), thresholds=thresholds,
+                         model_bytes=constant_model_bytes(score, (64, 64)))
 
 
 def test_line_bench_counts_false_rejects_and_escapes_against_the_generators_truth(tmp_path):
-    # Rejecting everything scraps every good part and passes no defect; passing everything the reverse.
-    reject_all = line_bench.run(_with_thresholds(tmp_path, 0.0, 0.0), parts=60, progress=False)
-    pass_all = line_bench.run(_with_thresholds(tmp_path, 1.0, 1.0), parts=60, progress=False)
+    # Every part scores 0.5: above both thresholds everything is rejected, below both everything passes.
+    reject_all = line_bench.run(_constant(tmp_path, 0.5, (0.1, 0.2)), parts=60, progress=False)
+    pass_all = line_bench.run(_constant(tmp_path, 0.5, (0.8, 0.9)), parts=60, progress=False)
     for result in (reject_all, pass_all):
         assert result["parts"] == 60
         assert result["good"] + result["defects"] == 60
@@ -33,14 +23,18 @@ def test_line_bench_counts_false_rejects_and_escapes_against_the_generators_trut
         assert result["review_share"] == 0.0
     assert reject_all["false_reject_rate"] == 1.0
     assert reject_all["escape_rate"] == 0.0
+    assert reject_all["artefact_false_reject_rate"] == 1.0
     assert pass_all["false_reject_rate"] == 0.0
     assert pass_all["escape_rate"] == 1.0
     assert pass_all["met"] == {"review_share": True, "false_reject_rate": True, "escape_rate": False}
     low, high = pass_all["intervals95"]["escape_rate"]
-    assert low < 1.0 and high == 1.0
+    assert low < 1.0
+    assert high == 1.0
 
 
 def test_line_bench_holds_the_band_for_review_at_the_models_own_thresholds(tmp_path):
-    hold_all = line_bench.run(_with_thresholds(tmp_path, 0.0, 1.0), parts=30, progress=False)
-    assert hold_all["review_share"] == 1.0 and hold_all["held"] == 30
-    assert hold_all["false_reject_rate"] == 0.0 and hold_all["escape_rate"] == 0.0
+    hold_all = line_bench.run(_constant(tmp_path, 0.5, (0.1, 0.9)), parts=30, progress=False)
+    assert hold_all["review_share"] == 1.0
+    assert hold_all["held"] == 30
+    assert hold_all["false_reject_rate"] == 0.0
+    assert hold_all["escape_rate"] == 0.0
