@@ -10,6 +10,7 @@ import hashlib
 import logging
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -17,7 +18,7 @@ import numpy as np
 
 from hardware.base import Camera, Frame, PartTruth
 from hardware.errors import CameraError
-from hardware.synthetic import PartGenerator
+from hardware.synthetic import ARTEFACT_KINDS, PartGenerator, add_artefact
 
 log = logging.getLogger(__name__)
 
@@ -290,10 +291,6 @@ class ArtefactCamera:
         self._lock = threading.Lock()
 
     def capture(self, part_id: str) -> Frame:
-        from dataclasses import replace
-
-        from hardware.synthetic import ARTEFACT_KINDS, add_artefact
-
         frame = self.camera.capture(part_id)
         with self._lock:
             if self._rng.random() >= self.rate:

@@ -308,7 +308,7 @@ port = 0
 class Status:
     """The live status line, and what to do next."""
 
-    def __init__(self, edge, station, trainer, reviewer, args: argparse.Namespace, figures=None):  # noqa: ANN001
+    def __init__(self, edge, station, trainer, reviewer, args: argparse.Namespace, figures):  # noqa: ANN001
         self.edge, self.station, self.trainer, self.reviewer, self.args = edge, station, trainer, reviewer, args
         self.figures = figures  # qcloop.demo_figures.LineFigures: the truth per model version
         self.trainer_state: dict = {}
@@ -352,7 +352,7 @@ class Status:
     def line(self) -> str:
         s = self.edge.status()
         q = self.queue()
-        versions = "  ".join(v.short() for v in self.figures.versions()[-2:]) if self.figures else ""
+        versions = "  ".join(v.short() for v in self.figures.versions()[-2:])
         return (f"parts {s['parts']:>6}  {_actions(s)}  queue {q:>3}  {versions or 'model ' + s['model']}  "
                 f"{self.trainer_words()}  | {self.next_step(q)}")
 
@@ -408,7 +408,7 @@ class Status:
 
     def compared(self) -> bool:
         """A retrained model is live and has decided as many parts as the model before it (or COMPARE_PARTS)."""
-        if self.figures is None or len(self.models_seen) < 2:
+        if len(self.models_seen) < 2:
             return False
         before = self.figures.parts_of(self.models_seen[-2])
         return self.figures.parts_of(self.models_seen[-1]) >= min(before, COMPARE_PARTS)
@@ -420,11 +420,10 @@ class Status:
             out += f"; auto-review answered {self.reviewer.answered}"
             if self.reviewer.error:
                 out += f" ({self.reviewer.error})"
-        if self.figures is not None:
-            audits = self._audits()
-            out += "\nper model version, from the line's truth (the station's audit estimates in brackets):"
-            for v in self.figures.versions():
-                out += "\n  " + v.words(audits.get(v.model))
+        audits = self._audits()
+        out += "\nper model version, from the line's truth (the station's audit estimates in brackets):"
+        for v in self.figures.versions():
+            out += "\n  " + v.words(audits.get(v.model))
         return out
 
     def _audits(self) -> dict:

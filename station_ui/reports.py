@@ -32,12 +32,10 @@ def summary(db: Store, since: float) -> dict[str, Any]:
         " AND a.seq = 1 AND b.seq = 2 AND a.undone = 0 AND b.undone = 0 WHERE b.time >= ?", (since,)).fetchone()
     out["agreement"] = {"agree": pairs[0] or 0, "pairs": pairs[1] or 0,
                         "share": (pairs[0] or 0) / pairs[1] if pairs[1] else None}
-    esc = c.execute("SELECT sum(final_verdict = 'real_fault'), count(*) FROM reviews WHERE reason = 'audit'"
-                    " AND action_taken = 'PASS' AND final_verdict IS NOT NULL AND captured_at >= ?", (since,)).fetchone()
-    fr = c.execute("SELECT sum(final_verdict = 'not_defect'), count(*) FROM reviews WHERE reason = 'audit'"
-                   " AND action_taken = 'REJECT' AND final_verdict IS NOT NULL AND captured_at >= ?", (since,)).fetchone()
-    out["escape"] = {"faults": esc[0] or 0, "audited": esc[1] or 0, "rate": (esc[0] or 0) / esc[1] if esc[1] else None}
-    out["false_reject"] = {"false": fr[0] or 0, "audited": fr[1] or 0, "rate": (fr[0] or 0) / fr[1] if fr[1] else None}
+    faults, passes = _all_models(_audited(db, "PASS", since))
+    false, rejects = _all_models(_audited(db, "REJECT", since))
+    out["escape"] = {"faults": faults, "audited": passes, "rate": faults / passes if passes else None}
+    out["false_reject"] = {"false": false, "audited": rejects, "rate": false / rejects if rejects else None}
     out["disputed"] = c.execute("SELECT * FROM reviews WHERE state = 'disputed' ORDER BY captured_at DESC LIMIT 50").fetchall()
     hours = {}
     for r in c.execute("SELECT CAST(decided_at / 3600 AS INTEGER) h, count(*) FROM reviews WHERE decided_at >= ?"
@@ -110,17 +108,13 @@ def models(db: Store) -> list[dict[str, Any]]:
     for r in db.conn.execute("SELECT payload FROM edge_status"):
         for version, row in (json.loads(r["payload"] or "{}").get("by_model") or {}).items():
             t = totals.setdefault(version, {"parts": 0, "reject": 0, "hold": 0, "pass": 0, "uncertain": 0})
+            actions = row.get("actions") or {}
             t["parts"] += int(row.get("parts") or 0)
-            t["reject"] += int((row.get("actions") or {}).get("REJECT", 0))
-            t["pass"] += int((row.get("actions") or {}).get("PASS", 0))
-            t["hold"] += int((row.get("actions") or {}).get("HOLD", 0))
+            t["reject"] += int(actions.get("REJECT", 0))
+            t["pass"] += int(actions.get("PASS", 0))
+            t["hold"] += int(actions.get("HOLD", 0))
             t["uncertain"] += int((row.get("reviews") or {}).get("uncertain", 0))
-    audits = {r[0]: (r[1] or 0, r[2]) for r in db.conn.execute(
-        "SELECT model, sum(final_verdict = 'not_defect'), count(*) FROM reviews WHERE reason = 'audit'"
-        " AND action_taken = 'REJECT' AND final_verdict IS NOT NULL GROUP BY model")}
-    pass_audits = {r[0]: (r[1] or 0, r[2]) for r in db.conn.execute(
-        "SELECT model, sum(final_verdict = 'real_fault'), count(*) FROM reviews WHERE reason = 'audit'"
-        " AND action_taken = 'PASS' AND final_verdict IS NOT NULL GROUP BY model")}
+    audits, pass_audits = _audited(db, "REJECT"), _audited(db, "PASS")
     out = []
     for version, t in sorted(totals.items(), key=lambda kv: _version_key(kv[0])):
         parts = t["parts"]
@@ -135,6 +129,21 @@ def models(db: Store) -> list[dict[str, Any]]:
                     "escape_rate": (pass_rate * escaped / audited_passes) if audited_passes and pass_rate is not None
                     else None})
     return out
+
+
+#: The verdict that says an audited confident action was wrong: a PASSed defect, a REJECTed good part.
+_WRONG = {"PASS": "real_fault", "REJECT": "not_defect"}
+
+
+def _audited(db: Store, action: str, since: float = float("-inf")) -> dict[str, tuple[int, int]]:
+    """Per model: (audits of ``action`` ruled wrong, audits of ``action`` ruled), of parts captured since ``since``."""
+    return {r[0]: (r[1] or 0, r[2]) for r in db.conn.execute(
+        "SELECT model, sum(final_verdict = ?), count(*) FROM reviews WHERE reason = 'audit' AND action_taken = ?"
+        " AND final_verdict IS NOT NULL AND captured_at >= ? GROUP BY model", (_WRONG[action], action, since))}
+
+
+def _all_models(per_model: dict[str, tuple[int, int]]) -> tuple[int, int]:
+    return sum(wrong for wrong, _ in per_model.values()), sum(n for _, n in per_model.values())
 
 
 def _version_key(version: str) -> tuple:

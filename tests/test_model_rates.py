@@ -124,3 +124,29 @@ def test_a_malformed_trainer_status_shows_dashes_and_never_breaks_the_dashboard(
     trainer = response.get_data(as_text=True).split('id="trainer"')[1]
     assert "cannot certify the escape budget" in trainer and "more labelled defects" not in trainer
     assert "<td>False rejects</td>\n<td>-</td>" in trainer
+
+
+def test_audit_estimates_count_audited_passes_and_rejects_of_every_model_within_the_window(tmp_path):
+    app, cfg = make_station(tmp_path)
+    store = Store(cfg.db_path)
+    now = time.time()
+    old = add_reviews(store, 2, tmp_path / "img", t0=now - 3 * 86400, model="0.1.0", reason="audit",
+                      action_taken="PASS")
+    passes = (add_reviews(store, 3, tmp_path / "img", t0=now - 100, model="0.1.0", reason="audit",
+                          action_taken="PASS")
+              + add_reviews(store, 2, tmp_path / "img", t0=now - 50, model="0.1.1", reason="audit",
+                            action_taken="PASS"))
+    rejects = add_reviews(store, 2, tmp_path / "img", t0=now - 40, model="0.1.1", reason="audit",
+                          action_taken="REJECT")
+    for h in old:
+        store.record_verdict(h.id, "real_fault", "pit", "erik")
+    for h, verdict in zip(passes, ["real_fault", "not_defect", "not_defect", "real_fault", "not_defect"]):
+        store.record_verdict(h.id, verdict, "pit" if verdict == "real_fault" else "glare", "erik")
+    for h, verdict in zip(rejects, ["not_defect", "real_fault"]):
+        store.record_verdict(h.id, verdict, "glare" if verdict == "not_defect" else "crack", "erik")
+    s = reports.summary(store, now - 86400)  # the two-day-old audits are outside the window
+    assert s["escape"] == {"faults": 2, "audited": 5, "rate": 2 / 5}
+    assert s["false_reject"] == {"false": 1, "audited": 2, "rate": 1 / 2}
+    everything = reports.summary(store, 0.0)
+    assert everything["escape"] == {"faults": 4, "audited": 7, "rate": 4 / 7}
+    store.close()
