@@ -23,6 +23,7 @@ import onnxruntime as ort
 from edge.errors import InferenceError, ModelError, ModelMismatchError
 from models.errors import IntegrityError
 from models.manifest import MANIFEST_NAME, Manifest, Thresholds, load_manifest, verify_model_bytes
+from models.preprocess import resize_to, roi_pixels
 
 _ORT_TYPE = "tensor(float)"
 
@@ -40,7 +41,6 @@ class Detector:
         self._outputs = [manifest.output.name]
         self._channels = spec.channels
         self._hw = spec.hw
-        self._dsize = (spec.hw[1], spec.hw[0])  # cv2 wants (width, height)
         c = self._channels
         mean = np.resize(np.asarray(spec.mean, dtype=np.float64), c)
         std = np.resize(np.asarray(spec.std, dtype=np.float64), c)
@@ -124,7 +124,7 @@ class Detector:
             # Convert before resizing: one channel is a third of the resize work.
             crop = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
         if crop.shape[0] != self._hw[0] or crop.shape[1] != self._hw[1]:
-            crop = cv2.resize(crop, self._dsize, interpolation=cv2.INTER_AREA)
+            crop = resize_to(crop, self._hw)
         out = np.empty((1, self._channels, self._hw[0], self._hw[1]), dtype=np.float32)
         a, b = self._a, self._b
         if self._channels == 1:
@@ -168,10 +168,7 @@ class Detector:
             x, y, w, h = self._roi_px
             what = "configured roi"
         elif self._roi_frac is not None:
-            fx, fy, fw, fh = self._roi_frac
-            x, y = int(round(fx * width)), int(round(fy * height))
-            w, h = max(1, int(round(fw * width))), max(1, int(round(fh * height)))
-            w, h = min(w, width - x), min(h, height - y)
+            x, y, w, h = roi_pixels(self._roi_frac, width, height)
             what = f"manifest roi {list(self._roi_frac)}"
         else:
             x, y, w, h = 0, 0, width, height

@@ -2,8 +2,9 @@
 
 An ``ImageSet`` holds ``Sample``s whose image is already what the edge feeds its
 model before scaling: the frame's ROI cropped exactly as ``edge.detector`` crops it
-and resized with ``cv2.INTER_AREA`` on uint8 to the model's input size (``fit_input``).
-Keeping that step identical is what makes validation scores here equal edge scores.
+and resized by area on uint8 to the model's input size (``fit_input``), both by the
+rules in ``models.preprocess`` that the edge follows. Keeping that step identical is what
+makes validation scores here equal edge scores.
 
 Sources:
 - seed folders: ``DIR/ok/*`` and ``DIR/def/*``, or ``DIR/{train,val,test}/{ok,def}/*``
@@ -27,6 +28,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from models.preprocess import resize_to, roi_pixels
 from training.dedup import NEAR_BITS, content_hash, dihedral_hashes, group_near_duplicates
 from training.errors import DatasetError
 
@@ -89,18 +91,13 @@ def fit_input(image: np.ndarray, hw: tuple[int, int], roi: tuple[float, float, f
             image = image[:, :, :3]
     height, width = image.shape[:2]
     if roi is not None:
-        fx, fy, fw, fh = roi
-        x, y = int(round(fx * width)), int(round(fy * height))
-        w, h = max(1, int(round(fw * width))), max(1, int(round(fh * height)))
-        w, h = min(w, width - x), min(h, height - y)
+        x, y, w, h = roi_pixels(roi, width, height)
         if w < 1 or h < 1:
             raise DatasetError(f"frame {width}x{height} is too small for roi {list(roi)}")
         image = image[y:y + h, x:x + w]
     if image.ndim == 3:
         image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-    if image.shape[0] != hw[0] or image.shape[1] != hw[1]:
-        image = cv2.resize(image, (hw[1], hw[0]), interpolation=cv2.INTER_AREA)
-    return np.ascontiguousarray(image)
+    return np.ascontiguousarray(resize_to(image, hw))
 
 
 def roi_fractions(roi_px: tuple[int, int, int, int], width: int, height: int) -> tuple[float, float, float, float]:

@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 from models.manifest import atomic_write
+from models.preprocess import resize_to
 from training.data import LABELS, ImageSet, Sample, is_distinct_part, line_weights
 from training.dedup import NEAR_BITS, content_hash, dihedral_hashes, group_near_duplicates
 from training.errors import DatasetError
@@ -112,7 +113,7 @@ class GoldenSet:
     def add(self, more: ImageSet) -> int:
         """Add images explicitly (``qc train golden add``); return how many were new."""
         if more.hw != self.hw:
-            more = ImageSet([Sample(cv2.resize(s.image, (self.hw[1], self.hw[0]), interpolation=cv2.INTER_AREA),
+            more = ImageSet([Sample(resize_to(s.image, self.hw),
                                     s.label, s.meta) for s in more.samples], self.hw, more.stats)
         known = {e.sha for e in self.entries}
         fresh = [s for s in more.samples if content_hash(s.image) not in known]
@@ -227,7 +228,7 @@ def _golden_size_sha(image: np.ndarray, hw: tuple[int, int]) -> str:
     """The hash an image would have once stored in the golden set (sizes may differ between builds)."""
     if image.shape[:2] == hw:
         return content_hash(image)
-    return content_hash(cv2.resize(image, (hw[1], hw[0]), interpolation=cv2.INTER_AREA))
+    return content_hash(resize_to(image, hw))
 
 
 def _draw(data: ImageSet, size: int, seed: int) -> list[Sample]:
