@@ -8,7 +8,7 @@ review consumer. Phases:
 1. as fast as it can (the line waits for the pipeline): ``parts_per_s``;
 2. the same model alone on the same preprocessed input in the same process:
    ``raw_model_parts_per_s`` (the limit) and ``ratio`` = 1 / 2;
-3. a fixed rate (default 100 parts/s): capture-to-decision ``latency_ms_p50/p99``.
+3. a fixed rate (default 100 parts/s): trigger-to-decision ``latency_ms_p50/p99``.
 
 ``uninspected`` counts parts that got no model decision (fail-safe or none at all);
 it must be 0. ``rss_mb`` is the process's peak resident memory.

@@ -57,7 +57,7 @@ class ModelSection:
 class DecisionSection:
     uncertain_action: Literal["HOLD", "REJECT"] = "HOLD"
     audit_rate: float = 0.01
-    deadline_ms: float = 50.0  # capture to decision; a later decision fails safe (REJECT)
+    deadline_ms: float = 50.0  # trigger to decision; a later decision fails safe (REJECT)
     queue_size: int = 8  # frames waiting for inference; a full queue fails the part safe
     pass_below: float | None = None  # overrides the manifest's thresholds when set
     reject_above: float | None = None

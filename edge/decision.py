@@ -35,7 +35,7 @@ class Decision:
     score: float | None
     model: str
     captured_at: float
-    latency_s: float  # capture to decision
+    latency_s: float  # trigger to decision
     fail_safe: str = ""
 
 

@@ -31,7 +31,7 @@ class EdgeMetrics:
         self.reviews = Counter("qc_reviews", "Reviews queued for the station, by reason", ["reason"], registry=r)
         self.reviews_dropped = Counter("qc_reviews_dropped", "Reviews that could not be stored in the outbox",
                                        registry=r)
-        self.latency = Histogram("qc_decision_latency_seconds", "Capture to decision", buckets=LATENCY_BUCKETS,
+        self.latency = Histogram("qc_decision_latency_seconds", "Trigger to decision", buckets=LATENCY_BUCKETS,
                                  registry=r)
         self.outbox_depth = Gauge("qc_outbox_depth", "Reviews waiting for the station's ack", registry=r)
         self.outbox_bytes = Gauge("qc_outbox_bytes", "Bytes of images in the outbox", registry=r)

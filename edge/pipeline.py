@@ -9,7 +9,8 @@ Three threads, joined by bounded queues::
 Capture and preprocessing (OpenCV) overlap inference (onnxruntime) on the second
 core; both release the GIL. A part fails safe (REJECT, counted, alarm) when its
 frame cannot be read, when the frame queue is full, when the model fails, or when
-its decision would come after the deadline. The frame queue is bounded; a full one
+its decision would come after the deadline, which runs from the part's trigger (a part read
+from the trigger's queue after its deadline is not captured: it has left the camera). The frame queue is bounded; a full one
 never blocks the line unless ``backpressure`` is set (benchmarks: "as fast as it can"),
 and then the review queue blocks as well, so every review is stored.
 
@@ -23,7 +24,7 @@ import queue
 import random
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Protocol
 
 import cv2
@@ -151,12 +152,13 @@ class Pipeline:
             while not self._stop.is_set():
                 if self._all_parts_triggered():
                     break
-                if not self.trigger.wait(timeout=0.2):
+                arrived = self.trigger.wait(timeout=0.2)
+                if arrived is None:
                     continue
                 self._decide_missed_parts()
                 if self._all_parts_triggered():
                     break
-                self._capture_one(self._next_part_id())
+                self._capture_one(self._next_part_id(), arrived)
         finally:
             self._frames.put(None)  # after every part: the inspect thread drains, then stops
 
@@ -183,10 +185,17 @@ class Pipeline:
         return f"{self.camera_name}-{self._run_id}-{self.triggered:07d}"
 
     def _reject_without_frame(self, part_id: str, why: str, mono: float) -> None:
-        stub = Frame(part_id, time.time(), mono, np.zeros((0, 0), np.uint8))
+        stub = Frame(part_id, time.time(), mono, np.zeros((0, 0), np.uint8), triggered_mono=mono)
         self._finish(stub, fail_safe(why, has_frame=False), None, "")
 
-    def _capture_one(self, part_id: str) -> None:
+    def _capture_one(self, part_id: str, arrived: float) -> None:
+        """Capture the part that arrived at ``arrived`` (monotonic); its deadline runs from then."""
+        if time.monotonic() - arrived > self.deadline_s:
+            # Read from the trigger's queue after its deadline: no decision could be in time, and the
+            # part has moved on from the camera, so a frame now would show another part.
+            self.metrics.alarms.raise_("late", "decisions missed the deadline: parts failed safe")
+            self._reject_without_frame(part_id, "late", arrived)
+            return
         try:
             frame = self.camera.capture(part_id)
         except CameraError as exc:
@@ -198,8 +207,9 @@ class Pipeline:
                 self.camera_detect_s = now - self.last_frame.captured_mono
                 self.metrics.camera_detect.set(self.camera_detect_s)
             alarms.raise_("camera", f"camera fault: {exc}")
-            self._reject_without_frame(part_id, "camera-fault", now)
+            self._reject_without_frame(part_id, "camera-fault", arrived)
             return
+        frame = replace(frame, triggered_mono=arrived)
         self.metrics.alarms.clear("camera")
         self.last_frame = frame
         model = self.detector
@@ -235,7 +245,7 @@ class Pipeline:
             self.metrics.alarms.raise_("model", f"frame cannot be prepared for the model: {job.error}")
             self._finish(frame, fail_safe("model-error", True), None, model.version)
             return
-        if time.monotonic() - frame.captured_mono > self.deadline_s:
+        if time.monotonic() - frame.part_mono > self.deadline_s:
             self._finish(frame, fail_safe("late", True), None, model.version)
             return
         try:
@@ -249,7 +259,7 @@ class Pipeline:
         pass_below, reject_above = self._thresholds(model)
         ruling = decide(score, pass_below, reject_above, uncertain_action=self.cfg.uncertain_action,
                         audit_rate=self.cfg.audit_rate, draw=self._rng.random())
-        if time.monotonic() - frame.captured_mono > self.deadline_s:
+        if time.monotonic() - frame.part_mono > self.deadline_s:
             ruling = fail_safe("late", True)
         decision = self._finish(frame, ruling, score, model.version)
         if self.shadow is not None:
@@ -286,7 +296,7 @@ class Pipeline:
     def _finish(self, frame: Frame, ruling: Ruling, score: float | None, model_version: str) -> Decision:
         """The one place a part's decision is made final: actuate, count, publish, queue review."""
         self.actuator.actuate(frame.part_id, ruling.action)
-        latency = time.monotonic() - frame.captured_mono
+        latency = time.monotonic() - frame.part_mono  # from the trigger: what the line waits
         decision = Decision(frame.part_id, ruling.action, ruling.band, ruling.review, score, model_version,
                             frame.captured_at, latency, ruling.fail_safe)
         with self._lock:

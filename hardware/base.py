@@ -30,11 +30,17 @@ class Frame:
 
     part_id: str
     captured_at: float  # wall clock, seconds since the epoch
-    captured_mono: float  # time.monotonic() at capture, for latency and deadlines
+    captured_mono: float  # time.monotonic() at capture
     image: np.ndarray
     truth: PartTruth | None = None
     source: str = ""  # e.g. file name for replayed frames
     meta: dict = field(default_factory=dict, compare=False)
+    triggered_mono: float | None = None  # time.monotonic() of the part's trigger, set by the pipeline
+
+    @property
+    def part_mono(self) -> float:
+        """When the part arrived, for latency and deadlines: its trigger, or its capture if no trigger timed it."""
+        return self.captured_mono if self.triggered_mono is None else self.triggered_mono
 
 
 @runtime_checkable
@@ -50,10 +56,16 @@ class Camera(Protocol):
 
 @runtime_checkable
 class Trigger(Protocol):
-    """Tells when the next part is in front of the camera."""
+    """Tells when each part is in front of the camera, one part per call, oldest first.
 
-    def wait(self, timeout: float) -> bool:
-        """Block until the next part arrives (True) or the timeout passes (False)."""
+    Like a hardware trigger's event queue, parts that arrived while nobody was waiting
+    are kept, each with its own arrival time, so the pipeline's deadline runs from
+    when the part arrived, not from when it was read. A trigger that lost parts (its
+    queue overflowed) counts them in ``missed``, and each still gets a decision.
+    """
+
+    def wait(self, timeout: float) -> float | None:
+        """The ``time.monotonic()`` at which the next part arrived, or None when ``timeout`` passes first."""
         ...
 
     def close(self) -> None: ...

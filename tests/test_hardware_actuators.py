@@ -177,22 +177,32 @@ def test_modbus_actuate_never_blocks_on_a_hung_plc():
 def test_software_trigger_free_running_and_close():
     trig = SoftwareTrigger(0)
     assert isinstance(trig, Trigger)
-    assert all(trig.wait(0) for _ in range(100))
+    times = [trig.wait(0) for _ in range(100)]
+    assert all(t is not None for t in times) and times == sorted(times)
     trig.close()
-    assert trig.wait(1.0) is False
+    assert trig.wait(1.0) is None
 
 
-def test_software_trigger_keeps_schedule_and_counts_missed_ticks():
+def test_software_trigger_keeps_schedule_and_hands_out_each_part_with_its_arrival_time():
     trig = SoftwareTrigger(0.5)  # one part every 2 s
-    assert trig.wait(0.0) is True  # the first part is there at once
-    assert trig.wait(0.01) is False  # the next one is not due yet
-    fast = SoftwareTrigger(200)
-    assert all(fast.wait(1.0) for _ in range(5))
+    first = trig.wait(0.0)
+    assert first is not None and first <= time.monotonic()  # the first part is there at once
+    assert trig.wait(0.01) is None  # the next one is not due yet
+    fast = SoftwareTrigger(200, backlog=16)
+    arrivals = [fast.wait(1.0) for _ in range(5)]
     start = fast._start
-    _wait_for(lambda: time.monotonic() > start + 20 / 200, what="ten ticks to pass")
-    assert fast.wait(1.0) and fast.missed >= 10
+    assert arrivals == [start + n / 200 for n in range(5)]
+    _wait_for(lambda: time.monotonic() > start + 10 / 200, what="five more parts to arrive")
+    # Parts that arrived while nobody waited are queued, each with its own time, oldest first.
+    queued = [fast.wait(0.0) for _ in range(5)]
+    assert queued == [start + n / 200 for n in range(5, 10)] and fast.missed == 0
+    _wait_for(lambda: time.monotonic() > start + 40 / 200, what="thirty more parts to arrive")
+    after = fast.wait(0.0)  # 30 or more waiting: beyond the 16 the queue holds, the oldest are lost
+    assert fast.missed >= 14 and after == start + (10 + fast.missed) / 200
     with pytest.raises(TriggerError, match="rate_hz"):
         SoftwareTrigger(-1)
+    with pytest.raises(TriggerError, match="backlog"):
+        SoftwareTrigger(10, backlog=0)
 
 
 def test_gpio_without_gpiod_says_how_to_install():
@@ -233,7 +243,7 @@ def test_config_from_toml_builds_the_simulators():
     camera, trigger, actuator = make_camera(cfg.camera), make_trigger(cfg.trigger), make_actuator(cfg.actuator)
     assert isinstance(camera, StaleGuard) and isinstance(camera.camera, SyntheticCamera)
     assert isinstance(camera, Camera) and isinstance(trigger, SoftwareTrigger) and isinstance(actuator, SimulatedActuator)
-    assert trigger.wait(0) and camera.capture("p").image.shape == (128, 160)
+    assert trigger.wait(0) is not None and camera.capture("p").image.shape == (128, 160)
     single = make_camera(CameraConfig(prerender=1, width=96, height=96))
     assert isinstance(single, SyntheticCamera)  # one frame repeated by design: no guard
     for i in range(5):

@@ -73,7 +73,8 @@ def test_late_decisions_fail_safe_to_reject(tmp_path):
     p, actuator, decisions, outbox = run_pipeline(
         det, 30, tmp_path, decision=DecisionSection(deadline_ms=1e-6, audit_rate=0.0))
     assert_one_decision_each(30, actuator, decisions)
-    assert {(d.action, d.fail_safe, d.review) for d in decisions} == {("REJECT", "late", "fail-safe")}
+    # Each part is read from the trigger after its deadline: rejected without a frame (it has left the camera).
+    assert {(d.action, d.fail_safe, d.score) for d in decisions} == {("REJECT", "late", None)}
     assert p.metrics.failsafe.labels("late")._value.get() == 30
     assert "late" in p.metrics.alarms.active()
 
@@ -166,10 +167,30 @@ class _HangingCamera:
 
 def test_parts_that_pass_while_the_camera_hangs_still_get_a_decision(tmp_path):
     det = make_detector(tmp_path, thresholds=(0.0, 1.0))
-    camera = _HangingCamera(SyntheticCamera(PartGenerator(seed=3, width=320, height=256), prerender=8), 5, 0.3)
-    p, actuator, decisions, _ = run_pipeline(det, 40, tmp_path, camera=camera, rate=40.0)
-    assert_one_decision_each(40, actuator, decisions)
+    camera = _HangingCamera(SyntheticCamera(PartGenerator(seed=3, width=320, height=256), prerender=8), 5, 0.6)
+    # 24 parts pass during the 0.6 s hang at 40 parts/s: the trigger queues 16 (the oldest 8 are lost),
+    # and the queued ones are past their 100 ms deadline by the time they are read.
+    p, actuator, decisions, _ = run_pipeline(det, 60, tmp_path, camera=camera, rate=40.0,
+                                             decision=DecisionSection(audit_rate=0.0, deadline_ms=100))
+    assert_one_decision_each(60, actuator, decisions)
     missed = [d for d in decisions if d.fail_safe == "missed-trigger"]
-    assert missed and all(d.action == "REJECT" for d in missed)  # ~12 parts passed during the hang
-    assert p.triggered == p.decided == 40
-    assert "missed-trigger" in p.metrics.alarms.active()
+    assert missed and all(d.action == "REJECT" for d in missed)
+    late_unseen = [d for d in decisions if d.fail_safe == "late" and d.score is None]
+    assert len(late_unseen) >= 8 and all(d.action == "REJECT" for d in late_unseen)
+    assert p.triggered == p.decided == 60
+    assert {"missed-trigger", "late"} <= set(p.metrics.alarms.active())
+    assert [c[0] for c in actuator.calls][-10:] == sorted(c[0] for c in actuator.calls)[-10:]  # in order again
+
+
+def test_the_deadline_runs_from_the_trigger_not_from_the_capture(tmp_path):
+    det = make_detector(tmp_path, thresholds=(0.0, 1.0))  # in time, every part would be HELD
+    camera = _HangingCamera(SyntheticCamera(PartGenerator(seed=3, width=320, height=256), prerender=8), 3, 0.15)
+    p, actuator, decisions, outbox = run_pipeline(det, 6, tmp_path, camera=camera, rate=5.0,
+                                                  decision=DecisionSection(audit_rate=0.0, deadline_ms=50))
+    assert_one_decision_each(6, actuator, decisions)
+    stalled = next(d for d in decisions if d.part_id.endswith("0000003"))
+    # The capture returned a fresh frame 150 ms after the part's trigger: too late to decide in time,
+    # and the latency says so. Its frame is still sent for a look.
+    assert (stalled.action, stalled.fail_safe) == ("REJECT", "late") and stalled.latency_s >= 0.15
+    assert outbox.depth() == 6
+    assert all(d.action == "HOLD" for d in decisions if d is not stalled)
