@@ -25,8 +25,14 @@ def test_escape_budget_always_holds(escape_budget, review_budget, sep, seed):
     rates = decision_rates(s, y, cal.pass_below, cal.reject_above)
     assert rates["escape_rate"] <= escape_budget
     assert rates["escape_rate"] == cal.escape_rate and cal.met["escape"]
-    assert rates["review_rate"] <= review_budget + 1e-12 and cal.met["review"]
     assert 0.0 <= cal.pass_below <= cal.reject_above <= 1.0
+    if cal.certified["escape"]:
+        assert rates["review_rate"] <= review_budget + 1e-12 and cal.met["review"]
+    else:
+        # 400 defects certify neither 0 nor 0.5 % at 95 %: none passes, and the band that leaves is
+        # reviewed, never narrowed into rejected good parts (the false-reject budget holds).
+        assert rates["false_reject_rate"] <= cal.false_reject_budget + 1e-12
+        assert rates["review_rate"] <= review_budget + 1e-12 or "kept wide" in cal.note
 
 
 def test_separable_scores_meet_every_budget():
@@ -40,9 +46,25 @@ def test_separable_scores_meet_every_budget():
 def test_overlap_prefers_escape_then_review_and_says_so():
     s = np.linspace(0, 1, 200)
     y = (np.arange(200) % 2).astype(int)  # classes interleaved: no threshold separates them
-    cal = calibrate(s, y, escape_budget=0.0, review_budget=0.05, false_reject_budget=0.0)
+    cal = calibrate(s, y, escape_budget=0.0, review_budget=0.05, false_reject_budget=0.0, confidence=None)
     assert cal.escape_rate == 0.0 and cal.review_rate <= 0.05
     assert not cal.met["false_reject"] and "review budget" in cal.note
+
+
+def test_an_uncertified_escape_budget_widens_the_band_instead_of_rejecting_good_parts():
+    rng = np.random.default_rng(4)
+    good, bad = rng.beta(2, 8, 2000), rng.beta(8, 2, 60)  # 60 defects cannot certify 0.5 % at 95 %
+    s, y = np.concatenate([good, bad]), np.concatenate([np.zeros(2000, int), np.ones(60, int)])
+    cal = calibrate(s, y, escape_budget=0.005, review_budget=0.05, false_reject_budget=0.01)
+    assert not cal.certified["escape"] and cal.escape_rate == 0.0 and cal.defects_to_certify > 0
+    assert cal.pass_below <= bad.min()
+    # The band from under the lowest defect to the false-reject budget holds more than 5 % of the parts:
+    # they are reviewed, and the good parts rejected stay within their budget.
+    assert cal.review_rate > 0.05 and not cal.met["review"] and "kept wide" in cal.note
+    assert cal.false_reject_rate <= 0.01 and cal.met["false_reject"]
+    # Certified on point estimates instead, the same scores keep the band to the review budget.
+    point = calibrate(s, y, escape_budget=0.005, review_budget=0.05, false_reject_budget=0.01, confidence=None)
+    assert point.review_rate <= 0.05
 
 
 def test_bad_input_is_named():

@@ -29,7 +29,9 @@ counts. The escape budget then holds for unseen parts at that confidence. When n
 count can certify it (0.25 % at 95 % takes 1,197 defects passing none), no
 validation defect is passed: ``pass_below`` sits under the lowest defect, more parts
 go to review, ``certified["escape"]`` is False and ``defects_to_certify`` says how many
-more labelled defects certifying would take. A review or false-reject budget that no
+more labelled defects certifying would take. The band is then not narrowed to the review
+budget (priority 2): what the uncertified escape budget put in the band is reviewed, at
+a review rate over budget that ``met`` reports, rather than rejected as good parts. A review or false-reject budget that no
 count can certify on this sample (an empty band already has an upper bound above it)
 falls back to its point estimate, and the note says so: an empty band is not the safe
 side of a review budget. ``confidence=None`` chooses on point estimates alone.
@@ -134,7 +136,13 @@ def calibrate(scores, labels, escape_budget: float = 0.005, review_budget: float
     top = good.size - 1 - m  # the highest good score that must not be rejected
     reject_above = max(pass_below, _above(good[top], s)) if top >= 0 else pass_below
     band = _share_in_band(s, y, pass_below, reject_above, prevalence, w)
-    if band > review_share:
+    escape_certifiable = confidence is None or (escape_w is not None and escape_n is not None)
+    if band > review_share and not escape_certifiable:
+        # pass_below sits under every defect because the labels cannot certify the budget: the parts that
+        # puts in the band are reviewed, not rejected (a wider band, not a scrapped line).
+        notes.append("the escape budget cannot be certified, so the band is kept wide: review is over its "
+                     "budget rather than good parts rejected")
+    elif band > review_share:
         # Lower reject_above until the band fits; ties can force a little under the budget.
         above = np.sort(s[(s >= pass_below) & (s < reject_above)])
         allowed = int(math.floor(review_share * s.size + 1e-9)) if prevalence is None and w is None else None
