@@ -104,3 +104,38 @@ def test_export_parity_check_scores_in_batches_of_the_pixel_budget():
     assert exported.parity_images == 256
     budget = PREDICT_PIXELS // (8 * side * side)
     assert budget < 256 and max(seen) <= budget and sum(seen[1:]) >= 256
+
+
+def test_hard_negatives_from_verdicts_are_shown_more_often_per_epoch():
+    """A good part a reviewer ruled "not a defect: glare" is the line's own lighting: each training
+    epoch shows it HARD_NEGATIVE_REPEATS times; the class mix the head is shifted back to is the images'."""
+    import io
+
+    from training.data import HARD_NEGATIVE_REPEATS
+    from training.errors import TrainError
+    from training.train import train
+
+    data = ImageSet.from_synthetic(48, HW, seed=SEED, defect_rate=0.5)
+    good = [s for s in data.samples if s.label == 0][:6]
+    for s in good:
+        s.meta["hard_negative"] = True
+    reps = data.repeats()
+    assert reps.sum() == len(data) + 6 * (HARD_NEGATIVE_REPEATS - 1) and set(reps.tolist()) == {1, HARD_NEGATIVE_REPEATS}
+    X, y = data.arrays()
+    cfg = TrainConfig(epochs=1, batch_size=16, net=NetSpec(widths=(8, 8)), progress=False, seed=SEED)
+    log = io.StringIO()
+    result = train(X, y, X[:8], y[:8], cfg, log=log, repeats=reps)
+    assert f"on 48 images and {6 * (HARD_NEGATIVE_REPEATS - 1)} more showings of hard negatives" in log.getvalue()
+    assert result.train_counts == {"ok": int((y == 0).sum()), "def": int(y.sum())}
+    with pytest.raises(TrainError, match="repeats"):
+        train(X, y, X[:8], y[:8], cfg, log=None, repeats=np.zeros(len(y), int))
+
+
+def test_the_loop_files_a_ruled_out_artefact_as_a_hard_negative():
+    from training.loop_sim import Item, _sample
+
+    image = np.zeros(HW, np.uint8)
+    glare = _sample(Item(image, 0, 1, "train", artefact="glare"))
+    assert glare.meta["hard_negative"] and glare.meta["artefacts"] == ["glare"]
+    assert not _sample(Item(image, 0, 2, "train")).meta.get("hard_negative")
+    assert not _sample(Item(image, 1, 3, "train", artefact="glare")).meta.get("hard_negative")

@@ -77,6 +77,17 @@ def line_weights(metas) -> np.ndarray | None:  # noqa: ANN001 (any iterable of m
     return None if np.all(w == 1.0) else w
 
 
+#: A good part a reviewer ruled "not a defect" and named what fooled the model (glare, dust ...): the
+#: lighting the line actually has. Each is shown this many times per epoch, so a few dozen verdicts
+#: outweigh the generic artefacts that augmentation paints on.
+HARD_NEGATIVE_REPEATS = 3
+
+
+def is_hard_negative(sample: Sample) -> bool:
+    """A good part with a named artefact from a verdict (``meta["hard_negative"]``)."""
+    return sample.label == 0 and bool(sample.meta.get("hard_negative"))
+
+
 def is_distinct_part(sample: Sample) -> bool:
     """True when the sample's source guarantees it shows a part no other image shows (DISTINCT_PART_SOURCES)."""
     return sample.meta.get("source") in DISTINCT_PART_SOURCES
@@ -269,6 +280,10 @@ class ImageSet:
     def weights(self) -> np.ndarray | None:
         """(N,) line parts each image stands for; None when every one counts once (``line_weights``)."""
         return line_weights(s.meta for s in self.samples)
+
+    def repeats(self) -> np.ndarray:
+        """(N,) times each image is shown per training epoch: ``HARD_NEGATIVE_REPEATS`` for a hard negative."""
+        return np.array([HARD_NEGATIVE_REPEATS if is_hard_negative(s) else 1 for s in self.samples], np.int64)
 
     def counts(self) -> dict[str, int]:
         c = Counter(s.label for s in self.samples)

@@ -18,7 +18,7 @@ import numpy as np
 
 from models.manifest import InputSpec, Manifest, OutputSpec, Thresholds, make_manifest
 from training.calibrate import Calibration, calibrate
-from training.data import ImageSet
+from training.data import ImageSet, is_hard_negative
 from training.errors import DatasetError
 from training.export import ExportResult, export_onnx, latency_ms, session_for
 from training.family import describe_dict
@@ -56,7 +56,7 @@ def build_model(data: ImageSet, version: str, cfg: TrainConfig = TrainConfig(), 
     Xv, yv = parts["val"].arrays()
     print(f"data: {data.stats}; train {parts['train'].counts()}, val {parts['val'].counts()}, "
           f"golden {parts['golden'].counts()}", file=log)
-    result = train(X, y, Xv, yv, cfg, log=log)
+    result = train(X, y, Xv, yv, cfg, log=log, repeats=parts["train"].repeats())
     hw = data.hw
     exported = export_onnx(result.model, hw, result.norm, Xv)
     model_bytes, precision, quantized = exported.model_bytes, "fp32", None
@@ -75,6 +75,7 @@ def build_model(data: ImageSet, version: str, cfg: TrainConfig = TrainConfig(), 
         "calibration": cal.to_dict(),
         "train_seconds": round(result.seconds, 2),
         "train_images": len(y),
+        "hard_negatives": int(sum(1 for s in parts["train"].samples if is_hard_negative(s))),
         "epochs": cfg.epochs,
         "device": result.device,
         "precision": result.precision,

@@ -241,12 +241,22 @@ def _ema(model, decay: float | None):  # noqa: ANN001, ANN202
 
 
 def train(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.ndarray, val_labels: np.ndarray,
-          cfg: TrainConfig = TrainConfig(), log=sys.stderr) -> TrainResult:
-    """Train a network of ``cfg.net`` on (N, H, W) uint8 images with labels 1 = defect."""
+          cfg: TrainConfig = TrainConfig(), log=sys.stderr, repeats: np.ndarray | None = None) -> TrainResult:
+    """Train a network of ``cfg.net`` on (N, H, W) uint8 images with labels 1 = defect.
+
+    ``repeats`` (optional, (N,) ints >= 1): how many times each image is shown per epoch (hard
+    negatives more often, training.data.HARD_NEGATIVE_REPEATS); the class balance counts the showings.
+    """
     import torch
     from tqdm import tqdm
 
-    n, n_pos = len(train_labels), int(np.sum(train_labels))
+    if repeats is not None:
+        repeats = np.asarray(repeats, dtype=np.int64).reshape(-1)
+        if repeats.shape != (len(train_labels),) or repeats.min(initial=1) < 1:
+            raise TrainError(f"repeats must be {len(train_labels)} integers >= 1, one per training image")
+    shown = np.arange(len(train_labels)) if repeats is None else np.repeat(np.arange(len(train_labels)), repeats)
+    n, n_pos = len(shown), int(np.sum(train_labels[shown]))  # showings per epoch, of defects
+    n_def = int(np.sum(train_labels))
     if n == 0 or n_pos == 0 or n_pos == n:
         raise TrainError(f"training needs both classes; got {n - n_pos} good and {n_pos} defective images")
     if cfg.dihedral_mean and train_images.shape[1] != train_images.shape[2]:
@@ -263,16 +273,17 @@ def train(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.nda
     rng = np.random.default_rng(cfg.seed)
     history = []
     if log is not None:
-        print(f"training {cfg.net.describe()} at {train_images.shape[1]}x{train_images.shape[2]} on {n} images "
-              f"({device}, {precision}{f', first {cfg.freeze} blocks frozen' if cfg.freeze else ''})",
-              file=log, flush=True)
+        more = f" and {n - len(train_labels)} more showings of hard negatives" if n > len(train_labels) else ""
+        print(f"training {cfg.net.describe()} at {train_images.shape[1]}x{train_images.shape[2]} on "
+              f"{len(train_labels)} images{more} ({device}, {precision}"
+              f"{f', first {cfg.freeze} blocks frozen' if cfg.freeze else ''})", file=log, flush=True)
     bar = tqdm(total=cfg.epochs * steps, desc="train", unit="batch", file=log, disable=not cfg.progress,
                dynamic_ncols=True, leave=False)
     try:
         for epoch in range(1, cfg.epochs + 1):
             t0 = time.perf_counter()
             set_train_mode(model, cfg)
-            order = rng.permutation(n)
+            order = shown[rng.permutation(n)]
             total = 0.0
             for i in range(steps):
                 idx = order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
@@ -309,13 +320,14 @@ def train(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.nda
     for p in model.parameters():
         p.requires_grad_(True)
     with torch.no_grad():
-        model.head.bias -= math.log((n - n_pos) / n_pos)  # from balanced classes back to the data's mix
+        # From balanced classes back to the data's mix: its images, however often each was shown.
+        model.head.bias -= math.log((len(train_labels) - n_def) / n_def)
     if cfg.dihedral_mean:
         from training.net import DihedralMean
 
         model = DihedralMean(model).eval()
     return TrainResult(model, norm, tuple(history), time.perf_counter() - started, device,
-                       {"ok": n - n_pos, "def": n_pos}, precision, cfg.net)
+                       {"ok": len(train_labels) - n_def, "def": n_def}, precision, cfg.net)
 
 
 #: Pixels per forward pass when scoring: 256 images at 128 px. A fixed image count would hold
