@@ -27,20 +27,26 @@ def _write(folder, name, image):
     assert cv2.imwrite(str(folder / name), image)
 
 
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    """DIR/{ok,def}: 150 rendered parts plus a rotated+flipped copy of ok/p000 put in on purpose."""
-    root = tmp_path_factory.mktemp("loopdata")
-    gen = PartGenerator(seed=5, width=320, height=320, defect_rate=0.45, artefact_rate=0.0)
+def _render_parts(root, seed: int, n: int) -> tuple[str, np.ndarray]:
+    """DIR/{ok,def}/pNNN.png: n rendered parts at 150 px; the name and image of the first good one."""
+    gen = PartGenerator(seed=seed, width=320, height=320, defect_rate=0.45, artefact_rate=0.0)
     first_ok = None
-    for i in range(150):
+    for i in range(n):
         frame, truth = gen.render(i)
         image = cv2.resize(frame, (150, 150), interpolation=cv2.INTER_AREA)
         label = "def" if truth.is_defect else "ok"
         _write(root / label, f"p{i:03d}.png", image)
         if label == "ok" and first_ok is None:
-            first_ok = f"p{i:03d}.png"
-            _write(root / "ok", "zz_rotated_copy.png", cv2.flip(cv2.rotate(image, cv2.ROTATE_90_CLOCKWISE), 1))
+            first_ok = (f"p{i:03d}.png", image)
+    return first_ok
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """DIR/{ok,def}: 150 rendered parts plus a rotated+flipped copy of ok/p000 put in on purpose."""
+    root = tmp_path_factory.mktemp("loopdata")
+    first_ok, image = _render_parts(root, 5, 150)
+    _write(root / "ok", "zz_rotated_copy.png", cv2.flip(cv2.rotate(image, cv2.ROTATE_90_CLOCKWISE), 1))
     return root, first_ok
 
 
@@ -64,6 +70,26 @@ def test_groups_never_straddle_splits(folder):
         assert not groups["stream"] & groups["test"]
         assert len(p.seed) + len(p.stream) + len(p.test) == 151
         assert abs(len(p.seed) - 30) <= 3 and {it.role for it in p.seed} == {"train", "calib", "gate"}
+
+
+def test_a_chain_of_near_copies_trains_and_never_calibrates_or_gates(tmp_path):
+    """Calib and gate are drawn as the test set is: a 41-image chain of one photo would make calibration one part."""
+    _, chain_ok = _render_parts(tmp_path, 8, 120)
+    for k in range(1, 41):  # brighter copies: the same average hash, so one near-duplicate group
+        _write(tmp_path / "ok", f"copy{k:02d}.png", np.clip(chain_ok.astype(int) + k, 0, 255).astype(np.uint8))
+    data = ImageSet.from_folders(tmp_path, HW)
+    in_stream = 0
+    for seed in range(6):
+        p = prepare(data, SimConfig(seed_size=30, test_share=0.2, seed=seed))
+        chain = {it.group for it in p.seed + p.stream + p.test if Path(it.sample.meta["path"]).name == "copy01.png"}
+        (group,) = chain
+        roles = {it.role for it in p.stream if it.group == group}
+        if roles:
+            in_stream += 1
+            assert roles == {"train"}, f"seed {seed}: the chain of near-copies took the {roles} role"
+        for role in ("calib", "gate"):
+            assert any(it.role == role for it in p.stream), f"seed {seed}: no stream part has the {role} role"
+    assert in_stream >= 3  # the chain is too big for the test quota, so it mostly lands in the stream
 
 
 def test_artefact_injection_is_seeded_and_only_on_good_stream_and_test_parts(folder):

@@ -163,9 +163,16 @@ def _roles(members, seed_g: set[int], stream_g: set[int], cfg: SimConfig, rng) -
         n_cal, n_gate = max(1, round(cuts[0] * n)), max(1, round(cfg.gate_share * n))
         for k, g in enumerate(pool):
             roles[g] = "calib" if k < n_cal else "gate" if k < n_cal + n_gate else "train"
-    for g in sorted(stream_g):
-        u = rng.random()
-        roles[g] = "calib" if u < cuts[0] else "gate" if u < cuts[1] else "train"
+    # The stream's calib and gate groups are drawn as the test set is (whole groups by image quota and
+    # label, chains too big to fit skipped), so thresholds are fitted and gated on parts like the ones they
+    # are judged on: a chain of hundreds of near-copies of a few photos in calib would make its lowest
+    # defect a few photos' score. The chains stay in train, where near-copies are augmentation.
+    n_stream = sum(len(members[g]) for g in stream_g)
+    outside = set(members) - stream_g
+    calib_g = _draw_groups(members, cfg.calib_share * n_stream, rng, outside)
+    gate_g = _draw_groups(members, cfg.gate_share * n_stream, rng, outside | calib_g)
+    for g in stream_g:
+        roles[g] = "calib" if g in calib_g else "gate" if g in gate_g else "train"
     return roles
 
 
@@ -382,6 +389,8 @@ def _logit(x: float) -> float:
 def _sample(it: Item, split: str | None = None) -> Sample:
     meta = dict(it.sample.meta) if it.sample is not None else {}
     meta.update(group=it.group, artefacts=[it.artefact] if it.artefact else [], weight=it.weight)
+    if it.artefact and it.label == 0:
+        meta["hard_negative"] = True  # the reviewer's "not a defect: glare", as the station exports it
     if split:
         meta["split"] = split
     else:
