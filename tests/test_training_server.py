@@ -225,7 +225,7 @@ def test_station_source_fetches_only_new_items_and_keeps_hard_negatives(tmp_path
     app, cfg = make_station(tmp_path)
     store = Store(cfg.db_path, station=cfg.station.name)
     token = accounts.add_token(store, "trainer")
-    heads = add_reviews(store, 4, cfg.image_dir)
+    heads = add_reviews(store, 5, cfg.image_dir)
     store.record_verdict(heads[0].id, "real_fault", "pit", "olga")
     store.record_verdict(heads[1].id, "not_defect", "glare", "olga")
     http = make_server("127.0.0.1", 0, app, threaded=True)
@@ -237,7 +237,8 @@ def test_station_source_fetches_only_new_items_and_keeps_hard_negatives(tmp_path
         assert first.fetched == 2 and first.cursor > 0
         assert src.sync().fetched == 0  # nothing new: the cursor held
         store.record_verdict(heads[2].id, "not_defect", "dust", "olga")
-        assert src.sync().fetched == 1
+        store.record_verdict(heads[3].id, "not_defect", "other", "olga")  # good, but no lighting to learn from
+        assert src.sync().fetched == 2
         data = src.load(HW)
         with pytest.raises(Exception, match="refused the API token"):
             StationSource(url, "wrong", tmp_path / "other").sync()
@@ -245,10 +246,12 @@ def test_station_source_fetches_only_new_items_and_keeps_hard_negatives(tmp_path
         http.shutdown()
         store.close()
     by_id = {s.meta["review_id"]: s for s in data.samples}
-    assert len(data) == 3 and by_id[heads[0].id].label == 1
+    assert len(data) == 4 and by_id[heads[0].id].label == 1
     glare = by_id[heads[1].id]
     assert glare.label == 0 and glare.meta["kind"] == "glare" and glare.meta["hard_negative"]
     assert by_id[heads[2].id].meta["kind"] == "dust" and data.stats["station_hard_negatives"] == 2
+    other = by_id[heads[3].id]
+    assert other.label == 0 and not other.meta.get("hard_negative")
 
 
 def test_the_newest_station_verdicts_become_the_lines_gate_set_and_leave_training(tmp_path):
