@@ -9,10 +9,11 @@ Three threads, joined by bounded queues::
 Capture and preprocessing (OpenCV) overlap inference (onnxruntime) on the second
 core; both release the GIL. A part fails safe (REJECT, counted, alarm) when its
 frame cannot be read, when the frame queue is full, when the model fails, or when
-its decision would come after the deadline, which runs from the part's trigger (a part read
-from the trigger's queue after its deadline is not captured: it has left the camera). The frame queue is bounded; a full one
-never blocks the line unless ``backpressure`` is set (benchmarks: "as fast as it can"),
-and then the review queue blocks as well, so every review is stored.
+its decision would come after the deadline, which runs from the part's trigger (a
+part read from the trigger's queue after its deadline is not captured: it has left the
+camera). The frame queue is bounded; a full one never blocks the line unless
+``backpressure`` is set (benchmarks: "as fast as it can"), and then the review queue
+blocks as well, so every review is stored.
 
 The detector is read once per part from ``self.detector``; a hot-swap assigns a fully
 loaded, warmed-up detector there, so no part is inspected by a half-loaded model.
@@ -193,7 +194,6 @@ class Pipeline:
         if time.monotonic() - arrived > self.deadline_s:
             # Read from the trigger's queue after its deadline: no decision could be in time, and the
             # part has moved on from the camera, so a frame now would show another part.
-            self.metrics.alarms.raise_("late", "decisions missed the deadline: parts failed safe")
             self._reject_without_frame(part_id, "late", arrived)
             return
         try:

@@ -39,7 +39,7 @@ VERDICTS = ("real_fault", "not_defect")
 #: Kinds a reviewer may give with "not a defect".
 NOT_DEFECT_KINDS = ("glare", "shadow", "dust", "mis-trigger", "other")
 #: Of those, the lighting artefacts: what the camera saw on a good part, which the model must learn to ignore.
-ARTEFACT_KINDS = ("glare", "shadow", "dust")
+LIGHTING_KINDS = ("glare", "shadow", "dust")
 MODEL_MODES = ("live", "shadow")
 #: Optional kinds for "real fault".
 FAULT_KINDS = ("pit", "crack", "burr", "chip", "porosity", "other")

@@ -31,10 +31,11 @@ validation defect is passed: ``pass_below`` sits under the lowest defect, more p
 go to review, ``certified["escape"]`` is False and ``defects_to_certify`` says how many
 more labelled defects certifying would take. The band is then not narrowed to the review
 budget (priority 2): what the uncertified escape budget put in the band is reviewed, at
-a review rate over budget that ``met`` reports, rather than rejected as good parts. A review or false-reject budget that no
-count can certify on this sample (an empty band already has an upper bound above it)
-falls back to its point estimate, and the note says so: an empty band is not the safe
-side of a review budget. ``confidence=None`` chooses on point estimates alone.
+a review rate over budget that ``met`` reports, rather than rejected as good parts. A
+review or false-reject budget that no count can certify on this sample (an empty band
+already has an upper bound above it) falls back to its point estimate, and the note
+says so: an empty band is not the safe side of a review budget. ``confidence=None``
+chooses on point estimates alone.
 
 ``weights`` (optional) says how many line parts each validation image stands for,
 when the images were not drawn uniformly from the line: every part of the uncertain

@@ -14,7 +14,7 @@ exported again with a new cursor and its new label replaces the old one.
 
 ``load()`` turns everything stored into an ``ImageSet``: ``real_fault`` -> defect,
 ``not_defect`` -> OK with the kind kept in ``meta``; one ruled a lighting artefact
-(glare, shadow, dust: ``wire.ARTEFACT_KINDS``) is a hard negative, the line's own
+(glare, shadow, dust: ``wire.LIGHTING_KINDS``) is a hard negative, the line's own
 lighting that the model must learn not to reject, and trains more often.
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ from pathlib import Path
 
 from models.manifest import atomic_write
 from qcloop import wire
-from training.data import ImageSet, Sample, fit_input, read_grey
+from training.data import ImageSet, Sample, fit_input, is_hard_negative, read_grey
 from training.dedup import content_hash
 from training.errors import DatasetError
 
@@ -153,12 +153,12 @@ class StationSource:
             image = fit_input(read_grey(self.root / "images" / f"{rid}.jpg"), hw, roi)
             meta = {"source": "station", "review_id": rid, "verdict": e["verdict"], "kind": e.get("kind") or "",
                     "line": e.get("line"), "verdict_time": e.get("verdict_time"), "sha": content_hash(image)}
-            if e["verdict"] == "not_defect" and meta["kind"] in wire.ARTEFACT_KINDS:
+            if e["verdict"] == "not_defect" and meta["kind"] in wire.LIGHTING_KINDS:
                 meta["hard_negative"] = True  # a lighting artefact fooled the model: shown more often in training
             samples.append(Sample(image, LABEL_OF[e["verdict"]], meta))
         labels = [s.label for s in samples]
         return ImageSet(samples, hw, {"station_items": len(samples), "station_defects": sum(labels),
-                                      "station_hard_negatives": sum(1 for s in samples if s.meta.get("hard_negative"))})
+                                      "station_hard_negatives": sum(1 for s in samples if is_hard_negative(s))})
 
 
 def merge(sets: list[ImageSet]) -> ImageSet:
