@@ -14,7 +14,7 @@ from hardware.synthetic import PartGenerator
 from qcloop.cli import main as qc_main
 from training.data import ImageSet
 from training.errors import DatasetError
-from training.loop_bench import LoopConfig
+from training.loop_bench import BENCH_EPOCHS, BENCH_SHOWINGS, DEFAULT_BUDGETS, LoopConfig, budgets_for
 from training.loop_sim import SimConfig, prepare
 
 HW = (32, 32)
@@ -131,6 +131,7 @@ def test_json_has_the_documented_figures_per_round(bench):
             assert key in row
         for key in FIGURES[1:]:
             assert row[key] is None or 0.0 <= row[key] <= 1.0
+        assert row["candidate"]["epochs"] == 2  # --epochs 2 overrides the showings rule
     labels = [r["labels"] for r in doc["rounds"]]
     assert labels == sorted(labels) and labels[-1] > labels[0]
 
@@ -155,6 +156,21 @@ def test_each_round_reviews_its_own_label_share_of_its_slice(bench):
     assert [cfg.share_for_round(r) for r in (1, 2, 3, 4)] == [0.4, 0.2, 0.2, 0.2]
     with pytest.raises(DatasetError, match="label-share"):
         LoopConfig(data=Path("."), label_share=(0.4, 1.2))
+
+
+def test_a_growing_label_set_trains_fewer_epochs_within_bounds():
+    rule = LoopConfig(data=Path(".")).epochs_rule("defectnet")
+    most = BENCH_EPOCHS["defectnet"]
+    assert rule(100) == most  # a seed set gets every epoch
+    assert rule(1600) == round(BENCH_SHOWINGS["defectnet"] / 1600) < most
+    assert rule(10**6) == -(-most // 3)  # never under a third of them
+    assert LoopConfig(data=Path("."), epochs=7).epochs_rule("defectnet") is None  # explicit epochs win
+
+
+def test_each_data_set_has_its_own_default_budgets():
+    assert budgets_for(Path("elpv"), None, None, None) == DEFAULT_BUDGETS["elpv"]
+    assert budgets_for(Path("../shared/datasets/casting"), None, None, None) == DEFAULT_BUDGETS["casting"]
+    assert budgets_for(Path("elpv"), 0.01, None, None) == (0.01, *DEFAULT_BUDGETS["elpv"][1:])
 
 
 def test_random_baseline_uses_the_same_label_counts(bench):

@@ -132,9 +132,12 @@ def register_bench(bench_sub: argparse._SubParsersAction) -> None:
     b.add_argument("--audit-rate", type=float, default=0.03,
                    help="share of confident decisions also reviewed (0.03); they tell calibration what the "
                         "confident parts look like")
-    b.add_argument("--escape-budget", type=float, default=0.0025, help="production calibration: defects passed")
-    b.add_argument("--review-budget", type=float, default=0.025, help="production calibration: parts reviewed")
-    b.add_argument("--false-reject-budget", type=float, default=0.01, help="production calibration: good rejected")
+    b.add_argument("--escape-budget", type=float, default=None,
+                   help="production calibration: share of defects passed (default casting 0.0025, elpv 0.02)")
+    b.add_argument("--review-budget", type=float, default=None,
+                   help="production calibration: share of parts reviewed (default casting 0.03, elpv 0.20)")
+    b.add_argument("--false-reject-budget", type=float, default=None,
+                   help="production calibration: share of good parts rejected (default casting 0.01, elpv 0.05)")
     b.add_argument("--epochs", type=int, default=None,
                    help="training epochs per model (default: defectnet 40, lite0/lite2 20)")
     b.add_argument("--size", type=int, default=None,
@@ -151,9 +154,10 @@ def register_bench(bench_sub: argparse._SubParsersAction) -> None:
     b.add_argument("--augment-artefacts", action="store_true",
                    help="also paint synthetic artefacts during training (off: the line's artefacts are new to the seed model)")
     b.add_argument("--seed", type=int, default=0, help="random seed for split, artefacts, audits and training")
-    b.add_argument("--ceiling", type=float, default=None, nargs="?", const=0.03, metavar="SHARE",
+    b.add_argument("--ceiling", type=float, default=None, nargs="?", const=-1.0, metavar="SHARE",
                    help="also train a model on every seed and stream part, labelled, and report it at its "
-                        "calibrated thresholds and at the best band of at most SHARE (default 0.03) of the test "
+                        "calibrated thresholds and at the best band of at most SHARE (default: the review "
+                        "budget) of the test "
                         "parts, chosen with hindsight: the bound on what more labels could buy (one more long "
                         "training)")
     b.add_argument("--json", action="store_true", help="print one JSON object")

@@ -230,7 +230,8 @@ def figures_on(scores: np.ndarray, items: list[Item], pass_below: float, reject_
 class Chain:
     """Models trained one after another on a growing label set, each gated against the current one."""
 
-    def __init__(self, name: str, hw: tuple[int, int], workdir: Path, train_cfg, budgets, gate_rule, log=None):
+    def __init__(self, name: str, hw: tuple[int, int], workdir: Path, train_cfg, budgets, gate_rule, log=None,
+                 epochs_for=None):
         from training.golden import GoldenSet
 
         self.name, self.hw = name, hw
@@ -244,6 +245,7 @@ class Chain:
         self.version = 0
         self.calib_scores: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self.log = log  # where the trainer's epoch lines go (None: nowhere)
+        self.epochs_for = epochs_for  # images shown per epoch -> epochs (None: train_cfg's epochs)
 
     def add_labels(self, items: list[Item]) -> None:
         self.labelled.extend(items)
@@ -265,14 +267,18 @@ class Chain:
                 raise DatasetError(f"{self.name}: the labelled {what} images hold one class only ({len(part)})")
         self.version += 1
         version = f"0.{self.version}.0"
-        result = build_model(ImageSet(train_s + calib_s, self.hw), version, self.train_cfg, self.budgets,
+        train_cfg = self.train_cfg
+        if self.epochs_for is not None:
+            shown = int(ImageSet(train_s, self.hw).repeats().sum())
+            train_cfg = replace(train_cfg, epochs=self.epochs_for(shown))
+        result = build_model(ImageSet(train_s + calib_s, self.hw), version, train_cfg, self.budgets,
                              val=0.0, golden=0.0, log=self.log or io.StringIO())
         where = self.dir / version
         where.mkdir()
         (where / result.manifest.file).write_bytes(result.model_bytes)
         write_manifest(where / MANIFEST_NAME, result.manifest)
         info = {"version": version, "train_images": len(train_s), "calib_images": len(calib_s),
-                "train_seconds": round(result.training.seconds, 1)}
+                "epochs": train_cfg.epochs, "train_seconds": round(result.training.seconds, 1)}
         if self.current is None:
             promoted, reason = True, "first model"
         else:
