@@ -2,16 +2,18 @@
 
 Imports nothing heavy at import time; each handler imports what it runs.
 """
+
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import threading
 import time
 from pathlib import Path
 
-from qcloop.cli import add_group
+from qcloop import wire
+from qcloop.commands import add_group
+from qcloop.stopping import stop_on_signals
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "edge.example.toml"
 
@@ -19,15 +21,23 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "edge.example.toml
 def register(sub: argparse._SubParsersAction) -> None:
     cmds = add_group(sub, "edge", help="the inspection runtime on a camera-attached edge box")
 
-    run = cmds.add_parser("run", help="inspect parts until stopped (Ctrl-C stops cleanly)",
-                          description="Run the edge: trigger -> capture -> detect -> decide -> actuate for every "
-                                      "part; uncertain and audit frames go through the outbox to the station.")
+    run = cmds.add_parser(
+        "run",
+        help="inspect parts until stopped (Ctrl-C stops cleanly)",
+        description="Run the edge: trigger -> capture -> detect -> decide -> actuate for every "
+        "part; uncertain and audit frames go through the outbox to the station.",
+    )
     run.add_argument("--config", type=Path, default=EXAMPLE, help=f"edge TOML config (default: {EXAMPLE.name})")
     run.add_argument("--parts", type=int, default=None, help="stop after this many parts")
     run.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
-    run.add_argument("--drain", type=float, default=0.0, metavar="SECONDS",
-                     help="after the line stops (--parts, --duration), keep delivering reviews until the station "
-                          "has acknowledged all of them or SECONDS pass (default 0: stop at once)")
+    run.add_argument(
+        "--drain",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="after the line stops (--parts, --duration), keep delivering reviews until the station "
+        "has acknowledged all of them or SECONDS pass (default 0: stop at once)",
+    )
     run.add_argument("--quiet", action="store_true", help="no live status line")
     run.set_defaults(func=cmd_run)
 
@@ -35,7 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     check.add_argument("config", type=Path)
     check.set_defaults(func=cmd_check_config)
 
-    rb = cmds.add_parser("rollback", help="return to the previous model version (a running edge follows within a second)")
+    rb = cmds.add_parser(
+        "rollback", help="return to the previous model version (a running edge follows within a second)"
+    )
     rb.add_argument("--config", type=Path, default=EXAMPLE)
     rb.set_defaults(func=cmd_rollback)
 
@@ -76,7 +88,9 @@ def cmd_outbox(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config)
     box = Outbox(cfg.outbox_dir, max_bytes=cfg.outbox.max_bytes)
-    print(f"{cfg.outbox_dir}: {box.depth()} reviews waiting, {box.bytes / 1e6:.1f} MB of {cfg.outbox.max_bytes / 1e6:.0f} MB")
+    print(
+        f"{cfg.outbox_dir}: {box.depth()} reviews waiting, {box.bytes / 1e6:.1f} MB of {cfg.outbox.max_bytes / 1e6:.0f} MB"
+    )
     box.close()
     return 0
 
@@ -89,8 +103,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     service = EdgeService(cfg, max_parts=args.parts)
     stop = stop_on_signals()
     service.start()
-    print(f"edge {cfg.edge.line}/{cfg.edge.camera} running model {service.detector.version}; "
-          f"Ctrl-C stops", file=sys.stderr)
+    print(
+        f"edge {cfg.edge.line}/{cfg.edge.camera} running model {service.detector.version}; Ctrl-C stops",
+        file=sys.stderr,
+    )
     try:
         show_status_until_stopped(service, stop, args.duration, quiet=args.quiet)
         if args.drain > 0 and not stop.is_set():
@@ -109,14 +125,6 @@ def drain_outbox(service, stop: threading.Event, seconds: float) -> bool:
     return service.outbox.depth() == 0
 
 
-def stop_on_signals() -> threading.Event:
-    """An event set by Ctrl-C or SIGTERM, so the caller can stop everything in order."""
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    return stop
-
-
 def show_status_until_stopped(service, stop: threading.Event, duration: float | None, quiet: bool = False) -> None:
     """Refresh a one-line status until stop is set, the line finishes, or duration passes."""
     t0 = time.monotonic()
@@ -128,10 +136,12 @@ def show_status_until_stopped(service, stop: threading.Event, duration: float | 
         stop.wait(0.5)
 
 
-def status_line(s: dict) -> str:
-    a = s.get("actions", {})
-    fs = sum(s.get("failsafe", {}).values())
-    alarms = ", ".join(s.get("alarms", {})) or "none"
-    depth = s.get("outbox_depth")
-    return (f"parts {s['parts']:>7}  PASS {a.get('PASS', 0)}  HOLD {a.get('HOLD', 0)}  REJECT {a.get('REJECT', 0)} "
-            f"(fail-safe {fs})  outbox {depth if depth is not None else '-'}  model {s['model']}  alarms: {alarms}   ")
+def status_line(s: wire.EdgeStatus) -> str:
+    a = s.actions
+    fs = sum(s.failsafe.values())
+    alarms = ", ".join(s.alarms) or "none"
+    depth = s.outbox_depth
+    return (
+        f"parts {s.parts:>7}  PASS {a.get('PASS', 0)}  HOLD {a.get('HOLD', 0)}  REJECT {a.get('REJECT', 0)} "
+        f"(fail-safe {fs})  outbox {depth if depth is not None else '-'}  model {s.model}  alarms: {alarms}   "
+    )

@@ -5,9 +5,10 @@ value stops the edge with a message naming the file and the key. Paths are resol
 relative to the config file. Secrets are never in the file: the MQTT password is
 read from an environment variable or a file named here (qcloop.mqttconn).
 """
+
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -33,7 +34,7 @@ class EdgeSection:
 
 @dataclass(frozen=True)
 class ModelSection:
-    registry: Path = Path("")  # "" = <data_dir>/models
+    registry: Path | None = None  # None (or ""): <data_dir>/models
     seed_builtin: bool = True  # install the built-in model when the registry is empty
     threads: int = 1  # onnxruntime intra-op threads; 1 leaves the other core to capture
     spinning: bool = False  # busy-wait threads burn a core between parts
@@ -75,7 +76,7 @@ class DecisionSection:
                 check_range(name, value, 0.0, 1.0)
         if (self.pass_below is None) != (self.reject_above is None):
             raise field_error("pass_below", "set both pass_below and reject_above, or neither")
-        if self.pass_below is not None and self.pass_below > self.reject_above:
+        if self.pass_below is not None and self.reject_above is not None and self.pass_below > self.reject_above:
             raise field_error("pass_below", f"must be <= reject_above ({self.reject_above}), got {self.pass_below}")
 
 
@@ -129,7 +130,7 @@ class EdgeConfig:
 
     @property
     def registry_dir(self) -> Path:
-        return self.model.registry if str(self.model.registry) not in ("", ".") else self.edge.data_dir / "models"
+        return self.model.registry if self.model.registry is not None else self.edge.data_dir / "models"
 
     @property
     def outbox_dir(self) -> Path:
@@ -145,19 +146,5 @@ class EdgeConfig:
 
 
 def load_config(path: str | Path) -> EdgeConfig:
-    """Load and validate an edge config; relative paths are relative to the file."""
-    path = Path(path)
-    cfg = configfile.load(path, EdgeConfig)
-    return resolve_paths(cfg, path.parent)
-
-
-def resolve_paths(cfg: EdgeConfig, base: Path) -> EdgeConfig:
-    fix = lambda p: None if p is None else configfile.resolve_path(base, p)  # noqa: E731
-    edge = replace(cfg.edge, data_dir=fix(cfg.edge.data_dir))
-    model = replace(cfg.model, registry=fix(cfg.model.registry) if str(cfg.model.registry) not in ("", ".") else Path(""),
-                    public_key=fix(cfg.model.public_key))
-    mqtt = replace(cfg.mqtt, **cfg.mqtt.resolved(fix))
-    camera = cfg.camera
-    if camera.path:
-        camera = replace(camera, path=str(configfile.resolve_path(base, Path(camera.path))))
-    return replace(cfg, edge=edge, model=model, mqtt=mqtt, camera=camera)
+    """Load and validate an edge config; relative paths are relative to the file (qcloop.configfile)."""
+    return configfile.load(path, EdgeConfig)

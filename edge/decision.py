@@ -8,18 +8,24 @@
 A share of confident decisions (``audit_rate``) is also sent for review, so escapes
 can be measured. The random draw is an argument, which keeps this function pure.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
-PASS, HOLD, REJECT = "PASS", "HOLD", "REJECT"
+from qcloop.wire import Action, Band
+
+PASS: Final = "PASS"
+HOLD: Final = "HOLD"
+REJECT: Final = "REJECT"
 FAIL_SAFE_DETAILS = ("late", "camera-fault", "model-error", "queue-full", "shutdown", "missed-trigger")
 
 
 @dataclass(frozen=True)
 class Ruling:
-    action: str  # PASS | HOLD | REJECT
-    band: str  # pass | uncertain | reject | none
+    action: Action
+    band: Band
     review: str | None  # uncertain | audit | fail-safe | None (not sent)
     fail_safe: str = ""  # why the part was failed safe ("" when it was not)
 
@@ -29,8 +35,8 @@ class Decision:
     """The one decision a part gets, with what the record and the review need."""
 
     part_id: str
-    action: str
-    band: str
+    action: Action
+    band: Band
     review: str | None
     score: float | None
     model: str
@@ -39,8 +45,15 @@ class Decision:
     fail_safe: str = ""
 
 
-def decide(score: float, pass_below: float, reject_above: float, *, uncertain_action: str = HOLD,
-           audit_rate: float = 0.0, draw: float = 1.0) -> Ruling:
+def decide(
+    score: float,
+    pass_below: float,
+    reject_above: float,
+    *,
+    uncertain_action: Action = HOLD,
+    audit_rate: float = 0.0,
+    draw: float = 1.0,
+) -> Ruling:
     """Rule on one score. ``draw`` is a uniform random number in [0, 1) for audit sampling."""
     if score >= reject_above:
         return Ruling(REJECT, "reject", "audit" if draw < audit_rate else None)

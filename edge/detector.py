@@ -12,6 +12,7 @@ list, the colour conversion, and the ROI in pixels for the last frame size seen.
 ``preprocess`` (OpenCV) and ``infer`` (onnxruntime) both release the GIL, which lets
 the pipeline run them on different threads; neither keeps per-call state.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -31,8 +32,13 @@ _ORT_TYPE = "tensor(float)"
 class Detector:
     """A loaded, verified, warmed-up model. Build with ``Detector.load``."""
 
-    def __init__(self, manifest: Manifest, session: ort.InferenceSession,
-                 roi: tuple[int, int, int, int] | None = None, source: str = ""):
+    def __init__(
+        self,
+        manifest: Manifest,
+        session: ort.InferenceSession,
+        roi: tuple[int, int, int, int] | None = None,
+        source: str = "",
+    ):
         self._manifest = manifest
         self._session = session
         self._source = source
@@ -52,15 +58,20 @@ class Detector:
         if roi is not None:
             if len(roi) != 4 or min(roi[:2]) < 0 or min(roi[2:]) <= 0:
                 raise ModelMismatchError(f"roi must be (x, y, w, h) pixels with x, y >= 0 and w, h > 0, got {roi}")
-            roi = tuple(int(v) for v in roi)
-        self._roi_px = roi
+        self._roi_px = None if roi is None else (int(roi[0]), int(roi[1]), int(roi[2]), int(roi[3]))
         self._roi_frac = spec.roi
         self._crop_cache: tuple[tuple[int, int], tuple[slice, slice]] | None = None
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def load(cls, model_dir: str | Path, threads: int = 1, spinning: bool = False,
-             roi: tuple[int, int, int, int] | None = None, warmup: int = 3) -> "Detector":
+    def load(
+        cls,
+        model_dir: str | Path,
+        threads: int = 1,
+        spinning: bool = False,
+        roi: tuple[int, int, int, int] | None = None,
+        warmup: int = 3,
+    ) -> Detector:
         """Load the version in ``model_dir`` (manifest.json + model file), or raise.
 
         Raises models.errors.ManifestError / IntegrityError for untrusted files,
@@ -145,8 +156,9 @@ class Detector:
         except Exception as exc:  # onnxruntime raises its own pybind exception types
             raise InferenceError(f"model {self.version}: inference failed: {exc}") from exc
         if result.size != 1:
-            raise InferenceError(f"model {self.version}: output {self._outputs[0]!r} has {result.size} values, "
-                                 f"expected 1")
+            raise InferenceError(
+                f"model {self.version}: output {self._outputs[0]!r} has {result.size} values, expected 1"
+            )
         score = float(result.reshape(-1)[0])
         if not 0.0 <= score <= 1.0:  # also catches NaN
             raise InferenceError(f"model {self.version}: score {score} is not a finite value in [0, 1]")
@@ -174,8 +186,10 @@ class Detector:
             x, y, w, h = 0, 0, width, height
             what = "frame"
         if w < 1 or h < 1 or x + w > width or y + h > height:
-            raise ModelMismatchError(f"frame {width}x{height} is too small for the {what} "
-                                     f"(x={x}, y={y}, w={w}, h={h}) of model {self.version}")
+            raise ModelMismatchError(
+                f"frame {width}x{height} is too small for the {what} "
+                f"(x={x}, y={y}, w={w}, h={h}) of model {self.version}"
+            )
         slices = (slice(y, y + h), slice(x, x + w))
         self._crop_cache = ((height, width), slices)
         return slices
@@ -203,8 +217,10 @@ def _check_io(session: ort.InferenceSession, manifest: Manifest, source: Path) -
     spec = manifest.input
     inputs = session.get_inputs()
     if len(inputs) != 1:
-        raise ModelMismatchError(f"{source}: model has {len(inputs)} inputs "
-                                 f"({', '.join(i.name for i in inputs)}), expected one: {spec.name!r}")
+        raise ModelMismatchError(
+            f"{source}: model has {len(inputs)} inputs "
+            f"({', '.join(i.name for i in inputs)}), expected one: {spec.name!r}"
+        )
     actual = inputs[0]
     if actual.name != spec.name:
         raise ModelMismatchError(f"{source}: input name: manifest says {spec.name!r}, model has {actual.name!r}")
@@ -213,8 +229,9 @@ def _check_io(session: ort.InferenceSession, manifest: Manifest, source: Path) -
     dims = list(actual.shape)
     # A symbolic dimension (str or None) accepts the manifest's fixed size.
     if len(dims) != 4 or any(isinstance(d, int) and d != want for d, want in zip(dims, spec.shape)):
-        raise ModelMismatchError(f"{source}: input {spec.name!r} shape: manifest says {list(spec.shape)}, "
-                                 f"model has {dims}")
+        raise ModelMismatchError(
+            f"{source}: input {spec.name!r} shape: manifest says {list(spec.shape)}, model has {dims}"
+        )
     outputs = {o.name: o for o in session.get_outputs()}
     out = manifest.output.name
     if out not in outputs:

@@ -10,6 +10,7 @@
 
 Model files themselves (manifest, hash, registry) raise models.errors.ModelsError.
 """
+
 from qcloop.errors import QcError
 
 

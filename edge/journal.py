@@ -16,6 +16,7 @@ cut, and a torn line is skipped when reading. There is no fsync per line, so it 
 microseconds per part; the journal is an audit trail, not part of the delivery promise.
 It is not rotated: enable it for audits and tests, not for months of production.
 """
+
 from __future__ import annotations
 
 import json

@@ -9,13 +9,15 @@ The sender thread moves reviews from the outbox to the broker (QoS 1), at most
 ``max_in_flight`` unacknowledged at a time, and sends again whatever the station has
 not acknowledged after ``resend_after_s``. Acks delete the review from the outbox.
 """
+
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
 
 import paho.mqtt.client as mqtt
 
@@ -23,15 +25,16 @@ from edge.config import MqttSection
 from edge.errors import OutboxError
 from edge.outbox import Outbox
 from qcloop import wire
-from qcloop.mqttconn import make_client
 from qcloop.errors import WireError
+from qcloop.mqttconn import make_client
 
 log = logging.getLogger(__name__)
 
 
 class EdgeLink:
-    def __init__(self, cfg: MqttSection, line: str, camera: str, client_id: str,
-                 on_ack: Callable[[str], None] | None = None):
+    def __init__(
+        self, cfg: MqttSection, line: str, camera: str, client_id: str, on_ack: Callable[[str], None] | None = None
+    ):
         self.cfg = cfg
         self.line, self.camera = line, camera
         self.topics = wire.Topics(cfg.prefix)
@@ -43,9 +46,12 @@ class EdgeLink:
         self.acks_received = 0
         self._stopping = False
         self.bad_messages = 0
-        self._status: dict[str, Any] = {"state": "starting"}
-        c = make_client(cfg, client_id, will=(self.topics.status(line, camera),
-                                              wire.dumps({"state": "offline", "line": line, "camera": camera})))
+        self._status = wire.EdgeStatus("starting", line=line, camera=camera)
+        c = make_client(
+            cfg,
+            client_id,
+            will=(self.topics.status(line, camera), wire.EdgeStatus("offline", line=line, camera=camera).encode()),
+        )
         c.max_inflight_messages_set(100)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
@@ -60,8 +66,12 @@ class EdgeLink:
     def stop(self) -> None:
         self._stopping = True
         if self.connected.is_set():
-            info = self.client.publish(self.topics.status(self.line, self.camera),
-                                       wire.dumps({**self._status, "state": "offline"}), qos=1, retain=True)
+            info = self.client.publish(
+                self.topics.status(self.line, self.camera),
+                replace(self._status, state="offline").encode(),
+                qos=1,
+                retain=True,
+            )
             try:
                 info.wait_for_publish(timeout=2.0)
             except (RuntimeError, ValueError):
@@ -98,7 +108,7 @@ class EdgeLink:
         if handler is None:
             return
         try:
-            handler(msg.payload)
+            handler(bytes(msg.payload))
         except WireError as exc:
             self.bad_messages += 1
             log.warning("ignoring a bad message on %s: %s", msg.topic, exc)
@@ -110,15 +120,14 @@ class EdgeLink:
             self.on_ack(ack.id)
 
     # ------------------------------------------------------------------ publishing
-    def publish_status(self, status: dict[str, Any]) -> None:
-        self._status = {**status, "line": self.line, "camera": self.camera}
+    def publish_status(self, status: wire.EdgeStatus) -> None:
+        self._status = replace(status, line=self.line, camera=self.camera)
         if self.connected.is_set():
-            self.client.publish(self.topics.status(self.line, self.camera), wire.dumps(self._status), qos=1, retain=True)
+            self.client.publish(self.topics.status(self.line, self.camera), self._status.encode(), qos=1, retain=True)
 
-    def publish_result(self, result: dict[str, Any]) -> None:
+    def publish_result(self, result: wire.PartResult) -> None:
         if self.connected.is_set():
-            self.client.publish(self.topics.result(self.line, self.camera), json.dumps(result, separators=(",", ":")),
-                                qos=0)
+            self.client.publish(self.topics.result(self.line, self.camera), result.encode(), qos=0)
 
     def publish_review(self, payload: bytes) -> bool:
         info = self.client.publish(self.topics.review(self.line, self.camera), payload, qos=1)

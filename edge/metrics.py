@@ -4,14 +4,15 @@ Each EdgeMetrics has its own CollectorRegistry, so several pipelines (tests, the
 benchmark) can live in one process. The HTTP endpoint is a small stdlib server on
 its own thread; it never touches the inspection threads.
 """
+
 from __future__ import annotations
 
 import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -26,21 +27,31 @@ class EdgeMetrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
         self.parts = Counter("qc_parts", "Parts decided, by action", ["action"], registry=r)
-        self.failsafe = Counter("qc_failsafe", "Parts failed safe (rejected without a usable score), by reason",
-                                ["reason"], registry=r)
+        self.failsafe = Counter(
+            "qc_failsafe", "Parts failed safe (rejected without a usable score), by reason", ["reason"], registry=r
+        )
         self.reviews = Counter("qc_reviews", "Reviews queued for the station, by reason", ["reason"], registry=r)
-        self.reviews_dropped = Counter("qc_reviews_dropped", "Reviews that could not be stored in the outbox",
-                                       registry=r)
-        self.latency = Histogram("qc_decision_latency_seconds", "Trigger to decision", buckets=LATENCY_BUCKETS,
-                                 registry=r)
+        self.reviews_dropped = Counter(
+            "qc_reviews_dropped", "Reviews that could not be stored in the outbox", registry=r
+        )
+        self.latency = Histogram(
+            "qc_decision_latency_seconds", "Trigger to decision", buckets=LATENCY_BUCKETS, registry=r
+        )
         self.outbox_depth = Gauge("qc_outbox_depth", "Reviews waiting for the station's ack", registry=r)
         self.outbox_bytes = Gauge("qc_outbox_bytes", "Bytes of images in the outbox", registry=r)
         self.model = Gauge("qc_model_info", "The model version in use (value 1)", ["version"], registry=r)
         self.connected = Gauge("qc_broker_connected", "1 while connected to the MQTT broker", registry=r)
-        self.shadow = Counter("qc_shadow_parts", "Parts also scored by a shadow model, by agreement with the live one",
-                              ["version", "agreement"], registry=r)
-        self.camera_detect = Gauge("qc_camera_fault_detect_seconds",
-                                   "Last good frame to the camera alarm, for the latest camera fault", registry=r)
+        self.shadow = Counter(
+            "qc_shadow_parts",
+            "Parts also scored by a shadow model, by agreement with the live one",
+            ["version", "agreement"],
+            registry=r,
+        )
+        self.camera_detect = Gauge(
+            "qc_camera_fault_detect_seconds",
+            "Last good frame to the camera alarm, for the latest camera fault",
+            registry=r,
+        )
         self.alarm = Gauge("qc_alarm", "1 while an alarm is active", ["name"], registry=r)
         self.alarms = Alarms(on_change=lambda name, on: self.alarm.labels(name).set(1 if on else 0), logger=log)
         self._model_version = ""
@@ -59,8 +70,6 @@ class MetricsServer:
     """Serves /metrics (Prometheus text) and /healthz (JSON; 200 healthy, 503 not)."""
 
     def __init__(self, metrics: EdgeMetrics, health: Callable[[], dict], host: str, port: int):
-        outer = self
-
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 (http.server API)
                 if self.path.startswith("/metrics"):

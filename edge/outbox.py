@@ -11,10 +11,14 @@ The outbox has a byte limit. When a new review does not fit, the oldest audit it
 are evicted first (they are samples, not doubts); if it still does not fit, the new
 review is refused with OutboxFullError and the caller raises an alarm.
 
+The database's schema moves forward by numbered migrations (edge.outbox_schema), so an
+upgraded edge opens the outbox it left, unacknowledged reviews included.
+
 A full disk refuses a new review with OutboxError (the temporary file is removed, no
 row is written) and leaves everything already stored as it was; reads and the
 sender go on, and a failed ack only means the review is sent and acked again.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,31 +26,17 @@ import logging
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from edge.errors import OutboxError, OutboxFullError
+from edge.outbox_schema import migrate
 from qcloop import wire
 from qcloop.files import fsync_dir, write_durably
 
 log = logging.getLogger(__name__)
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS reviews (
-    id TEXT PRIMARY KEY,
-    created REAL NOT NULL,
-    reason TEXT NOT NULL,
-    header TEXT NOT NULL,
-    file TEXT NOT NULL,
-    bytes INTEGER NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    last_sent REAL NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS reviews_reason_created ON reviews(reason, created);
-CREATE INDEX IF NOT EXISTS reviews_last_sent ON reviews(last_sent);
-"""
 
 
 @dataclass(frozen=True)
@@ -73,7 +63,7 @@ class Outbox:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA busy_timeout=5000")
-            self._db.executescript(_SCHEMA)
+            migrate(self._db, where=str(self.dir / "outbox.sqlite3"))
         except (OSError, sqlite3.Error) as exc:
             raise OutboxError(f"cannot open outbox in {self.dir}: {exc}") from exc
         self._bytes = self._db.execute("SELECT COALESCE(SUM(bytes), 0) FROM reviews").fetchone()[0]
@@ -92,7 +82,8 @@ class Outbox:
                 fsync_dir(self.images)  # the rename must outlive a power cut before the row says it exists
                 self._db.execute(
                     "INSERT OR IGNORE INTO reviews (id, created, reason, header, file, bytes) VALUES (?, ?, ?, ?, ?, ?)",
-                    (header.id, time.time(), header.reason, json.dumps(header.to_json()), path.name, size))
+                    (header.id, time.time(), header.reason, json.dumps(header.to_json()), path.name, size),
+                )
             except (OSError, sqlite3.Error) as exc:
                 path.unlink(missing_ok=True)
                 raise OutboxError(f"cannot store review {header.id}: {exc}") from exc
@@ -102,7 +93,8 @@ class Outbox:
         if self._bytes + size <= self.max_bytes:
             return
         rows = self._db.execute(
-            "SELECT id, file, bytes FROM reviews WHERE reason = 'audit' ORDER BY created").fetchall()
+            "SELECT id, file, bytes FROM reviews WHERE reason = 'audit' ORDER BY created"
+        ).fetchall()
         for rid, fname, nbytes in rows:
             if self._bytes + size <= self.max_bytes:
                 break
@@ -111,7 +103,8 @@ class Outbox:
         if self._bytes + size > self.max_bytes:
             raise OutboxFullError(
                 f"outbox at {self._bytes} of {self.max_bytes} bytes with no audit item left to evict; "
-                f"{reason} review refused")
+                f"{reason} review refused"
+            )
 
     # ------------------------------------------------------------------ sending
     def due(self, resend_after_s: float, limit: int, now: float | None = None) -> list[Pending]:
@@ -120,21 +113,24 @@ class Outbox:
         with self._lock, self._translated("read the due reviews"):
             rows = self._db.execute(
                 "SELECT id, header, file, attempts FROM reviews WHERE last_sent <= ? ORDER BY created LIMIT ?",
-                (now - resend_after_s, limit)).fetchall()
+                (now - resend_after_s, limit),
+            ).fetchall()
         return [Pending(rid, wire.header_from_json(json.loads(h)), self.images / f, n) for rid, h, f, n in rows]
 
     def in_flight(self, resend_after_s: float, now: float | None = None) -> int:
         """Reviews sent and not yet acknowledged, still inside their resend window."""
         now = time.time() if now is None else now
         with self._lock, self._translated("count the reviews in flight"):
-            return self._db.execute("SELECT COUNT(*) FROM reviews WHERE last_sent > ?",
-                                    (now - resend_after_s,)).fetchone()[0]
+            return self._db.execute(
+                "SELECT COUNT(*) FROM reviews WHERE last_sent > ?", (now - resend_after_s,)
+            ).fetchone()[0]
 
     def mark_sent(self, ids: list[str], now: float | None = None) -> None:
         now = time.time() if now is None else now
         with self._lock, self._translated("mark reviews as sent"):
-            self._db.executemany("UPDATE reviews SET last_sent = ?, attempts = attempts + 1 WHERE id = ?",
-                                 [(now, i) for i in ids])
+            self._db.executemany(
+                "UPDATE reviews SET last_sent = ?, attempts = attempts + 1 WHERE id = ?", [(now, i) for i in ids]
+            )
 
     def reset_sent(self) -> None:
         """Make everything due again (after a reconnect: in-flight copies may be lost).
@@ -206,4 +202,3 @@ class Outbox:
         for p in self.images.iterdir():
             if p.name not in known:
                 p.unlink(missing_ok=True)
-

@@ -18,6 +18,7 @@ blocks as well, so every review is stored.
 The detector is read once per part from ``self.detector``; a hot-swap assigns a fully
 loaded, warmed-up detector there, so no part is inspected by a half-loaded model.
 """
+
 from __future__ import annotations
 
 import logging
@@ -25,8 +26,9 @@ import queue
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
@@ -39,6 +41,7 @@ from edge.metrics import EdgeMetrics
 from edge.quality import quality_hints
 from hardware.base import Actuator, Camera, Frame, Trigger
 from hardware.errors import CameraError
+from models.manifest import Manifest, Thresholds
 from qcloop import wire
 
 log = logging.getLogger(__name__)
@@ -47,7 +50,14 @@ log = logging.getLogger(__name__)
 class ScoringModel(Protocol):
     """What the pipeline needs of a detector (edge.detector.Detector)."""
 
-    version: str
+    @property
+    def version(self) -> str: ...
+
+    @property
+    def manifest(self) -> Manifest: ...
+
+    @property
+    def thresholds(self) -> Thresholds: ...
 
     def preprocess(self, image: np.ndarray) -> np.ndarray: ...
 
@@ -79,11 +89,24 @@ class _ReviewJob:
 
 
 class Pipeline:
-    def __init__(self, *, camera: Camera, trigger: Trigger, actuator: Actuator, detector: ScoringModel,
-                 decision: DecisionSection, line: str, camera_name: str, metrics: EdgeMetrics | None = None,
-                 outbox: ReviewStore | None = None,
-                 jpeg_quality: int = 90, review_queue_size: int = 64, backpressure: bool = False,
-                 max_parts: int | None = None, journal: DecisionJournal | None = None):
+    def __init__(
+        self,
+        *,
+        camera: Camera,
+        trigger: Trigger,
+        actuator: Actuator,
+        detector: ScoringModel,
+        decision: DecisionSection,
+        line: str,
+        camera_name: str,
+        metrics: EdgeMetrics | None = None,
+        outbox: ReviewStore | None = None,
+        jpeg_quality: int = 90,
+        review_queue_size: int = 64,
+        backpressure: bool = False,
+        max_parts: int | None = None,
+        journal: DecisionJournal | None = None,
+    ):
         self.camera, self.trigger, self.actuator = camera, trigger, actuator
         self.detector = detector
         self.shadow: ScoringModel | None = None  # a candidate scored after each live decision, never actuated
@@ -171,8 +194,9 @@ class Pipeline:
         new, self._missed_seen = missed - self._missed_seen, missed
         if new <= 0:
             return
-        self.metrics.alarms.raise_("missed-trigger", f"{new} part(s) passed while the line thread was busy: "
-                                                     "rejected without a frame")
+        self.metrics.alarms.raise_(
+            "missed-trigger", f"{new} part(s) passed while the line thread was busy: rejected without a frame"
+        )
         for _ in range(new):
             if self._all_parts_triggered():
                 return
@@ -249,7 +273,8 @@ class Pipeline:
             self._finish(frame, fail_safe("late", True), None, model.version)
             return
         try:
-            tensor = job.tensor if job.model is model else model.preprocess(frame.image)
+            prepared = job.tensor if job.model is model else None  # prepared ahead for this very model
+            tensor = prepared if prepared is not None else model.preprocess(frame.image)
             score = model.infer(tensor)
         except (EdgeError, cv2.error, ValueError) as exc:
             self.metrics.alarms.raise_("model", f"model error: {exc}")
@@ -257,17 +282,25 @@ class Pipeline:
             return
         self.metrics.alarms.clear("model")
         pass_below, reject_above = self._thresholds(model)
-        ruling = decide(score, pass_below, reject_above, uncertain_action=self.cfg.uncertain_action,
-                        audit_rate=self.cfg.audit_rate, draw=self._rng.random())
+        ruling = decide(
+            score,
+            pass_below,
+            reject_above,
+            uncertain_action=self.cfg.uncertain_action,
+            audit_rate=self.cfg.audit_rate,
+            draw=self._rng.random(),
+        )
         if time.monotonic() - frame.part_mono > self.deadline_s:
             ruling = fail_safe("late", True)
         decision = self._finish(frame, ruling, score, model.version)
-        if self.shadow is not None:
-            self._shadow_score(frame, tensor, model, decision)
-
-    def _shadow_score(self, frame: Frame, tensor: np.ndarray, live: Any, decision: Decision) -> None:
-        """Score the shadow candidate on the same frame, after actuation: it never changes an action."""
         shadow = self.shadow
+        if shadow is not None:
+            self._shadow_score(shadow, frame, tensor, model, decision)
+
+    def _shadow_score(
+        self, shadow: ScoringModel, frame: Frame, tensor: np.ndarray, live: ScoringModel, decision: Decision
+    ) -> None:
+        """Score the shadow candidate on the same frame, after actuation: it never changes an action."""
         try:
             same_input = shadow.manifest.input == live.manifest.input  # then the live tensor fits as it is
             score = shadow.infer(tensor if same_input else shadow.preprocess(frame.image))
@@ -284,8 +317,9 @@ class Pipeline:
         self.shadow_disagreements += 1
         if not decision.review and self._rng.random() < self.cfg.shadow_review_rate:
             # Sent as an audit: the reviewer is never told which model doubted the part.
-            self._queue_review(frame, decision, reason="audit",
-                               detail=f"shadow {shadow.version} would {action} (score {score:.3f})")
+            self._queue_review(
+                frame, decision, reason="audit", detail=f"shadow {shadow.version} would {action} (score {score:.3f})"
+            )
 
     def _thresholds(self, model: Any) -> tuple[float, float]:
         if self.cfg.pass_below is not None and self.cfg.reject_above is not None:
@@ -297,8 +331,17 @@ class Pipeline:
         """The one place a part's decision is made final: actuate, count, publish, queue review."""
         self.actuator.actuate(frame.part_id, ruling.action)
         latency = time.monotonic() - frame.part_mono  # from the trigger: what the line waits
-        decision = Decision(frame.part_id, ruling.action, ruling.band, ruling.review, score, model_version,
-                            frame.captured_at, latency, ruling.fail_safe)
+        decision = Decision(
+            frame.part_id,
+            ruling.action,
+            ruling.band,
+            ruling.review,
+            score,
+            model_version,
+            frame.captured_at,
+            latency,
+            ruling.fail_safe,
+        )
         with self._lock:
             self.decided += 1
             self.last_decision_mono = time.monotonic()
@@ -315,12 +358,13 @@ class Pipeline:
             self.journal.decision(frame.part_id, ruling.action, review_id)
         for listener in self.listeners:
             listener(decision)
-        if review_id:
+        if review_id and ruling.review:
             self._queue_review(frame, decision, reason=ruling.review, detail=ruling.fail_safe, review_id=review_id)
         return decision
 
-    def _queue_review(self, frame: Frame, decision: Decision, reason: str, detail: str,
-                      review_id: str | None = None) -> None:
+    def _queue_review(
+        self, frame: Frame, decision: Decision, reason: str, detail: str, review_id: str | None = None
+    ) -> None:
         if self.outbox is None:
             return
         model = self.detector
@@ -329,8 +373,9 @@ class Pipeline:
         except (EdgeError, ValueError):
             image = frame.image  # a frame too small for the ROI is still worth a look
         pb, ra = self._thresholds(model)
-        job = _ReviewJob(image, decision, {"pass_below": pb, "reject_above": ra}, reason, detail,
-                         review_id or wire.new_review_id())
+        job = _ReviewJob(
+            image, decision, {"pass_below": pb, "reject_above": ra}, reason, detail, review_id or wire.new_review_id()
+        )
         try:
             # With backpressure ("as fast as it can") the review writer paces the line too, so a
             # throughput figure never hides dropped reviews.
@@ -365,10 +410,22 @@ class Pipeline:
             return
         h, w = image.shape[:2]
         header = wire.ReviewHeader(
-            id=job.review_id, part_id=d.part_id, line=self.line, camera=self.camera_name,
-            captured_at=d.captured_at, model=d.model, score=d.score, band=d.band, action_taken=d.action,
-            reason=job.reason, thresholds=job.thresholds, quality=quality_hints(image),
-            detail=job.detail, width=w, height=h)
+            id=job.review_id,
+            part_id=d.part_id,
+            line=self.line,
+            camera=self.camera_name,
+            captured_at=d.captured_at,
+            model=d.model,
+            score=d.score,
+            band=d.band,
+            action_taken=d.action,
+            reason=job.reason,
+            thresholds=job.thresholds,
+            quality=quality_hints(image),
+            detail=job.detail,
+            width=w,
+            height=h,
+        )
         try:
             self.outbox.put(header, buf.tobytes())  # type: ignore[union-attr]
         except OutboxFullError as exc:

@@ -5,6 +5,7 @@ an under-exposed frame, a low Laplacian variance at a blurred (moving) part.
 Computed on every fourth pixel of every fourth row: shares and variance barely move, and
 this runs on the review thread beside inspection.
 """
+
 from __future__ import annotations
 
 import cv2

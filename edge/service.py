@@ -5,12 +5,13 @@ stops triggering, every triggered part is decided, every review is in the outbox
 and only then does the link publish its offline status and disconnect. What the
 station has not acknowledged stays in the outbox for the next start.
 """
+
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from typing import Any
+from typing import Any, Literal
 
 import cv2
 
@@ -29,13 +30,22 @@ from hardware.factory import make_actuator, make_camera, make_trigger
 from models import builtin
 from models.errors import RegistryError
 from models.registry import Registry
+from qcloop import wire
 
 log = logging.getLogger(__name__)
 
 
 class EdgeService:
-    def __init__(self, cfg: EdgeConfig, *, camera: Camera | None = None, trigger: Trigger | None = None,
-                 actuator: Actuator | None = None, max_parts: int | None = None, backpressure: bool = False):
+    def __init__(
+        self,
+        cfg: EdgeConfig,
+        *,
+        camera: Camera | None = None,
+        trigger: Trigger | None = None,
+        actuator: Actuator | None = None,
+        max_parts: int | None = None,
+        backpressure: bool = False,
+    ):
         self.cfg = cfg
         cv2.setNumThreads(cfg.model.opencv_threads)  # process-wide: capture and preprocessing share it
         self.metrics = EdgeMetrics()
@@ -47,31 +57,50 @@ class EdgeService:
         self.camera = camera or make_camera(cfg.camera)
         self.trigger = trigger or make_trigger(cfg.trigger)
         self.actuator = actuator or make_actuator(cfg.actuator)
-        self._owned = [d for d, given in ((self.camera, camera), (self.trigger, trigger), (self.actuator, actuator))
-                       if given is None]
+        self._owned = [
+            d
+            for d, given in ((self.camera, camera), (self.trigger, trigger), (self.actuator, actuator))
+            if given is None
+        ]
         self.link: EdgeLink | None = None
         self.sender: ReviewSender | None = None
         if cfg.mqtt.enabled:
             self.link = EdgeLink(cfg.mqtt, cfg.edge.line, cfg.edge.camera, cfg.client_id)
             self.sender = ReviewSender(self.outbox, self.link, cfg.outbox.resend_after_s, cfg.outbox.max_in_flight)
         self.pipeline = Pipeline(
-            camera=self.camera, trigger=self.trigger, actuator=self.actuator, detector=self.detector,
-            decision=cfg.decision, line=cfg.edge.line, camera_name=cfg.edge.camera, metrics=self.metrics,
+            camera=self.camera,
+            trigger=self.trigger,
+            actuator=self.actuator,
+            detector=self.detector,
+            decision=cfg.decision,
+            line=cfg.edge.line,
+            camera_name=cfg.edge.camera,
+            metrics=self.metrics,
             outbox=self.outbox,
-            jpeg_quality=cfg.outbox.jpeg_quality, review_queue_size=cfg.outbox.queue_size,
-            backpressure=backpressure, max_parts=max_parts, journal=self.journal)
+            jpeg_quality=cfg.outbox.jpeg_quality,
+            review_queue_size=cfg.outbox.queue_size,
+            backpressure=backpressure,
+            max_parts=max_parts,
+            journal=self.journal,
+        )
         self.tally = ModelTally()  # per model version, for the station's dashboard
         self.pipeline.listeners.append(self.tally.on_decision)
         self.pipeline.review_listeners.append(self.tally.on_review)
-        if self.sender:
-            self.pipeline.review_listeners.append(lambda header: self.sender.wake())
+        sender = self.sender
+        if sender is not None:
+            self.pipeline.review_listeners.append(lambda header: sender.wake())
         if self.link and cfg.mqtt.publish_results:
             self.pipeline.listeners.append(self._publish_result)
         m = cfg.model
         self.watcher = ModelWatcher(
-            self.registry, self.pipeline, self.metrics,
+            self.registry,
+            self.pipeline,
+            self.metrics,
             load=lambda d: Detector.load(d, threads=m.threads, spinning=m.spinning, roi=m.roi, warmup=m.warmup),
-            public_key_path=m.public_key, allow_unsigned=m.allow_unsigned, poll_s=m.follow_registry_s)
+            public_key_path=m.public_key,
+            allow_unsigned=m.allow_unsigned,
+            poll_s=m.follow_registry_s,
+        )
         if self.link:
             self.link.subscribe(self.link.topics.model(cfg.edge.line), self.watcher.on_announcement)
         self.http: MetricsServer | None = None
@@ -86,12 +115,15 @@ class EdgeService:
         if self.registry.current_version() is None:
             if not self.cfg.model.seed_builtin:
                 raise RegistryError(f"no current model in {self.registry.root} and seed_builtin is false")
-            version = builtin.install_into(self.registry)
-            log.info("installed the built-in model %s into %s", version, self.registry.root)
+            installed = builtin.install_into(self.registry)
+            log.info("installed the built-in model %s into %s", installed, self.registry.root)
         version = self.registry.current_version()
+        if version is None:
+            raise RegistryError(f"no current model in {self.registry.root} after installing the built-in one")
         m = self.cfg.model
-        detector = Detector.load(self.registry.version_dir(version), threads=m.threads, spinning=m.spinning,
-                                 roi=m.roi, warmup=m.warmup)
+        detector = Detector.load(
+            self.registry.version_dir(version), threads=m.threads, spinning=m.spinning, roi=m.roi, warmup=m.warmup
+        )
         log.info("model %s loaded from %s", detector.version, self.registry.version_dir(version))
         return detector
 
@@ -128,29 +160,56 @@ class EdgeService:
 
     # ------------------------------------------------------------------ reporting
     def _publish_result(self, d: Decision) -> None:
-        self.link.publish_result({  # type: ignore[union-attr]
-            "part_id": d.part_id, "time": d.captured_at, "score": d.score, "action": d.action, "band": d.band,
-            "model": d.model, "latency_ms": round(d.latency_s * 1000, 3), "fail_safe": d.fail_safe})
+        if self.link is None:
+            return
+        self.link.publish_result(
+            wire.PartResult(
+                part_id=d.part_id,
+                time=d.captured_at,
+                score=d.score,
+                action=d.action,
+                band=d.band,
+                model=d.model,
+                latency_ms=round(d.latency_s * 1000, 3),
+                fail_safe=d.fail_safe,
+            )
+        )
 
-    def status(self, state: str = "running") -> dict[str, Any]:
+    def status(self, state: Literal["running", "stopped"] = "running") -> wire.EdgeStatus:
         p = self.pipeline
         actions = {s.labels["action"]: int(s.value) for s in _samples(self.metrics.parts, "_total")}
         failsafe = {s.labels["reason"]: int(s.value) for s in _samples(self.metrics.failsafe, "_total")}
-        return {
-            "state": state, "model": self.pipeline.detector.version, "parts": p.decided, "triggered": p.triggered,
-            "actions": actions, "failsafe": failsafe, "reviews_queued": p.reviews_queued,
-            "reviews_dropped": p.reviews_dropped, "outbox_depth": self.outbox.depth() if state != "stopped" else None,
-            "alarms": self.metrics.alarms.active(), "time": time.time(), "since": self.started_at,
-            "by_model": self.tally.snapshot(),
-        }
+        return wire.EdgeStatus(
+            state=state,
+            line=self.cfg.edge.line,
+            camera=self.cfg.edge.camera,
+            model=self.pipeline.detector.version,
+            parts=p.decided,
+            triggered=p.triggered,
+            actions=actions,
+            failsafe=failsafe,
+            reviews_queued=p.reviews_queued,
+            reviews_dropped=p.reviews_dropped,
+            outbox_depth=self.outbox.depth() if state != "stopped" else None,
+            alarms=self.metrics.alarms.active(),
+            time=time.time(),
+            since=self.started_at,
+            by_model=self.tally.snapshot(),
+        )
 
     def health(self) -> dict[str, Any]:
         p = self.pipeline
         idle = time.monotonic() - p.last_decision_mono if p.last_decision_mono else None
         connected = self.link.connected.is_set() if self.link else None
-        return {"healthy": p.running, "model": p.detector.version, "parts": p.decided,
-                "seconds_since_last_decision": idle, "broker_connected": connected,
-                "outbox_depth": self.outbox.depth(), "alarms": self.metrics.alarms.active()}
+        return {
+            "healthy": p.running,
+            "model": p.detector.version,
+            "parts": p.decided,
+            "seconds_since_last_decision": idle,
+            "broker_connected": connected,
+            "outbox_depth": self.outbox.depth(),
+            "alarms": self.metrics.alarms.active(),
+        }
 
     def _status_loop(self) -> None:
         every = self.cfg.mqtt.status_every_s

@@ -4,6 +4,7 @@ Carried in the edge's status so the station's dashboard can show what a new mode
 changed (its review and reject rates beside the previous model's) without the
 station having to see every part.
 """
+
 from __future__ import annotations
 
 import threading
@@ -32,7 +33,9 @@ class ModelTally:
             row = self._row(header.model)
             row["reviews"][header.reason] = row["reviews"].get(header.reason, 0) + 1
 
-    def snapshot(self) -> dict[str, dict[str, Any]]:
+    def snapshot(self) -> dict[str, wire.ModelCounts]:
         with self._lock:
-            return {m: {"parts": r["parts"], "actions": dict(r["actions"]), "reviews": dict(r["reviews"])}
-                    for m, r in self._by_model.items()}
+            return {
+                m: wire.ModelCounts(parts=r["parts"], actions=dict(r["actions"]), reviews=dict(r["reviews"]))
+                for m, r in self._by_model.items()
+            }

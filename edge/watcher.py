@@ -15,6 +15,7 @@ its disagreements are counted and sampled for review.
 The watcher also follows the registry's CURRENT pointer, so a rollback made with
 ``qc edge rollback`` (another process) reaches a running edge within a second.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -26,18 +27,20 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from edge.decision import Decision
 from edge.detector import Detector
 from edge.errors import EdgeError
 from edge.metrics import EdgeMetrics
+from edge.pipeline import Pipeline
 from models.errors import IntegrityError, ManifestError, ModelsError, VersionError
-from models.manifest import Manifest, is_newer, verify_model_bytes
+from models.manifest import Manifest, verify_model_bytes
 from models.registry import Registry
 from qcloop import wire
 from qcloop.errors import QcError
+from qcloop.versions import is_newer
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +48,18 @@ MAX_DOWNLOAD_BYTES = 256 * 1024 * 1024
 
 
 class ModelWatcher:
-    def __init__(self, registry: Registry, pipeline: object, metrics: EdgeMetrics, *,
-                 load: Callable[[Path], Detector], public_key_path: Path | None, allow_unsigned: bool = False,
-                 poll_s: float = 1.0, timeout_s: float = 10.0):
+    def __init__(
+        self,
+        registry: Registry,
+        pipeline: Pipeline,
+        metrics: EdgeMetrics,
+        *,
+        load: Callable[[Path], Detector],
+        public_key_path: Path | None,
+        allow_unsigned: bool = False,
+        poll_s: float = 1.0,
+        timeout_s: float = 10.0,
+    ):
         self.registry = registry
         self.pipeline = pipeline
         self.metrics = metrics
@@ -88,8 +100,12 @@ class ModelWatcher:
         if pending is not None:
             t0, record = pending
             record["first_part_ms"] = round((time.monotonic() - t0) * 1000, 1)
-            log.info("model %s: first part %s inspected %.0f ms after the announcement", decision.model,
-                     decision.part_id, record["first_part_ms"])
+            log.info(
+                "model %s: first part %s inspected %.0f ms after the announcement",
+                decision.model,
+                decision.part_id,
+                record["first_part_ms"],
+            )
 
     # ------------------------------------------------------------------ work
     def _run(self) -> None:
@@ -120,8 +136,9 @@ class ModelWatcher:
         raw_manifest = self._fetch(ann.manifest_url)
         digest = hashlib.sha256(raw_manifest).hexdigest()
         if digest != ann.sha256:
-            raise IntegrityError(f"manifest of {ann.version} has sha256 {digest[:12]}..., "
-                                 f"the announcement says {ann.sha256[:12]}...")
+            raise IntegrityError(
+                f"manifest of {ann.version} has sha256 {digest[:12]}..., the announcement says {ann.sha256[:12]}..."
+            )
         try:
             manifest = Manifest.from_dict(json.loads(raw_manifest))
         except ValueError as exc:
@@ -143,8 +160,11 @@ class ModelWatcher:
         detector = self.load(self.registry.version_dir(version))
         self._self_test(detector)
         self.pipeline.shadow = detector
-        log.info("model %s runs in shadow beside %s: disagreements are counted and sampled for review",
-                 version, self.pipeline.detector.version)
+        log.info(
+            "model %s runs in shadow beside %s: disagreements are counted and sampled for review",
+            version,
+            self.pipeline.detector.version,
+        )
 
     def _follow_current(self) -> None:
         try:
@@ -154,8 +174,9 @@ class ModelWatcher:
             return
         if current and current != self.pipeline.detector.version:
             try:
-                self._swap_to(current, time.monotonic(), reason="registry CURRENT changed (rollback or flip)",
-                              flip=False)
+                self._swap_to(
+                    current, time.monotonic(), reason="registry CURRENT changed (rollback or flip)", flip=False
+                )
             except QcError as exc:
                 self.refused.append(str(exc))
                 self.metrics.alarms.raise_("model-refused", f"cannot load {current}, previous kept: {exc}")
@@ -165,8 +186,12 @@ class ModelWatcher:
         detector = self.load(self.registry.version_dir(version))  # hash, schema, shape, warm-up
         self._self_test(detector)
         loaded_ms = (time.monotonic() - t_load) * 1000
-        record = {"version": version, "previous": self.pipeline.detector.version, "load_ms": round(loaded_ms, 1),
-                  "reason": reason}
+        record = {
+            "version": version,
+            "previous": self.pipeline.detector.version,
+            "load_ms": round(loaded_ms, 1),
+            "reason": reason,
+        }
         self.swaps.append(record)
         self._pending_first_part[version] = (t0, record)
         self.pipeline.swap_detector(detector)
@@ -190,8 +215,10 @@ class ModelWatcher:
         if self.public_key is None:
             if self.allow_unsigned:
                 return
-            raise ModelsError(f"model {manifest.version} refused: no public key configured to verify it "
-                              f"([model].public_key), and allow_unsigned is false")
+            raise ModelsError(
+                f"model {manifest.version} refused: no public key configured to verify it "
+                f"([model].public_key), and allow_unsigned is false"
+            )
         from models.signing import verify
 
         verify(manifest, self.public_key)

@@ -150,7 +150,7 @@ class VideoFileCamera:
         if not self.path.is_file():
             raise CameraError(f"video file {self.path} does not exist")
         self.loop, self.grey = loop, grey
-        self._cap = _open_capture(str(self.path))
+        self._cap: cv2.VideoCapture | None = _open_capture(str(self.path))
         self._lock = threading.Lock()
         self._index = 0
 
@@ -249,9 +249,8 @@ time ``capture`` handed it over, so latency is measured from the sensor.
         with self._cond:
             while True:
                 latest = self._latest
-                fresh = latest is not None and latest[0] > self._returned
-                if fresh and time.monotonic() - latest[3] <= self.stale_after_s:
-                    break
+                if latest is not None and latest[0] > self._returned and time.monotonic() - latest[3] <= self.stale_after_s:
+                    break  # a fresh frame
                 remaining = deadline - time.monotonic()
                 if self._stop.is_set():
                     raise CameraError(f"no frame: camera {self.source!r} is closed")

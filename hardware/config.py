@@ -7,6 +7,7 @@ They do no I/O: whether a path exists is checked when the device opens.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from qcloop.configfile import check_range, field_error
@@ -15,7 +16,7 @@ from qcloop.configfile import check_range, field_error
 @dataclass(frozen=True)
 class CameraConfig:
     type: Literal["synthetic", "folder", "video", "opencv"] = "synthetic"
-    path: str = ""  # folder: image folder (ok/ and def/ subfolders give labels); video: file
+    path: Path | None = None  # folder: image folder (ok/ and def/ subfolders give labels); video: file
     source: str = ""  # opencv: USB index ("0"), RTSP/HTTP URL, GStreamer pipeline or file
     seed: int = 0  # synthetic: which line of parts
     width: int = 1280
@@ -28,7 +29,7 @@ class CameraConfig:
     repeat_limit: int = 3  # the same image this many times in a row is a frozen camera; 0: no check
 
     def __post_init__(self) -> None:
-        if self.type in ("folder", "video") and not self.path:
+        if self.type in ("folder", "video") and self.path is None:
             raise field_error("path", f"camera type {self.type!r} needs a path")
         if self.type == "opencv" and not self.source.strip():
             raise field_error("source", "camera type 'opencv' needs a source (USB index, URL or pipeline)")

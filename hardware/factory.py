@@ -25,10 +25,9 @@ def make_camera(cfg: CameraConfig) -> Camera:
         camera = cameras.SyntheticCamera(gen, prerender=cfg.prerender)
         if cfg.prerender == 1:
             return camera
-    elif cfg.type == "folder":
-        camera = cameras.FolderCamera(cfg.path, loop=cfg.loop)
-    elif cfg.type == "video":
-        camera = cameras.VideoFileCamera(cfg.path, loop=cfg.loop)
+    elif cfg.type in ("folder", "video") and cfg.path is not None:  # the config refuses these without a path
+        replay = cameras.FolderCamera if cfg.type == "folder" else cameras.VideoFileCamera
+        camera = replay(cfg.path, loop=cfg.loop)
     elif cfg.type == "opencv":
         camera = cameras.OpenCVCamera(cfg.source, stale_after_s=cfg.stale_after_s)
     else:  # pragma: no cover - the config loader only admits the types above

@@ -122,7 +122,7 @@ def _pit(out, rng, sev, cx, cy, r):
     spread = rad * 8
     box = _patch(out, x - spread, y - spread, x + spread, y + spread)
     x0, y0, x1, y1 = box
-    layer = np.zeros((y1 - y0, x1 - x0), np.float32)
+    layer: np.ndarray = np.zeros((y1 - y0, x1 - x0), np.float32)
     for dx, dy in offsets:
         rr = max(1, int(round(rad * rng.uniform(0.5, 1.0) if (dx, dy) != (0.0, 0.0) else rad)))
         cv2.circle(layer, (int(round(x + dx - x0)), int(round(y + dy - y0))), rr, 1.0, -1, cv2.LINE_AA)
@@ -184,7 +184,7 @@ def _fill_blob(out, rng, poly, value: float, texture: float, soft: float):
     x0, y0, x1, y1 = box
     if x1 <= x0 or y1 <= y0:
         return box
-    layer = np.zeros((y1 - y0, x1 - x0), np.float32)
+    layer: np.ndarray = np.zeros((y1 - y0, x1 - x0), np.float32)
     cv2.fillPoly(layer, [np.round(poly - (x0, y0)).astype(np.int32)], 1.0, cv2.LINE_AA)
     layer = cv2.GaussianBlur(layer, (0, 0), soft)
     patch = out[y0:y1, x0:x1].astype(np.float32)
@@ -366,16 +366,17 @@ class PartGenerator:
         defect_rng, art_rng = rng.spawn(2)
 
         img = self._draw_part(cx, cy, r, rot)
-        f = img.astype(np.float32)
+        f: np.ndarray = img.astype(np.float32)
         shade = self._ux * math.cos(light)
         shade += self._uy * math.sin(light)
         f *= gain * (1.0 + 0.12 * shade)
         f = cv2.GaussianBlur(f, (3, 3), 0)
-        f += self._texture[oy:oy + self.height, ox:ox + self.width]
+        np.add(f, self._texture[oy:oy + self.height, ox:ox + self.width], out=f)
         out = np.clip(f, 0, 255).astype(np.uint8)
 
         part = (cx, cy, r)
-        truth_defect, boxes = None, ()
+        truth_defect: str | None = None
+        boxes: tuple[tuple[int, int, int, int], ...] = ()
         if defects and is_defect:
             out, box = add_defect(out, kind, defect_rng, part=part)
             truth_defect, boxes = kind, (box,)

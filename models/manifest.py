@@ -15,11 +15,11 @@ Standard library only: the edge imports this without onnx or torch.
 """
 from __future__ import annotations
 
+import builtins
 import hashlib
 import hmac
 import json
 import math
-import os
 import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from models.errors import IntegrityError, ManifestError
-from qcloop.files import write_durably
+from qcloop.files import write_atomically
 
 SCHEMA = "qcloop.manifest/1"
 COLOURS = ("gray", "bgr", "rgb")
@@ -236,7 +236,7 @@ class Manifest:
         return d
 
     @classmethod
-    def from_dict(cls, d: Any) -> "Manifest":
+    def from_dict(cls, d: Any) -> Manifest:
         """Build and validate a manifest from parsed JSON; ManifestError names the bad field."""
         if not isinstance(d, dict):
             raise ManifestError(f"manifest must be a JSON object, got {type(d).__name__}")
@@ -258,18 +258,18 @@ class Manifest:
         except TypeError as exc:  # a value of a kind the checks could not even compare
             raise ManifestError(f"manifest is malformed: {exc}") from exc
 
-    def canonical_bytes(self) -> bytes:
+    def canonical_bytes(self) -> builtins.bytes:  # the field ``bytes`` shadows the type in the class
         """The signed form: everything except ``signature``, sorted keys, compact, UTF-8."""
         d = self.to_dict()
         del d["signature"]
         return json.dumps(d, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
                           allow_nan=False).encode("utf-8")
 
-    def with_signature(self, sig: str) -> "Manifest":
+    def with_signature(self, sig: str) -> Manifest:
         return replace(self, signature=sig)
 
 
-def _section(d: dict, key: str, kind: type, required: tuple[str, ...]) -> Any:
+def _section(d: dict, key: str, kind: Any, required: tuple[str, ...]) -> Any:
     raw = d[key]
     if not isinstance(raw, dict):
         raise _bad(key, f"must be an object, got {type(raw).__name__}")
@@ -326,27 +326,7 @@ def write_manifest(path: str | Path, manifest: Manifest) -> None:
     path = Path(path)
     data = (json.dumps(manifest.to_dict(), indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False)
             + "\n").encode("utf-8")
-    atomic_write(path, data)
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Temp file in the same directory, fsync, os.replace, fsync the directory."""
-    write_durably(path, data)
-    fsync_dir(path.parent)
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename or a new entry in ``path`` durable (a no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    write_atomically(path, data)
 
 
 def verify_model_bytes(manifest: Manifest, data: bytes, source: str = "model") -> None:
@@ -376,18 +356,3 @@ def verify_model_file(manifest: Manifest, path: str | Path) -> None:
     digest = h.hexdigest()
     if not hmac.compare_digest(digest, manifest.sha256):
         raise IntegrityError(f"{path}: sha256 {digest} differs from manifest {manifest.version} ({manifest.sha256})")
-
-
-# ------------------------------------------------------------------- versions
-def version_key(version: str) -> tuple:
-    """Natural order: "0.9.0" < "0.10.0"; runs of digits compare as numbers, other runs as text.
-
-    Numbers sort before text at the same position, so "1.0.0" < "1.0.0-rc1" < "1.0.1".
-    """
-    parts = re.findall(r"\d+|[^\d.\-+_]+", version)
-    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in parts)
-
-
-def is_newer(a: str, b: str) -> bool:
-    """True when version ``a`` sorts after version ``b``."""
-    return version_key(a) > version_key(b)

@@ -21,14 +21,24 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import Any
 
 from models.errors import ManifestError, RegistryError, VersionError
-from models.manifest import (MANIFEST_NAME, Manifest, atomic_write, check_version, fsync_dir, load_manifest,
-                             verify_model_bytes, verify_model_file, version_key, write_manifest)
+from models.manifest import (
+    MANIFEST_NAME,
+    Manifest,
+    check_version,
+    load_manifest,
+    verify_model_bytes,
+    verify_model_file,
+    write_manifest,
+)
+from qcloop.files import fsync_dir, write_atomically
+from qcloop.versions import version_key
 
 CURRENT = "CURRENT"
 HISTORY = "history.jsonl"
@@ -169,7 +179,11 @@ class Registry:
                 if final.exists():
                     raise VersionError(f"version {manifest.version} already exists in {self.root}") from exc
                 raise RegistryError(f"cannot add version {manifest.version} to {self.root}: {exc}") from exc
-            fsync_dir(self.root)
+            try:
+                fsync_dir(self.root)
+            except OSError as exc:
+                raise RegistryError(f"version {manifest.version} added to {self.root}, but the folder could not "
+                                    f"be synced: {exc}") from exc
         return final
 
     def set_current(self, v: str, reason: str = "") -> None:
@@ -196,8 +210,8 @@ class Registry:
             previous = self.current_version()
         except RegistryError:
             previous = None
-        atomic_write(self.root / CURRENT, (v + "\n").encode("utf-8"))
-        entry = {"version": v, "previous": previous, "reason": reason,
+        write_atomically(self.root / CURRENT, (v + "\n").encode("utf-8"))
+        entry: dict[str, Any] = {"version": v, "previous": previous, "reason": reason,
                  "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds")}
         if rollback:
             entry["rollback"] = True

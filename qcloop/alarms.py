@@ -3,12 +3,13 @@
 Raising an alarm logs it once and keeps it active until it is cleared; ``on_change``
 lets the owner mirror it elsewhere (a Prometheus gauge, the station's event hub).
 """
+
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
@@ -20,8 +21,7 @@ class Alarms:
     detection delay can be measured on the same clock as the frames' capture times.
     """
 
-    def __init__(self, on_change: Callable[[str, bool], None] | None = None,
-                 logger: logging.Logger | None = None):
+    def __init__(self, on_change: Callable[[str, bool], None] | None = None, logger: logging.Logger | None = None):
         self._log = logger or log
         self._active: dict[str, str] = {}
         self._since: dict[str, float] = {}

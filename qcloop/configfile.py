@@ -9,12 +9,19 @@ dotted key, e.g. ``edge.toml: [detector].intra_op_threads: must be >= 1, got 0``
 Range checks live in the dataclasses' ``__post_init__`` and raise ``ValueError``
 with ``field_error(name, message)`` so the loader can name the key. Config objects
 do no I/O.
+
+**Paths.** Every field typed ``Path`` (or ``Path | None``, or ``tuple[Path, ...]``), given or
+defaulted, is made relative to the config file's folder by ``load``, not to the working
+directory the process happens to start in; the loader finds them from the schema's types,
+so a new path field needs no list kept by hand. An empty string in a ``Path | None`` field
+means unset (None).
 """
+
 from __future__ import annotations
 
 import dataclasses
-import sys
 import math
+import sys
 import types
 import typing
 from pathlib import Path
@@ -42,8 +49,14 @@ def field_error(name: str, message: str) -> FieldError:
     return FieldError(name, message)
 
 
-def check_range(name: str, value: float, lo: float | None = None, hi: float | None = None,
-                lo_open: bool = False, hi_open: bool = False) -> None:
+def check_range(
+    name: str,
+    value: float,
+    lo: float | None = None,
+    hi: float | None = None,
+    lo_open: bool = False,
+    hi_open: bool = False,
+) -> None:
     """Raise a FieldError when value is outside [lo, hi] (or the open variants), or not a finite number."""
     if isinstance(value, float) and not math.isfinite(value):
         # nan passes every comparison: a nan deadline or audit rate would switch a safeguard off
@@ -61,7 +74,7 @@ def check_choice(name: str, value: Any, choices: typing.Iterable[Any]) -> None:
 
 
 def load(path: str | Path, schema: type[T]) -> T:
-    """Read a TOML file and build the schema tree, or raise ConfigError."""
+    """Read a TOML file and build the schema tree (paths relative to the file's folder), or raise ConfigError."""
     path = Path(path)
     try:
         with path.open("rb") as fh:
@@ -72,12 +85,39 @@ def load(path: str | Path, schema: type[T]) -> T:
         raise ConfigError(f"{path}: cannot read config file: {exc}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-    return from_dict(raw, schema, source=str(path))
+    return resolve_paths(from_dict(raw, schema, source=str(path)), path.resolve().parent)
 
 
 def from_dict(raw: dict[str, Any], schema: type[T], source: str = "<config>") -> T:
-    """Build the schema tree from plain data (as parsed from TOML)."""
+    """Build the schema tree from plain data (as parsed from TOML); paths are left as given."""
     return _build(raw, schema, source, prefix="")
+
+
+def resolve_paths(cfg: T, base: Path) -> T:
+    """``cfg`` with every relative path field, at any depth, made relative to ``base`` (module docstring)."""
+    hints = typing.get_type_hints(type(cfg))
+    changes: dict[str, Any] = {}
+    for f in dataclasses.fields(cfg):  # type: ignore[arg-type]
+        value, tp = getattr(cfg, f.name), hints[f.name]
+        new: Any
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            new = resolve_paths(value, base)
+        elif isinstance(value, Path) and _holds_path(tp):
+            new = resolve_path(base, value)
+        elif isinstance(value, tuple) and value and all(isinstance(v, Path) for v in value) and _holds_path(tp):
+            new = tuple(resolve_path(base, v) for v in value)
+        else:
+            continue
+        if new is not value:
+            changes[f.name] = new
+    return dataclasses.replace(cfg, **changes) if changes else cfg  # type: ignore[type-var]
+
+
+def _holds_path(tp: Any) -> bool:
+    """True for Path, Path | None and tuple[Path, ...] (the field types that hold file paths)."""
+    if tp is Path:
+        return True
+    return typing.get_origin(tp) in (Union, types.UnionType, tuple) and any(_holds_path(a) for a in typing.get_args(tp))
 
 
 def _build(raw: Any, schema: type[T], source: str, prefix: str) -> T:
@@ -110,13 +150,13 @@ def _build(raw: Any, schema: type[T], source: str, prefix: str) -> T:
 
 
 def _convert(value: Any, tp: Any, source: str, key: str, table: str) -> Any:
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return _build(value, tp, source, table)
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
+        if (value is None or (value == "" and Path in args)) and type(None) in args:
+            return None  # an empty path string in an optional path field: unset
         errors = []
         for arg in args:
             if arg is type(None):

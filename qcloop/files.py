@@ -2,9 +2,12 @@
 
 ``write_durably`` writes a temporary file in the same directory, fsyncs it and renames it
 over the target. Making the rename itself survive a power cut needs the directory fsynced
-too; each caller decides when (once per file, or once per batch) and how strictly.
+too (``fsync_dir``): ``write_atomically`` does both, for a file written on its own; a
+caller that renames a batch fsyncs the directory once after it. ``fsync_dir`` raises
+when the disk cannot, so a caller never acknowledges what may not have landed.
 Standard library only.
 """
+
 from __future__ import annotations
 
 import os
@@ -28,6 +31,11 @@ def write_durably(path: Path, data: bytes) -> None:
             pass
         raise
 
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """``write_durably`` and then ``fsync_dir`` of its folder: the new file survives a power cut once this returns."""
+    write_durably(path, data)
+    fsync_dir(path.parent)
 
 
 def fsync_dir(path: Path) -> None:

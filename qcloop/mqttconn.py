@@ -6,6 +6,7 @@ in a config file: the password comes from an environment variable or a file name
 here, read when connecting. Clients use paho's VERSION2 callbacks, a fixed client id
 and a persistent session, so the broker keeps QoS 1 messages while a part is away.
 """
+
 from __future__ import annotations
 
 import os
@@ -62,25 +63,25 @@ class BrokerSettings:
                 raise ConfigError(f"[mqtt].password_file {self.password_file}: {exc}") from exc
         return None
 
-    def resolved(self, fix) -> dict:  # noqa: ANN001 - fix: Path -> Path
-        """The path fields made absolute by ``fix`` (for dataclasses.replace)."""
-        return {k: None if getattr(self, k) is None else fix(getattr(self, k))
-                for k in ("password_file", "ca_file", "cert_file", "key_file")}
 
-
-def make_client(s: BrokerSettings, client_id: str, *, will: tuple[str, bytes] | None = None,
-                clean_session: bool = False) -> mqtt.Client:
+def make_client(
+    s: BrokerSettings, client_id: str, *, will: tuple[str, bytes] | None = None, clean_session: bool = False
+) -> mqtt.Client:
     """A paho client configured from settings (not yet connected). ``will`` = (topic, payload), retained."""
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean_session,
-                    protocol=mqtt.MQTTv311)
+    c = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean_session, protocol=mqtt.MQTTv311
+    )
     if will is not None:
         c.will_set(will[0], will[1], qos=1, retain=True)
     if s.username:
         c.username_pw_set(s.username, s.password())
     if s.tls:
-        c.tls_set(ca_certs=str(s.ca_file) if s.ca_file else None,
-                  certfile=str(s.cert_file) if s.cert_file else None,
-                  keyfile=str(s.key_file) if s.key_file else None,
-                  tls_version=ssl.PROTOCOL_TLS_CLIENT)
-    c.reconnect_delay_set(min_delay=0.2, max_delay=s.reconnect_max_s)
+        c.tls_set(
+            ca_certs=str(s.ca_file) if s.ca_file else None,
+            certfile=str(s.cert_file) if s.cert_file else None,
+            keyfile=str(s.key_file) if s.key_file else None,
+            tls_version=ssl.PROTOCOL_TLS_CLIENT,
+        )
+    # paho annotates int but sleeps on any number; 0.2 s keeps a restarted broker's reconnect quick.
+    c.reconnect_delay_set(min_delay=0.2, max_delay=s.reconnect_max_s)  # type: ignore[arg-type]
     return c

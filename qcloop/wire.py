@@ -14,6 +14,7 @@ Review envelope (binary, no base64)::
 The review ``id`` (a UUID) is the idempotency key everywhere: the station stores a
 review once per id and acknowledges every copy it receives.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,9 @@ import math
 import struct
 import uuid
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, ClassVar, Literal, get_args
 
+from qcloop.codec import UUID, Message, bounded, loads
 from qcloop.errors import WireError
 
 DEFAULT_PREFIX = "qc/v1"
@@ -32,10 +34,13 @@ MAX_ENVELOPE_BYTES = 8 * 1024 * 1024
 MAX_HEADER_BYTES = 64 * 1024
 _LEN = struct.Struct(">I")
 
+Action = Literal["PASS", "HOLD", "REJECT"]
+Band = Literal["pass", "uncertain", "reject", "none"]
+VerdictName = Literal["real_fault", "not_defect"]
 REASONS = ("uncertain", "audit", "fail-safe")
-ACTIONS = ("PASS", "HOLD", "REJECT")
-BANDS = ("pass", "uncertain", "reject", "none")
-VERDICTS = ("real_fault", "not_defect")
+ACTIONS: tuple[str, ...] = get_args(Action)
+BANDS: tuple[str, ...] = get_args(Band)
+VERDICTS: tuple[str, ...] = get_args(VerdictName)
 #: Kinds a reviewer may give with "not a defect".
 NOT_DEFECT_KINDS = ("glare", "shadow", "dust", "mis-trigger", "other")
 #: Of those, the lighting artefacts: what the camera saw on a good part, which the model must learn to ignore.
@@ -142,8 +147,18 @@ _HEADER_TYPES: dict[str, tuple[type, ...]] = {
     "width": (int,),
     "height": (int,),
 }
-REQUIRED_HEADER_FIELDS = ("id", "part_id", "line", "camera", "captured_at", "model",
-                          "score", "band", "action_taken", "reason")
+REQUIRED_HEADER_FIELDS = (
+    "id",
+    "part_id",
+    "line",
+    "camera",
+    "captured_at",
+    "model",
+    "score",
+    "band",
+    "action_taken",
+    "reason",
+)
 
 
 def new_review_id() -> str:
@@ -178,13 +193,14 @@ def decode_review(payload: bytes, max_bytes: int = MAX_ENVELOPE_BYTES) -> tuple[
     (n,) = _LEN.unpack_from(payload)
     if n == 0 or n > MAX_HEADER_BYTES or _LEN.size + n > len(payload):
         raise WireError(f"review header length {n} does not fit a {len(payload)}-byte envelope")
-    raw = payload[_LEN.size:_LEN.size + n]
+    raw = payload[_LEN.size : _LEN.size + n]
     try:
-        obj = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
-    except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
-        raise WireError(f"review header is not valid UTF-8 JSON: {exc}") from exc
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise WireError(f"review header is not valid UTF-8: {exc}") from exc
+    obj = loads(text, "review header")
     header = header_from_json(obj)
-    jpeg = payload[_LEN.size + n:]
+    jpeg = payload[_LEN.size + n :]
     check_jpeg(jpeg)
     return header, jpeg
 
@@ -231,117 +247,209 @@ def check_jpeg(data: bytes) -> None:
         raise WireError("review image is a truncated JPEG (no EOI marker)")
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not allowed")
-
-
 # -------------------------------------------------------------------- JSON messages
-def dumps(obj: dict[str, Any]) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
-
-
-def loads(payload: bytes, what: str) -> dict[str, Any]:
-    try:
-        obj = json.loads(payload, parse_constant=_reject_constant)
-    except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
-        raise WireError(f"{what} is not valid JSON: {exc}") from exc
-    if not isinstance(obj, dict):
-        raise WireError(f"{what} must be a JSON object")
-    return obj
+# Every JSON message is a typed Message (qcloop.codec): decode checks each field's type and range.
 
 
 @dataclass(frozen=True)
-class ReviewAck:
+class ReviewAck(Message):
     """Station -> edge: the review with this id is stored; the edge may delete it."""
 
-    id: str
+    WHAT: ClassVar[str] = "review-ack"
+    id: str = field(metadata=UUID)
     stored: bool = True
     station: str = ""
 
-    def encode(self) -> bytes:
-        return dumps(asdict(self))
-
-    @classmethod
-    def decode(cls, payload: bytes) -> "ReviewAck":
-        obj = loads(payload, "review-ack")
-        if not isinstance(obj.get("id"), str) or not isinstance(obj.get("stored", True), bool):
-            raise WireError("review-ack needs a string 'id' and a boolean 'stored'")
-        return cls(id=obj["id"], stored=obj.get("stored", True), station=str(obj.get("station", "")))
-
 
 @dataclass(frozen=True)
-class Verdict:
+class Verdict(Message):
     """Station -> trainer and edge: a reviewer's ruling on one review."""
 
-    review_id: str
-    verdict: str  # real_fault | not_defect
+    WHAT: ClassVar[str] = "verdict"
+    review_id: str = field(metadata=UUID)
+    verdict: VerdictName
     kind: str  # defect kind or artefact kind ("" when not given)
     user: str
-    time: float
+    time: float = field(metadata=bounded(0.0))
     station: str = ""
     line: str = ""
     camera: str = ""
     part_id: str = ""
     undone: bool = False  # True when the reviewer undid this verdict
 
-    def encode(self) -> bytes:
-        return dumps(asdict(self))
-
-    @classmethod
-    def decode(cls, payload: bytes) -> "Verdict":
-        obj = loads(payload, "verdict")
-        if obj.get("verdict") not in VERDICTS:
-            raise WireError(f"verdict must be one of {VERDICTS}, got {obj.get('verdict')!r}")
-        try:
-            return cls(**{k: obj[k] for k in cls.__dataclass_fields__ if k in obj})
-        except TypeError as exc:
-            raise WireError(f"verdict message is incomplete: {exc}") from exc
-
 
 @dataclass(frozen=True)
-class ModelAnnouncement:
+class ModelAnnouncement(Message):
     """Trainer -> edges (retained): a new model version is live in the registry."""
 
+    WHAT: ClassVar[str] = "model announcement"
     version: str
     manifest_url: str
     sha256: str  # of the manifest file
     signature: str = ""
-    mode: str = "live"  # live: replaces the running model; shadow: runs beside it, no effect on actuation
+    mode: Literal["live", "shadow"] = "live"  # live: replaces the running model; shadow: runs beside it
 
-    def encode(self) -> bytes:
-        return dumps(asdict(self))
-
-    @classmethod
-    def decode(cls, payload: bytes) -> "ModelAnnouncement":
-        obj = loads(payload, "model announcement")
-        for key in ("version", "manifest_url", "sha256"):
-            if not isinstance(obj.get(key), str) or not obj[key]:
-                raise WireError(f"model announcement lacks a string {key!r}")
-        mode = obj.get("mode", "live")
-        if mode not in MODEL_MODES:
-            raise WireError(f"model announcement mode must be one of {MODEL_MODES}, got {mode!r}")
-        return cls(obj["version"], obj["manifest_url"], obj["sha256"], str(obj.get("signature", "")), mode)
+    def __post_init__(self) -> None:
+        for name in ("version", "manifest_url", "sha256"):
+            if not getattr(self, name):
+                raise ValueError(f"field {name!r} must not be empty")
 
 
 @dataclass(frozen=True)
-class RetrainRequest:
+class RetrainRequest(Message):
     """Station -> trainer: retrain now (engineers only; the station checks the role)."""
 
+    WHAT: ClassVar[str] = "retrain request"
     user: str
-    time: float
+    time: float = field(metadata=bounded(0.0))
     line: str = ""  # "" = every line the trainer serves
     station: str = ""
     reason: str = ""
 
-    def encode(self) -> bytes:
-        return dumps(asdict(self))
+    def __post_init__(self) -> None:
+        if not self.user:
+            raise ValueError("field 'user' (who asked) must not be empty")
 
-    @classmethod
-    def decode(cls, payload: bytes) -> "RetrainRequest":
-        obj = loads(payload, "retrain request")
-        if not isinstance(obj.get("user"), str) or not obj["user"]:
-            raise WireError("retrain request needs the requesting 'user'")
-        if isinstance(obj.get("time"), bool) or not isinstance(obj.get("time"), (int, float)):
-            raise WireError("retrain request needs a numeric 'time'")
-        return cls(user=obj["user"], time=float(obj["time"]), line=str(obj.get("line", "")),
-                   station=str(obj.get("station", "")), reason=str(obj.get("reason", "")))
+
+@dataclass(frozen=True)
+class PartResult(Message):
+    """Edge -> anyone (``[mqtt].publish_results``): one part's decision, as the actuator got it."""
+
+    WHAT: ClassVar[str] = "part result"
+    part_id: str
+    time: float  # capture time, seconds since the epoch
+    score: float | None = field(metadata=bounded(0.0, 1.0))  # None: no score (a fail-safe before scoring)
+    action: Action
+    band: Band
+    model: str
+    latency_ms: float = field(metadata=bounded(0.0))
+    fail_safe: str = ""
+
+
+@dataclass(frozen=True)
+class ModelCounts(Message):
+    """One model version's counts since the edge started (edge.tally)."""
+
+    WHAT: ClassVar[str] = "model counts"
+    parts: int = field(default=0, metadata=bounded(0))
+    actions: dict[str, int] = field(default_factory=dict, metadata=bounded(0))  # action -> parts
+    reviews: dict[str, int] = field(default_factory=dict, metadata=bounded(0))  # reason -> reviews queued
+
+
+@dataclass(frozen=True)
+class EdgeStatus(Message):
+    """Edge -> station (retained, every ``status_every_s`` and as the last will): what one camera's edge is doing."""
+
+    WHAT: ClassVar[str] = "edge status"
+    state: Literal["starting", "running", "stopped", "offline"]  # offline: the broker's last will, or a clean stop
+    line: str = ""
+    camera: str = ""
+    model: str = ""
+    parts: int = field(default=0, metadata=bounded(0))
+    triggered: int = field(default=0, metadata=bounded(0))
+    actions: dict[str, int] = field(default_factory=dict, metadata=bounded(0))
+    failsafe: dict[str, int] = field(default_factory=dict, metadata=bounded(0))  # reason -> parts
+    reviews_queued: int = field(default=0, metadata=bounded(0))
+    reviews_dropped: int = field(default=0, metadata=bounded(0))
+    outbox_depth: int | None = field(default=None, metadata=bounded(0))  # None once stopped
+    alarms: dict[str, str] = field(default_factory=dict)  # active alarm -> message
+    time: float = 0.0
+    since: float = 0.0
+    by_model: dict[str, ModelCounts] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------ trainer status
+@dataclass(frozen=True)
+class LineRates(Message):
+    """One model's rates on the line's held-out parts (the gate's paired comparison)."""
+
+    WHAT: ClassVar[str] = "line rates"
+    false_reject_rate: float = field(metadata=bounded(0.0, 1.0))
+    escape_rate: float = field(metadata=bounded(0.0, 1.0))
+    review_rate: float = field(metadata=bounded(0.0, 1.0))
+
+
+@dataclass(frozen=True)
+class RateChange(Message):
+    """Candidate minus current on one rate, with its paired interval."""
+
+    WHAT: ClassVar[str] = "rate change"
+    value: float = field(metadata=bounded(-1.0, 1.0))
+    low: float = field(metadata=bounded(-1.0, 1.0))
+    high: float = field(metadata=bounded(-1.0, 1.0))
+
+
+@dataclass(frozen=True)
+class LineComparison(Message):
+    """Candidate and current scored on the same line parts, compared as a pair (training.gate)."""
+
+    WHAT: ClassVar[str] = "line comparison"
+    images: int = field(metadata=bounded(0))
+    counts: dict[str, int]
+    candidate: LineRates
+    current: LineRates
+    delta: dict[str, RateChange]  # rate name -> candidate minus current
+    interval: float = field(metadata=bounded(0.0, 1.0))
+
+
+@dataclass(frozen=True)
+class GateOutcome(Message):
+    """The gate's decision on one candidate, as the trainer's log and the dashboard explain it."""
+
+    WHAT: ClassVar[str] = "gate outcome"
+    promoted: bool
+    reason: str
+    rule_text: str = ""
+    time: str = ""
+    candidate: dict[str, Any] = field(default_factory=dict)  # the candidate's figures on the golden set
+    current: dict[str, Any] | None = None
+    golden: dict[str, Any] = field(default_factory=dict)  # images, counts, hash of the golden set
+    rule: dict[str, Any] = field(default_factory=dict)
+    line: LineComparison | None = None
+
+
+@dataclass(frozen=True)
+class CalibrationSummary(Message):
+    """A candidate's calibration: the budgets, whether the labels certify them, what certifying would take."""
+
+    WHAT: ClassVar[str] = "calibration summary"
+    confidence: float | None = field(default=None, metadata=bounded(0.0, 1.0))
+    escape_budget: float | None = field(default=None, metadata=bounded(0.0, 1.0))
+    review_budget: float | None = field(default=None, metadata=bounded(0.0, 1.0))
+    false_reject_budget: float | None = field(default=None, metadata=bounded(0.0, 1.0))
+    certified: dict[str, bool] = field(default_factory=dict)  # budget name -> its upper bound is within it
+    escape_rate_upper: float | None = field(default=None, metadata=bounded(0.0, 1.0))
+    defects_to_certify: int = field(default=0, metadata=bounded(0))
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class TrainRun(Message):
+    """One retrain: built, gated, and promoted or not; or the error that stopped it."""
+
+    WHAT: ClassVar[str] = "train run"
+    ok: bool
+    error: str = ""
+    version: str = ""
+    promoted: bool = False
+    reason: str = ""  # why it ran (verdicts, a request, the schedule)
+    seconds: float = field(default=0.0, metadata=bounded(0.0))
+    finished: float | None = None
+    gate: GateOutcome | None = None
+    calibration: CalibrationSummary | None = None
+    announced: dict[str, Any] | None = None  # lines and manifest URL, when promoted
+
+
+@dataclass(frozen=True)
+class TrainStatus(Message):
+    """Trainer -> all (retained): what the retraining server is doing, and its last run."""
+
+    WHAT: ClassVar[str] = "trainer status"
+    state: Literal["idle", "training", "gating"]
+    reason: str = ""
+    time: float = 0.0
+    queued: str | None = None  # the reason of a run waiting for the current one
+    runs: int = field(default=0, metadata=bounded(0))
+    verdicts_since_last: int = field(default=0, metadata=bounded(0))
+    current: str | None = None  # the live version
+    last: TrainRun | None = None

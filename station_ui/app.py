@@ -22,6 +22,7 @@ from station_ui import security
 from station_ui.accounts import refuse_unsafe_production
 from station_ui.config import StationConfig
 from station_ui.events import EventHub
+from station_ui.health import station_health
 from station_ui.store import Store
 
 
@@ -102,12 +103,6 @@ def create_app(config: StationConfig, *, hub: EventHub | None = None, publisher:
         return jsonify(health), 200 if health["healthy"] else 503
 
     return app
-
-
-def station_health(publisher: Any) -> dict[str, Any]:
-    if publisher is None or not hasattr(publisher, "health"):
-        return {"healthy": True, "mqtt": "off", "alarms": {}}
-    return publisher.health()
 
 
 def _secret_key(path: Path) -> bytes:

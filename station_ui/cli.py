@@ -1,17 +1,16 @@
 """`qc station ...`: run the review station, manage users and API tokens, check a config.
 
 Imports nothing heavy at import time (no Flask); each handler imports what it runs.
-``register_bench`` adds ``qc bench station`` to the bench group.
 """
 from __future__ import annotations
 
 import argparse
 import getpass
-import signal
 import sys
 from pathlib import Path
 
-from qcloop.cli import add_group
+from qcloop.commands import add_group
+from qcloop.stopping import stop_on_signals
 
 EXAMPLE = Path(__file__).resolve().parent / "station.example.toml"
 
@@ -57,19 +56,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     check.set_defaults(func=cmd_check_config)
 
 
-def register_bench(bench_sub: argparse._SubParsersAction) -> None:
-    b = bench_sub.add_parser("station", help="station ingest rate, queue page and verdict latency",
-                             description="Ingest ~100 KB reviews through a private mosquitto into the store, then "
-                                         "time the review page and verdicts with many stored items.")
-    b.add_argument("--json", action="store_true", help="print one JSON object")
-    b.add_argument("--items", type=int, default=100_000, help="stored items for the page and verdict timings")
-    b.add_argument("--ingest", type=int, default=2000, help="reviews to send through the broker")
-    b.add_argument("--image-kb", type=int, default=100)
-    b.add_argument("--pages", type=int, default=200, help="review page loads timed")
-    b.add_argument("--verdicts", type=int, default=300, help="verdicts timed")
-    b.set_defaults(func=cmd_bench)
-
-
 def _store(cfg):  # type: ignore[no-untyped-def]
     """The station's store for one command, closed when the ``with`` block ends."""
     from contextlib import closing
@@ -93,13 +79,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         web = replace(web, port=args.port)
     cfg = replace(cfg, web=web)
     server = StationServer(cfg)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    stop = stop_on_signals()
     print(f"review station {cfg.station.name} at {server.url} "
-          f"(MQTT {'%s:%d' % (cfg.mqtt.host, cfg.mqtt.port) if cfg.mqtt.enabled else 'off'}); Ctrl-C stops",
+          f"(MQTT {f'{cfg.mqtt.host}:{cfg.mqtt.port}' if cfg.mqtt.enabled else 'off'}); Ctrl-C stops",
           flush=True)
+    server.start(mqtt_wait_s=0)  # the web app serves at once; the ingest connects when the broker answers
     try:
-        server.serve_forever()
-    except KeyboardInterrupt:
+        stop.wait()
+    finally:
         server.stop()
     return 0
 
@@ -165,9 +152,3 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         print(f"{section} = {values!r}")
     print(f"{args.config}: OK")
     return 0
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    from station_ui.bench import main
-
-    return main(args)

@@ -7,7 +7,7 @@ from a file named here (created with owner-only rights when missing).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from qcloop import configfile, wire
@@ -20,7 +20,7 @@ class StationSection:
     name: str = "station1"  # recorded with every verdict and audit entry
     data_dir: Path = Path("var/station")  # station.db and images/
     production: bool = False  # refuses default passwords, secure cookies
-    secret_key_file: Path = Path("")  # "" = <data_dir>/secret_key
+    secret_key_file: Path | None = None  # None (or ""): <data_dir>/secret_key
 
     def __post_init__(self) -> None:
         if not self.name or len(self.name) > 64:
@@ -69,11 +69,10 @@ class StationConfig:
     mqtt: MqttSection = field(default_factory=MqttSection)
     web: WebSection = field(default_factory=WebSection)
     critical_lines: tuple[str, ...] = ()  # lines with the two-person rule for "real fault"
-    base_dir: Path = Path(".")  # directory of the config file (set by load_config)
 
     @property
     def data_dir(self) -> Path:
-        return configfile.resolve_path(self.base_dir, self.station.data_dir)
+        return self.station.data_dir
 
     @property
     def db_path(self) -> Path:
@@ -86,7 +85,7 @@ class StationConfig:
     @property
     def secret_key_path(self) -> Path:
         p = self.station.secret_key_file
-        return self.data_dir / "secret_key" if str(p) in ("", ".") else configfile.resolve_path(self.base_dir, p)
+        return self.data_dir / "secret_key" if p is None else p
 
     @property
     def secure_cookies(self) -> bool:
@@ -94,10 +93,8 @@ class StationConfig:
 
 
 def load_config(path: str | Path) -> StationConfig:
-    cfg = configfile.load(path, StationConfig)
-    base = Path(path).resolve().parent
-    mqtt = replace(cfg.mqtt, **cfg.mqtt.resolved(lambda p: configfile.resolve_path(base, p)))
-    return replace(cfg, base_dir=base, mqtt=mqtt)
+    """Load and validate a station config; relative paths are relative to the file (qcloop.configfile)."""
+    return configfile.load(path, StationConfig)
 
 
 def config_for(data_dir: Path, **sections: object) -> StationConfig:

@@ -28,10 +28,10 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from qcloop import wire
-from qcloop.files import fsync_dir, write_durably
-from qcloop.mqttconn import make_client
 from qcloop.alarms import Alarms
 from qcloop.errors import WireError
+from qcloop.files import fsync_dir, write_durably
+from qcloop.mqttconn import make_client
 from station_ui.config import StationConfig
 from station_ui.errors import StoreError
 from station_ui.events import EventHub
@@ -63,7 +63,7 @@ class Ingest:
         self.client = c
 
     # ---------------------------------------------------------------- lifecycle
-    def start(self, wait_s: float | None = 10.0) -> "Ingest":
+    def start(self, wait_s: float | None = 10.0) -> Ingest:
         self.cfg.image_dir.mkdir(parents=True, exist_ok=True)
         self._worker = threading.Thread(target=self._run_writer, name="station-ingest-writer", daemon=True)
         self._worker.start()
@@ -212,10 +212,11 @@ class Ingest:
     def _handle_status(self, store: Store, topic: str, payload: bytes) -> None:
         parts = topic.split("/")
         try:
-            obj = wire.loads(payload, "edge status")
-            store.upsert_edge_status(parts[-3], parts[-2], obj)
+            status = wire.EdgeStatus.decode(payload)
+            store.upsert_edge_status(parts[-3], parts[-2], status)
             self.counts["status"] += 1
         except WireError as exc:
+            self.counts["bad_status"] += 1  # dropped: a malformed status never reaches a page
             log.warning("ignored an edge status on %s: %s", topic, exc)
         except (sqlite3.Error, StoreError) as exc:
             # A status is replaced by the next one; losing it must not cost the batch's reviews.
@@ -223,10 +224,10 @@ class Ingest:
 
     def _handle_trainer_status(self, store: Store, topic: str, payload: bytes) -> None:
         try:
-            obj = wire.loads(payload, "trainer status")
-            store.upsert_trainer_status(topic, obj)
+            store.upsert_trainer_status(topic, wire.TrainStatus.decode(payload))
             self.counts["trainer_status"] += 1
         except WireError as exc:
+            self.counts["bad_status"] += 1
             log.warning("ignored a trainer status on %s: %s", topic, exc)
         except (sqlite3.Error, StoreError) as exc:
             log.warning("could not store the trainer status from %s: %s", topic, exc)

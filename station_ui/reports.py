@@ -8,10 +8,12 @@ defect" estimate the false-reject rate.
 from __future__ import annotations
 
 import json
-import math
 import time
 from typing import Any
 
+from qcloop import wire
+from qcloop.errors import WireError
+from qcloop.versions import version_key
 from station_ui.store import Store
 
 
@@ -53,18 +55,32 @@ def edges(db: Store) -> list[dict[str, Any]]:
     rows = {(r["line"], r["camera"]): dict(r) for r in db.conn.execute("SELECT * FROM edge_status")}
     for r in db.conn.execute("SELECT line, camera, model, max(captured_at) t FROM reviews GROUP BY line, camera"):
         rows.setdefault((r["line"], r["camera"]), {"line": r["line"], "camera": r["camera"], "state": "-",
-                                                  "model": r["model"], "payload": "{}", "updated_at": None})
+                                                  "model": r["model"], "payload": None, "updated_at": None})
     out = []
     for (line, cam), r in sorted(rows.items()):
-        p = json.loads(r.get("payload") or "{}")
-        actions = p.get("actions") or {}
-        parts = int(p.get("parts") or 0)
-        rate = (lambda k: (actions.get(k, 0) / parts) if parts else None)
+        s = _stored_status(r["payload"])
+        parts = s.parts if s else 0
         out.append({"line": line, "camera": cam, "state": r["state"], "model": r["model"] or "-", "parts": parts,
-                    "reject_rate": rate("REJECT"), "hold_rate": rate("HOLD"),
-                    "review_rate": (int(p.get("reviews_queued") or 0) / parts) if parts else None,
+                    "reject_rate": _per_part(s.actions.get("REJECT", 0), parts) if s else None,
+                    "hold_rate": _per_part(s.actions.get("HOLD", 0), parts) if s else None,
+                    "review_rate": _per_part(s.reviews_queued, parts) if s else None,
                     "updated_at": r.get("updated_at")})
     return out
+
+
+def _stored_status(payload: str | None) -> wire.EdgeStatus | None:
+    """An edge status as the ingest stored it (validated then); None when absent or unreadable."""
+    if not payload:
+        return None
+    try:
+        return wire.EdgeStatus.decode(payload)
+    except WireError:
+        return None
+
+
+def _per_part(count: int, parts: int) -> float | None:
+    """``count`` as a share of ``parts`` (None before the first part)."""
+    return count / parts if parts else None
 
 
 def history(db: Store, *, part_id: str = "", verdict: str = "", user: str = "", t0: float | None = None,
@@ -106,17 +122,17 @@ def models(db: Store) -> list[dict[str, Any]]:
     escape estimate from its audited PASSes (share ruled "real fault"), both as shares of all parts."""
     totals: dict[str, dict[str, Any]] = {}
     for r in db.conn.execute("SELECT payload FROM edge_status"):
-        for version, row in (json.loads(r["payload"] or "{}").get("by_model") or {}).items():
+        status = _stored_status(r["payload"])
+        for version, counts in (status.by_model if status else {}).items():
             t = totals.setdefault(version, {"parts": 0, "reject": 0, "hold": 0, "pass": 0, "uncertain": 0})
-            actions = row.get("actions") or {}
-            t["parts"] += int(row.get("parts") or 0)
-            t["reject"] += int(actions.get("REJECT", 0))
-            t["pass"] += int(actions.get("PASS", 0))
-            t["hold"] += int(actions.get("HOLD", 0))
-            t["uncertain"] += int((row.get("reviews") or {}).get("uncertain", 0))
+            t["parts"] += counts.parts
+            t["reject"] += counts.actions.get("REJECT", 0)
+            t["pass"] += counts.actions.get("PASS", 0)
+            t["hold"] += counts.actions.get("HOLD", 0)
+            t["uncertain"] += counts.reviews.get("uncertain", 0)
     audits, pass_audits = _audited(db, "REJECT"), _audited(db, "PASS")
     out = []
-    for version, t in sorted(totals.items(), key=lambda kv: _version_key(kv[0])):
+    for version, t in sorted(totals.items(), key=lambda kv: version_key(kv[0])):
         parts = t["parts"]
         reject_rate = t["reject"] / parts if parts else None
         pass_rate = t["pass"] / parts if parts else None
@@ -146,13 +162,6 @@ def _all_models(per_model: dict[str, tuple[int, int]]) -> tuple[int, int]:
     return sum(wrong for wrong, _ in per_model.values()), sum(n for _, n in per_model.values())
 
 
-def _version_key(version: str) -> tuple:
-    try:
-        return tuple(int(p) for p in version.split("."))
-    except ValueError:
-        return (float("inf"), version)
-
-
 _LINE_RATES = (("false_reject_rate", "False rejects"), ("escape_rate", "Escapes"), ("review_rate", "Review"))
 
 
@@ -160,51 +169,38 @@ def trainer(db: Store) -> dict[str, Any] | None:
     """The retraining server's last status for the dashboard: its state, the last run's gate decision
     (the paired comparison on the line's parts, with intervals) and the candidate's calibration.
 
-    Whatever the message holds, this returns plain values or None: a malformed field shows as "-".
+    The ingest stored only statuses that decoded (wire.TrainStatus); one that no longer does shows as none.
     """
     row = db.conn.execute("SELECT payload, updated_at FROM trainer_status ORDER BY updated_at DESC LIMIT 1").fetchone()
     if row is None:
         return None
-    p = _obj(json.loads(row["payload"] or "{}"))
-    last = _obj(p.get("last"))
-    gate = _obj(last.get("gate"))
-    line = _obj(gate.get("line"))
-    cal = _obj(last.get("calibration"))
+    try:
+        p = wire.TrainStatus.decode(row["payload"] or "{}")
+    except WireError:
+        return None
+    last = p.last
+    gate = last.gate if last else None
+    line = gate.line if gate else None
+    cal = last.calibration if last else None
     comparison = []
-    for key, label in _LINE_RATES:
-        d = _obj(_obj(line.get("delta")).get(key))
-        comparison.append({"rate": label, "candidate": _num(_obj(line.get("candidate")).get(key)),
-                           "current": _num(_obj(line.get("current")).get(key)), "difference": _num(d.get("value")),
-                           "low": _num(d.get("low")), "high": _num(d.get("high"))})
-    certified = _obj(cal.get("certified"))
+    if line is not None:
+        for key, label in _LINE_RATES:
+            d = line.delta.get(key)
+            comparison.append({"rate": label, "candidate": getattr(line.candidate, key),
+                               "current": getattr(line.current, key), "difference": d.value if d else None,
+                               "low": d.low if d else None, "high": d.high if d else None})
     return {
-        "state": _text(p.get("state")), "current": _text(p.get("current")), "updated_at": row["updated_at"],
-        "runs": _num(p.get("runs")), "verdicts_since_last": _num(p.get("verdicts_since_last")),
-        "last": None if not last else {
-            "version": _text(last.get("version")), "ok": last.get("ok") is True,
-            "promoted": last.get("promoted") is True, "error": _text(last.get("error")),
-            "reason": _text(gate.get("reason")), "run_reason": _text(last.get("reason")),
-            "finished": _num(last.get("finished")), "rule": _text(gate.get("rule_text")),
-            "line_images": _num(line.get("images")), "interval": _num(line.get("interval")),
-            "comparison": comparison if line else [],
-            "calibration": None if not cal else {
-                "confidence": _num(cal.get("confidence")), "escape_budget": _num(cal.get("escape_budget")),
-                "escape_rate_upper": _num(cal.get("escape_rate_upper")),
-                "escape_certified": certified.get("escape") is True,
-                "defects_to_certify": _num(cal.get("defects_to_certify")), "note": _text(cal.get("note"))},
+        "state": p.state, "current": p.current or "", "updated_at": row["updated_at"],
+        "runs": p.runs, "verdicts_since_last": p.verdicts_since_last,
+        "last": None if last is None else {
+            "version": last.version, "ok": last.ok, "promoted": last.promoted, "error": last.error,
+            "reason": gate.reason if gate else "", "run_reason": last.reason, "finished": last.finished,
+            "rule": gate.rule_text if gate else "", "line_images": line.images if line else None,
+            "interval": line.interval if line else None, "comparison": comparison,
+            "calibration": None if cal is None else {
+                "confidence": cal.confidence, "escape_budget": cal.escape_budget,
+                "escape_rate_upper": cal.escape_rate_upper, "escape_certified": cal.certified.get("escape") is True,
+                "defects_to_certify": cal.defects_to_certify, "note": cal.note},
         },
     }
 
-
-def _obj(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _num(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else ""

@@ -13,7 +13,8 @@ import secrets
 import threading
 import time
 from collections import defaultdict, deque
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from flask import abort, current_app, g, jsonify, redirect, request, session, url_for
 

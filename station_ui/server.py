@@ -36,20 +36,12 @@ class StationServer:
         host, port = self.server.effective_host, self.server.effective_port
         return f"http://{host}:{port}/"
 
-    def start(self, mqtt_wait_s: float = 10.0) -> "StationServer":
+    def start(self, mqtt_wait_s: float = 10.0) -> StationServer:
         if self.ingest:
             self.ingest.start(wait_s=mqtt_wait_s)
         self._thread = threading.Thread(target=self.server.run, name="station-http", daemon=True)
         self._thread.start()
         return self
-
-    def serve_forever(self) -> None:
-        if self.ingest:
-            self.ingest.start(wait_s=0)
-        try:
-            self.server.run()
-        finally:
-            self.stop()
 
     def stop(self) -> None:
         # End the event streams, let the worker threads finish their responses, and only

@@ -13,10 +13,11 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from sqlite_utils import Database
 
@@ -300,16 +301,15 @@ class Store:
         return rows, (rows[-1]["final_verdict_id"] if rows else since)
 
     # ------------------------------------------------------------ edge status
-    def upsert_trainer_status(self, topic: str, payload: dict[str, Any]) -> None:
+    def upsert_trainer_status(self, topic: str, status: wire.TrainStatus) -> None:
         with self.write() as conn:
             conn.execute("INSERT INTO trainer_status (topic, payload, updated_at) VALUES (?,?,?) ON CONFLICT(topic)"
                          " DO UPDATE SET payload = excluded.payload, updated_at = excluded.updated_at",
-                         (topic, json.dumps(payload), time.time()))
+                         (topic, status.encode().decode(), time.time()))
 
-    def upsert_edge_status(self, line: str, camera: str, payload: dict[str, Any]) -> None:
+    def upsert_edge_status(self, line: str, camera: str, status: wire.EdgeStatus) -> None:
         with self.write() as conn:
             conn.execute("INSERT INTO edge_status (line, camera, state, model, payload, updated_at) VALUES (?,?,?,?,?,?)"
                          " ON CONFLICT(line, camera) DO UPDATE SET state = excluded.state, model = excluded.model,"
                          " payload = excluded.payload, updated_at = excluded.updated_at",
-                         (line, camera, str(payload.get("state", "")), str(payload.get("model", "") or ""),
-                          json.dumps(payload), time.time()))
+                         (line, camera, status.state, status.model, status.encode().decode(), time.time()))

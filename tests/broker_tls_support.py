@@ -22,11 +22,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-from qcloop import brokeradmin
-from qcloop.broker import find_mosquitto, free_port, terminate
-from qcloop.mqttconn import BrokerSettings, make_client
 from waiting import wait_until
+
+from qc import brokeradmin
+from qc.broker import find_mosquitto, free_port, terminate
+from qcloop.mqttconn import BrokerSettings, make_client
 
 SHIPPED_CONF = brokeradmin.SHIPPED_DIR / "production.conf"
 SHIPPED_ACL = brokeradmin.SHIPPED_DIR / "acl"
@@ -149,7 +149,7 @@ class ProductionBroker:
         self.config_path.write_text(text)
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "ProductionBroker":
+    def start(self) -> ProductionBroker:
         exe = find_mosquitto()
         assert exe, "mosquitto is not installed"
         self.proc = subprocess.Popen([exe, "-c", str(self.config_path)], stdin=subprocess.DEVNULL,
@@ -222,7 +222,7 @@ class Client:
     def _on_subscribe(self, client, userdata, mid, reason_codes, props) -> None:  # noqa: ANN001
         self.suback[mid] = list(reason_codes)
 
-    def connect(self) -> "Client":
+    def connect(self) -> Client:
         self.client.connect(self.settings.host, self.settings.port, keepalive=self.settings.keepalive_s)
         self.client.loop_start()
         assert self.connack.wait(10), "no CONNACK"

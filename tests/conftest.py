@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from qcloop.broker import MosquittoBroker
+from qc.broker import MosquittoBroker
 
 
 @pytest.fixture

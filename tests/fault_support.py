@@ -61,7 +61,7 @@ class StreamingEdge:
         with self._lock:
             self.made.append(h)
 
-    def start(self) -> "StreamingEdge":
+    def start(self) -> StreamingEdge:
         self.service.start()
         assert self.service.link.connected.wait(10), "the edge did not connect to the broker"
         return self

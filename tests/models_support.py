@@ -5,7 +5,7 @@ version with the same input size can carry the same bytes.
 """
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 from models.manifest import InputSpec, Manifest, OutputSpec, Thresholds, make_manifest
@@ -13,7 +13,7 @@ from models.onnx_build import tiny_cnn_bytes
 from models.registry import Registry
 
 
-@lru_cache(maxsize=None)
+@cache
 def tiny_model(input_hw: tuple[int, int] = (64, 64), channels: int = 1) -> bytes:
     """The tiny real CNN (input "image", output "score"), built once per size."""
     return tiny_cnn_bytes(input_hw=tuple(input_hw), channels=channels)

@@ -19,6 +19,7 @@ import struct
 from pathlib import Path
 
 import pytest
+from station_support import OPERATOR, login, make_header, make_jpeg, make_station, page_csrf
 
 from edge.config import MqttSection
 from edge.link import EdgeLink, ReviewSender
@@ -26,10 +27,10 @@ from edge.outbox import Outbox
 from models.manifest import load_manifest, write_manifest
 from models.onnx_build import constant_model_bytes
 from models.signing import sign
-from qcloop import wire
+from qcloop import codec, wire
 from qcloop.errors import ConfigError
-from station_support import OPERATOR, login, make_header, make_jpeg, make_station, page_csrf
-from station_ui.config import config_for, load_config as load_station_config
+from station_ui.config import config_for
+from station_ui.config import load_config as load_station_config
 from station_ui.ingest import Ingest
 from station_ui.store import Store
 from tests.models_support import build_version, tiny_model
@@ -51,7 +52,7 @@ def ingest(tmp_path, broker):
 
 
 def _envelope_with_image(header: wire.ReviewHeader, image: bytes) -> bytes:
-    head = wire.dumps(header.to_json())
+    head = codec.dumps(header.to_json())
     return struct.pack(">I", len(head)) + head + image
 
 
@@ -134,7 +135,7 @@ def test_edge_ignores_a_malformed_or_unknown_review_ack_and_keeps_its_outbox(tmp
     finally:
         link.stop()
     messages = " ".join(r.getMessage() for r in caplog.records)
-    assert "review-ack is not valid JSON" in messages and "review-ack needs a string 'id'" in messages
+    assert "review-ack is not valid JSON" in messages and "review-ack: field 'id' must be a string" in messages
     assert outbox.ids() == {kept.id} and outbox.bytes == len(make_jpeg(5))
     assert sender.errors == 0
 

@@ -17,11 +17,12 @@ import ssl
 import threading
 
 import pytest
-
 from broker_tls_support import SHIPPED_ACL, SHIPPED_CONF, Client, ProductionBroker, issue, make_ca, make_pki
-from qcloop import brokeradmin, wire
-from qcloop.broker import mqtt_ping
 from waiting import wait_until
+
+from qc import brokeradmin
+from qc.broker import mqtt_ping
+from qcloop import wire
 
 T = wire.Topics()
 PASSWORDS = {
@@ -190,7 +191,7 @@ def test_allowed_publications_arrive(connect):
     }
     for receiver, topics in expect.items():
         for topic in topics:
-            assert wait_until(lambda: receiver.received(topic), 10), \
+            assert wait_until(lambda receiver=receiver, topic=topic: receiver.received(topic), 10), \
                 f"{receiver.settings.username} did not get the message on {topic}"
 
 
@@ -269,9 +270,10 @@ def test_qc_broker_commands_write_the_acl_and_a_password(tmp_path, monkeypatch):
 # ------------------------------------------------------------------ the real parts
 def test_edge_station_and_trainer_work_with_their_own_users_over_tls(prod, tmp_path):
     """Review edge -> station -> ack, and a model announcement trainer -> edge, each part as its own user."""
+    from station_support import make_header, make_jpeg
+
     from edge.config import MqttSection
     from edge.link import EdgeLink
-    from station_support import make_header, make_jpeg
     from station_ui.config import config_for
     from station_ui.ingest import Ingest
     from station_ui.store import Store

@@ -1,5 +1,5 @@
 """The broker fixture gives a real, private mosquitto that answers MQTT on its own port."""
-from qcloop.broker import MosquittoBroker, mqtt_ping
+from qc.broker import MosquittoBroker, mqtt_ping
 
 
 def test_broker_answers_connect_and_stops(tmp_path):

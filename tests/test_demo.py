@@ -16,10 +16,10 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from hardware.base import PartTruth
+from qc.broker import mqtt_ping
+from qc.demo_review import AutoReviewer, TruthBook, verdict_for
+from qc.pybroker import EmbeddedBroker, start_local_broker
 from qcloop import wire
-from qcloop.broker import mqtt_ping
-from qcloop.demo_review import AutoReviewer, TruthBook, verdict_for
-from qcloop.pybroker import EmbeddedBroker, start_local_broker
 from tests.station_support import ENGINEER, add_reviews, make_header
 from tests.waiting import wait_until
 
@@ -80,8 +80,9 @@ class _Camera:
         self.truths = truths
 
     def capture(self, part_id):
-        from hardware.base import Frame
         import numpy as np
+
+        from hardware.base import Frame
         return Frame(part_id, 0.0, 0.0, np.zeros((4, 4), np.uint8), truth=self.truths[part_id])
 
     def close(self):
@@ -90,7 +91,7 @@ class _Camera:
 
 def test_line_figures_count_each_versions_review_share_false_rejects_and_escapes_from_the_truth(tmp_path):
     from edge.decision import Decision
-    from qcloop.demo_figures import LineFigures
+    from qc.demo_figures import LineFigures
 
     # 0.1.0: 4 good parts (one rejected), 2 defects (one passed), 2 held; 0.1.1: 2 good parts, both passed.
     plan = [("0.1.0", None, "REJECT"), ("0.1.0", None, "PASS"), ("0.1.0", None, "HOLD"), ("0.1.0", None, "PASS"),
@@ -155,7 +156,7 @@ def test_auto_reviewer_answers_the_real_station_with_the_truth(tmp_path, broker)
 
 
 def _qc_demo(tmp_path, *extra, timeout=240) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "qcloop.cli", "demo", "--data-dir", str(tmp_path / "demo"),
+    return subprocess.run([sys.executable, "-m", "qc.cli", "demo", "--data-dir", str(tmp_path / "demo"),
                            "--web-port", "0", "--metrics-port", "0", "--quiet", *extra],
                           capture_output=True, text=True, timeout=timeout)
 

@@ -6,13 +6,13 @@ import json
 import numpy as np
 import onnxruntime as ort
 import pytest
+from models_support import build_version, tiny_model
 
 from edge.detector import Detector
 from edge.errors import InferenceError, ModelError, ModelMismatchError
 from models.errors import IntegrityError
 from models.manifest import Thresholds
 from models.onnx_build import constant_model_bytes, threshold_model_bytes
-from models_support import build_version, tiny_model
 
 
 def _frame(h: int, w: int, value: int = 200, colour: bool = False) -> np.ndarray:
@@ -27,7 +27,9 @@ def test_tiny_model_scores_a_frame_like_onnxruntime_does(tmp_path):
     rng = np.random.default_rng(1)
     frame = rng.integers(0, 256, size=(64, 64), dtype=np.uint8)
     tensor = det.preprocess(frame)
-    assert tensor.shape == (1, 1, 64, 64) and tensor.dtype == np.float32 and tensor.flags.c_contiguous
+    assert tensor.shape == (1, 1, 64, 64)
+    assert tensor.dtype == np.float32
+    assert tensor.flags.c_contiguous
     np.testing.assert_allclose(tensor[0, 0], frame / 255.0, rtol=1e-6)
     reference = ort.InferenceSession(tiny_model((64, 64)), providers=["CPUExecutionProvider"])
     expected = float(reference.run(["score"], {"image": tensor})[0][0, 0])

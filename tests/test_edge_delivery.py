@@ -1,12 +1,11 @@
 """Reviews reach the station through the outbox: even when none listened at first, and after a restart."""
 import threading
-import time
 
 from edge.config import MqttSection
 from edge.link import EdgeLink, ReviewSender
 from edge.outbox import Outbox
+from qc.reviewsink import ReviewSink
 from qcloop import wire
-from qcloop.reviewsink import ReviewSink
 from tests.waiting import wait_until
 
 JPEG = b"\xff\xd8" + b"\x22" * 2000 + b"\xff\xd9"
@@ -84,8 +83,8 @@ def test_status_is_retained_and_the_last_will_says_offline(broker, tmp_path):
     watcher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="watcher")
 
     def on_message(c, u, msg):
-        got["status"] = wire.loads(msg.payload, "status")
-        if got["status"]["state"] == "offline":
+        got["status"] = wire.EdgeStatus.decode(msg.payload)
+        if got["status"].state == "offline":
             seen.set()
 
     watcher.on_message = on_message
@@ -94,6 +93,6 @@ def test_status_is_retained_and_the_last_will_says_offline(broker, tmp_path):
     watcher.loop_start()
     try:
         assert seen.wait(30), got  # keepalive 15 s x 1.5 at most
-        assert got["status"] == {"state": "offline", "line": "L1", "camera": "c1"}
+        assert got["status"] == wire.EdgeStatus("offline", line="L1", camera="c1")
     finally:
         watcher.loop_stop()

@@ -4,7 +4,6 @@ import functools
 import hashlib
 import http.server
 import threading
-import time
 from dataclasses import replace
 
 import paho.mqtt.client as mqtt

@@ -12,8 +12,8 @@ import pytest
 from edge.config import load_config
 from edge.service import EdgeService
 from hardware.actuators import SimulatedActuator
+from qc.reviewsink import ReviewSink
 from qcloop.errors import ConfigError
-from qcloop.reviewsink import ReviewSink
 from tests.models_support import build_version
 
 
@@ -68,7 +68,9 @@ def test_edge_from_config_delivers_every_review_and_reports(broker, tmp_path):
             time.sleep(0.02)
         assert service.outbox.depth() == 0
         status = service.status()
-        assert status["parts"] == 40 and status["actions"] == {"HOLD": 40} and status["model"] == "1.0.0"
+        assert status.parts == 40
+        assert status.actions == {"HOLD": 40}
+        assert status.model == "1.0.0"
     finally:
         service.stop()
         sink.stop()
@@ -78,7 +80,7 @@ def test_metrics_and_health_endpoints(broker, tmp_path):
     import re
     from dataclasses import replace
 
-    from qcloop.broker import free_port
+    from qc.broker import free_port
 
     port = free_port()
     cfg = load_config(write_config(tmp_path, broker))
@@ -90,7 +92,9 @@ def test_metrics_and_health_endpoints(broker, tmp_path):
         while service.pipeline.decided < 25 and time.monotonic() < deadline:
             time.sleep(0.01)
         health = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5))
-        assert health["healthy"] is True and health["parts"] >= 25 and health["model"] == "1.0.0"
+        assert health["healthy"] is True
+        assert health["parts"] >= 25
+        assert health["model"] == "1.0.0"
         body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
         held = float(re.search(r'^qc_parts_total\{action="HOLD"\} (\S+)$', body, re.M).group(1))
         assert held >= 25
@@ -104,7 +108,7 @@ def test_metrics_and_health_endpoints(broker, tmp_path):
 
 def test_health_is_503_once_the_line_has_stopped(broker, tmp_path):
     from edge.metrics import MetricsServer
-    from qcloop.broker import free_port
+    from qc.broker import free_port
 
     cfg = load_config(write_config(tmp_path, broker))
     service = EdgeService(cfg, actuator=SimulatedActuator(), max_parts=5, backpressure=True)
@@ -145,7 +149,7 @@ def test_example_config_is_valid():
 
 
 def test_importing_the_edge_never_imports_flask_torch_station_or_training():
-    code = ("import sys, edge.service, edge.cli, edge.bench, edge.pipeline, edge.detector, edge.link; "
+    code = ("import sys, edge.service, edge.cli, qc.bench_edge, edge.pipeline, edge.detector, edge.link; "
             "bad = [m for m in ('flask', 'torch', 'station_ui', 'training', 'onnx', 'sqlite_utils') if m in sys.modules]; "
             "print(bad); sys.exit(1 if bad else 0)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -154,11 +158,13 @@ def test_importing_the_edge_never_imports_flask_torch_station_or_training():
 
 def test_qc_edge_help_and_check_config_work_from_the_command_line(tmp_path, broker):
     cfg = write_config(tmp_path, broker)
-    out = subprocess.run([sys.executable, "-m", "qcloop.cli", "edge", "check-config", str(cfg)],
+    out = subprocess.run([sys.executable, "-m", "qc.cli", "edge", "check-config", str(cfg)],
                          capture_output=True, text=True)
     assert out.returncode == 0 and "OK" in out.stdout
     bad = tmp_path / "bad.toml"
     bad.write_text("[decision]\ndeadline_ms = -1\n")
-    out = subprocess.run([sys.executable, "-m", "qcloop.cli", "edge", "check-config", str(bad)],
+    out = subprocess.run([sys.executable, "-m", "qc.cli", "edge", "check-config", str(bad)],
                          capture_output=True, text=True)
-    assert out.returncode == 2 and "deadline_ms" in out.stderr and "Traceback" not in out.stderr
+    assert out.returncode == 2
+    assert "deadline_ms" in out.stderr
+    assert "Traceback" not in out.stderr

@@ -11,9 +11,9 @@ import json
 import pytest
 
 from edge.journal import DecisionJournal, read_journal
-from qcloop.broker import find_mosquitto
-from qcloop.faults import SCENARIOS, run_scenario
-from qcloop.faults.rig import FaultRigError
+from qc.broker import find_mosquitto
+from qc.faults import SCENARIOS, run_scenario
+from qc.faults.rig import FaultRigError
 
 REVIEWS = 240
 
@@ -22,7 +22,9 @@ needs_mosquitto = pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto
 
 def check_delivery(r, reviews=REVIEWS):
     assert r.edge_rc == 0, r  # the edge finished its parts and drained its outbox
-    assert r.lost == 0 and r.duplicates == 0 and r.unknown == 0, r
+    assert r.lost == 0, r
+    assert r.duplicates == 0, r
+    assert r.unknown == 0, r
     assert r.parts == reviews and r.parts_double_decided == 0, r  # every part exactly one decision
     assert r.stored == r.sent and r.sent + r.reviews_unwritten + r.parts_without_review == reviews, r
     assert r.recovery_s >= 0

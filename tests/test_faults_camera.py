@@ -89,7 +89,7 @@ def test_a_dead_or_frozen_camera_is_caught_within_a_second_and_parts_fail_safe(t
         assert wait_until(lambda: "camera" in edge.service.metrics.alarms.active())
         raised = edge.service.metrics.alarms.raised_at("camera")
         status = edge.service.status()
-        assert "camera" in status["alarms"] and "camera fault" in status["alarms"]["camera"]
+        assert "camera fault" in status.alarms["camera"]
         assert _alarm_gauge(edge) == 1.0
         assert edge.service.health()["alarms"]["camera"].startswith("camera fault")
         assert wait_until(lambda: sum(1 for x in d if x.fail_safe == "camera-fault") >= 5)
@@ -132,4 +132,8 @@ def test_a_dead_or_frozen_camera_is_caught_within_a_second_and_parts_fail_safe(t
 
     t = tally(edge, scfg.db_path)
     assert t.decided_once and t.parts == len(d)
-    assert t.sent > 0 and t.stored == t.sent and t.lost == 0 and t.duplicated == 0 and t.dropped == 0
+    assert t.sent > 0
+    assert t.stored == t.sent
+    assert t.lost == 0
+    assert t.duplicated == 0
+    assert t.dropped == 0

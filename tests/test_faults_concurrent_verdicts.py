@@ -123,12 +123,18 @@ def test_ten_reviewers_at_once_exactly_one_verdict_counts(tmp_path, broker, capl
     live = check.live_verdicts(target)
     row = check.get_review(target)
     assert len(live) == expected_ok and len({v["user"] for v in live}) == expected_ok
-    assert row["state"] == "done" and row["final_verdict"] == "real_fault" and row["open"] == 0
+    assert row["state"] == "done"
+    assert row["final_verdict"] == "real_fault"
+    assert row["open"] == 0
     assert len([e for e in check.audit_entries(500, action="verdict") if e["target"] == target]) == expected_ok
     check.close()
     published = [m for m in station.app.extensions["station"].published if m.review_id == target]
     assert len(published) == 1  # one final label goes to the trainer
 
     t = tally(edge, scfg.db_path)
-    assert t.sent > 10 and t.stored == t.sent and t.lost == 0 and t.duplicated == 0 and t.dropped == 0
+    assert t.sent > 10
+    assert t.stored == t.sent
+    assert t.lost == 0
+    assert t.duplicated == 0
+    assert t.dropped == 0
     assert t.decided_once

@@ -126,13 +126,16 @@ def test_full_disks_lose_nothing_tear_nothing_raise_alarms_and_recover(tmp_path,
             name, data = events.get_nowait()
             if name == "alarm":
                 alarm_events.append(data)
-        assert alarm_events and alarm_events[0]["name"] == "storage" and alarm_events[0]["active"] is True
+        assert alarm_events
+        assert alarm_events[0]["name"] == "storage"
+        assert alarm_events[0]["active"] is True
         assert ingest.stats()["stored"] <= stored_before + 64  # at most the batch already on its way
 
         # The edge's disk fills too: parts are still decided, reviews it cannot keep are counted.
         edge_filler = fill(edge_disk)
         assert wait_until(lambda: "outbox" in svc.metrics.alarms.active() and svc.pipeline.reviews_dropped >= 5)
-        assert "outbox" in svc.status()["alarms"] and alarm_metric(edge, "outbox") == 1.0
+        assert "outbox" in svc.status().alarms
+        assert alarm_metric(edge, "outbox") == 1.0
         n = svc.pipeline.decided
         assert wait_until(lambda: svc.pipeline.decided >= n + 10)
         assert integrity(svc.cfg.outbox_dir / "outbox.sqlite3") == "ok"
@@ -153,7 +156,10 @@ def test_full_disks_lose_nothing_tear_nothing_raise_alarms_and_recover(tmp_path,
         ingest.stop()
 
     t = tally(edge, scfg.db_path)
-    assert t.sent > 20 and t.stored == t.sent and t.lost == 0 and t.duplicated == 0
+    assert t.sent > 20
+    assert t.stored == t.sent
+    assert t.lost == 0
+    assert t.duplicated == 0
     assert t.dropped >= 5 and t.dropped == svc.pipeline.reviews_dropped  # refused whole, and counted
     assert t.decided_once and t.parts == svc.pipeline.decided
     assert len(station_rows(scfg.db_path)) == t.stored

@@ -11,7 +11,7 @@ import pytest
 from hardware.actuators import ModbusActuator, SimulatedActuator
 from hardware.base import Actuator, Camera, Trigger
 from hardware.cameras import StaleGuard, SyntheticCamera
-from hardware.config import ActuatorConfig, CameraConfig, HardwareConfig, TriggerConfig
+from hardware.config import CameraConfig, HardwareConfig
 from hardware.errors import ActuatorError, TriggerError
 from hardware.factory import make_actuator, make_camera, make_trigger
 from hardware.triggers import GpioTrigger, SoftwareTrigger
@@ -59,7 +59,7 @@ class ModbusServer:
 
         asyncio.run(main())
 
-    def start(self) -> "ModbusServer":
+    def start(self) -> ModbusServer:
         self._thread.start()
         assert self._ready.wait(10), "modbus server did not start"
         return self
@@ -99,7 +99,9 @@ def test_simulated_actuator_records_calls_from_threads():
     for t in threads:
         t.join()
     act.actuate("x", "PASS")
-    assert len(act.calls) == 401 and act.counts["REJECT"] == 400 and act.counts["PASS"] == 1
+    assert len(act.calls) == 401
+    assert act.counts["REJECT"] == 400
+    assert act.counts["PASS"] == 1
     assert act.calls[-1][:2] == ("x", "PASS") and act.faults == 0
     with pytest.raises(ActuatorError, match="EJECT"):
         act.actuate("y", "EJECT")
@@ -242,7 +244,9 @@ def test_config_from_toml_builds_the_simulators():
     assert cfg.camera.prerender == 3 and cfg.trigger.rate_hz == 0.0
     camera, trigger, actuator = make_camera(cfg.camera), make_trigger(cfg.trigger), make_actuator(cfg.actuator)
     assert isinstance(camera, StaleGuard) and isinstance(camera.camera, SyntheticCamera)
-    assert isinstance(camera, Camera) and isinstance(trigger, SoftwareTrigger) and isinstance(actuator, SimulatedActuator)
+    assert isinstance(camera, Camera)
+    assert isinstance(trigger, SoftwareTrigger)
+    assert isinstance(actuator, SimulatedActuator)
     assert trigger.wait(0) is not None and camera.capture("p").image.shape == (128, 160)
     single = make_camera(CameraConfig(prerender=1, width=96, height=96))
     assert isinstance(single, SyntheticCamera)  # one frame repeated by design: no guard

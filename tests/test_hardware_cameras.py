@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from hardware.base import Camera, Frame, PartTruth
-from hardware.cameras import (ArtefactCamera, FolderCamera, OpenCVCamera, StaleGuard, SyntheticCamera,
-                              VideoFileCamera)
+from hardware.cameras import ArtefactCamera, FolderCamera, OpenCVCamera, StaleGuard, SyntheticCamera, VideoFileCamera
 from hardware.errors import CameraError
 from hardware.synthetic import PartGenerator
 

@@ -31,7 +31,9 @@ def test_defect_box_is_exactly_where_pixels_changed(kind):
     index = next(i for i in range(200) if gen.render(i)[1].defect == kind)
     img, truth = gen.render(index)
     clean = gen.render_clean(index)
-    assert truth.is_defect and truth.artefacts == () and len(truth.boxes) == 1
+    assert truth.is_defect
+    assert truth.artefacts == ()
+    assert len(truth.boxes) == 1
     ys, xs = np.nonzero(img != clean)
     assert xs.size > 0, "the defect changed no pixel"
     x, y, w, h = truth.boxes[0]
@@ -72,10 +74,17 @@ def test_rates_are_roughly_respected():
 def test_defect_boxes_lie_inside_the_roi():
     gen = PartGenerator(seed=9, width=640, height=512, defect_rate=1.0, artefact_rate=0.0)
     rx, ry, rw, rh = gen.roi()
-    assert rw == rh and 0 <= rx and 0 <= ry and rx + rw <= 640 and ry + rh <= 512
+    assert rw == rh
+    assert 0 <= rx
+    assert 0 <= ry
+    assert rx + rw <= 640
+    assert ry + rh <= 512
     for i in range(30):
         x, y, w, h = gen.render(i)[1].boxes[0]
-        assert rx <= x and ry <= y and x + w <= rx + rw and y + h <= ry + rh
+        assert rx <= x
+        assert ry <= y
+        assert x + w <= rx + rw
+        assert y + h <= ry + rh
 
 
 @pytest.mark.parametrize("kind", DEFECT_KINDS)
@@ -87,7 +96,10 @@ def test_add_defect_on_a_300px_photo(kind):
     assert np.array_equal(img, before), "the input must not be modified"
     diff = out != img
     assert diff.any() and diff[y:y + h, x:x + w].sum() == diff.sum()
-    assert 0 <= x and 0 <= y and x + w <= 300 and y + h <= 300
+    assert 0 <= x
+    assert 0 <= y
+    assert x + w <= 300
+    assert y + h <= 300
 
 
 @pytest.mark.parametrize("kind", ARTEFACT_KINDS)

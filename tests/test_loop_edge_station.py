@@ -9,18 +9,17 @@ from __future__ import annotations
 import json
 import os
 import threading
-import time
 import urllib.request
 from dataclasses import replace
 
 import paho.mqtt.client as mqtt
 import pytest
+from station_support import CHROMIUM, OPERATOR, open_review_screen
 
 from edge.config import load_config
 from edge.service import EdgeService
 from hardware.actuators import SimulatedActuator
 from qcloop import wire
-from station_support import CHROMIUM, OPERATOR, open_review_screen
 from station_ui import accounts
 from station_ui.config import config_for
 from station_ui.store import Store

@@ -2,10 +2,15 @@
 dashboard shows them beside each other with a false-reject estimate from that model's audits."""
 from __future__ import annotations
 
+import json
 import time
+
+import pytest
 
 from edge.decision import Decision
 from edge.tally import ModelTally
+from qcloop import wire
+from qcloop.errors import WireError
 from station_ui import reports
 from station_ui.store import Store
 from tests.station_support import ENGINEER, add_reviews, login, make_header, make_station
@@ -23,11 +28,11 @@ def test_tally_counts_parts_actions_and_reviews_per_model():
     tally.on_review(make_header(model="0.1.0", reason="uncertain"))
     tally.on_review(make_header(model="0.1.0", reason="audit"))
     snap = tally.snapshot()
-    assert snap["0.1.0"] == {"parts": 3, "actions": {"PASS": 1, "HOLD": 1, "REJECT": 1},
-                             "reviews": {"uncertain": 1, "audit": 1}}
-    assert snap["0.1.1"]["parts"] == 2 and snap["0.1.1"]["reviews"] == {}
-    snap["0.1.1"]["parts"] = 99  # a snapshot is a copy
-    assert tally.snapshot()["0.1.1"]["parts"] == 2
+    assert snap["0.1.0"] == wire.ModelCounts(3, {"PASS": 1, "HOLD": 1, "REJECT": 1}, {"uncertain": 1, "audit": 1})
+    assert snap["0.1.1"].parts == 2
+    assert snap["0.1.1"].reviews == {}
+    snap["0.1.1"].actions["PASS"] = 99  # a snapshot is a copy
+    assert tally.snapshot()["0.1.1"].actions == {"PASS": 2}
 
 
 def test_dashboard_shows_each_models_review_reject_and_false_reject_rates(tmp_path):
@@ -37,11 +42,11 @@ def test_dashboard_shows_each_models_review_reject_and_false_reject_rates(tmp_pa
                           "reviews": {"uncertain": 60, "audit": 4}},
                 "0.1.1": {"parts": 100, "actions": {"PASS": 90, "HOLD": 5, "REJECT": 5},
                           "reviews": {"uncertain": 5, "audit": 2}}}
-    store.upsert_edge_status("line1", "cam1", {"state": "running", "model": "0.1.1", "parts": 300,
-                                               "by_model": by_model})
-    store.upsert_edge_status("line1", "cam2", {"state": "running", "model": "0.1.1", "parts": 100,
+    store.upsert_edge_status("line1", "cam1", wire.EdgeStatus.from_json({"state": "running", "model": "0.1.1", "parts": 300,
+                                               "by_model": by_model}))
+    store.upsert_edge_status("line1", "cam2", wire.EdgeStatus.from_json({"state": "running", "model": "0.1.1", "parts": 100,
                                                "by_model": {"0.1.1": {"parts": 100, "actions": {"PASS": 100},
-                                                                      "reviews": {}}}})
+                                                                      "reviews": {}}}}))
     # Audited REJECTs of 0.1.0: 3 of 4 ruled "not a defect".
     audited = add_reviews(store, 4, tmp_path / "img", model="0.1.0", reason="audit", action_taken="REJECT")
     for h, verdict in zip(audited, ["not_defect", "not_defect", "not_defect", "real_fault"]):
@@ -58,10 +63,13 @@ def test_dashboard_shows_each_models_review_reject_and_false_reject_rates(tmp_pa
     login(c, ENGINEER[0], ENGINEER[2])
     html = c.get("/dashboard").get_data(as_text=True)
     table = html[html.index('id="models"'):]
-    assert "0.1.0" in table and "30.0 %" in table and "15.0 %" in table and "2.5 %" in table
+    assert "0.1.0" in table
+    assert "30.0 %" in table
+    assert "15.0 %" in table
+    assert "2.5 %" in table
 
 
-def _trainer_status(promoted: bool) -> dict:
+def _trainer_status(promoted: bool) -> tuple[wire.TrainStatus, object]:
     """A train status as the retraining server publishes it, built from the real gate and calibration types."""
     import numpy as np
 
@@ -85,7 +93,8 @@ def _trainer_status(promoted: bool) -> dict:
                             line=line.to_dict())
     last = {"ok": True, "version": "0.1.1", "promoted": promoted, "gate": decision.to_dict(),
             "calibration": calibration_summary(cal.to_dict()), "reason": "verdicts", "finished": time.time()}
-    return {"state": "idle", "current": "0.1.0", "runs": 1, "verdicts_since_last": 7, "last": last}, cal
+    return wire.TrainStatus.from_json({"state": "idle", "current": "0.1.0", "runs": 1, "verdicts_since_last": 7,
+                                       "last": last}), cal
 
 
 def test_dashboard_explains_the_last_gate_decision_with_the_paired_line_comparison_and_calibration(tmp_path):
@@ -111,19 +120,21 @@ def test_dashboard_explains_the_last_gate_decision_with_the_paired_line_comparis
     assert f"about {cal.defects_to_certify} more labelled defects" in calibration
 
 
-def test_a_malformed_trainer_status_shows_dashes_and_never_breaks_the_dashboard(tmp_path):
+def test_a_malformed_trainer_status_is_refused_and_never_breaks_the_dashboard(tmp_path):
+    malformed = {"state": 5, "last": {"ok": True, "gate": {"line": {"delta": "lots", "candidate": [1],
+                 "images": "many"}}, "calibration": {"certified": "yes", "defects_to_certify": "a few"}}}
+    with pytest.raises(WireError, match="trainer status: field 'state' must be one of"):
+        wire.TrainStatus.decode(json.dumps(malformed))
     app, cfg = make_station(tmp_path)
     store = Store(cfg.db_path)
-    store.upsert_trainer_status("qc/v1/train/status", {"state": 5, "last": {"ok": True, "gate": {"line": {
-        "delta": "lots", "candidate": [1], "images": "many"}}, "calibration": {"certified": "yes",
-        "defects_to_certify": "a few", "escape_budget": None}}})
+    with store.write() as conn:  # as a station before the typed codecs could have stored it
+        conn.execute("INSERT INTO trainer_status (topic, payload, updated_at) VALUES (?,?,?)",
+                     ("qc/v1/train/status", json.dumps(malformed), time.time()))
     c = app.test_client()
     login(c, ENGINEER[0], ENGINEER[2])
     response = c.get("/dashboard")
     assert response.status_code == 200
-    trainer = response.get_data(as_text=True).split('id="trainer"')[1]
-    assert "cannot certify the escape budget" in trainer and "more labelled defects" not in trainer
-    assert "<td>False rejects</td>\n<td>-</td>" in trainer
+    assert "No status from the retraining server yet" in response.get_data(as_text=True)
 
 
 def test_audit_estimates_count_audited_passes_and_rejects_of_every_model_within_the_window(tmp_path):

@@ -4,11 +4,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from models_support import build_version, make_test_manifest
 
 from models.errors import IntegrityError, ManifestError, RegistryError, VersionError
 from models.manifest import load_manifest, verify_model_file
 from models.registry import Registry
-from models_support import build_version, make_test_manifest
 
 
 def test_add_writes_manifest_and_model(tmp_path):

@@ -21,7 +21,9 @@ def test_put_then_due_then_ack_removes_row_and_file(tmp_path):
     assert item.header == h and item.path.read_bytes() == JPEG
     assert wire.decode_review(box.envelope(item)) == (h, JPEG)
     assert box.ack(h.id) is True
-    assert box.depth() == 0 and not item.path.exists() and box.bytes == 0
+    assert box.depth() == 0
+    assert not item.path.exists()
+    assert box.bytes == 0
     assert box.ack(h.id) is False
 
 

@@ -28,7 +28,9 @@ def test_the_same_pixels_as_opencv_area_resize(shape, hw):
                                  if shape != frame.shape else frame)
     diff = np.abs(resize_to(image, hw).astype(int) - _area(image, hw).astype(int))
     # OpenCV sums in float32, the integral in float64: a mean that lands on .5 may round the other way.
-    assert resize_to(image, hw).shape == hw and diff.max() <= 1 and (diff > 0).mean() < 0.002
+    assert resize_to(image, hw).shape == hw
+    assert diff.max() <= 1
+    assert (diff > 0).mean() < 0.002
 
 
 def test_a_crop_view_and_colour_frames_resize_like_opencv():

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edge.config import EdgeConfig, load_config
-from qcloop import configfile, wire
+from qcloop import wire
 from qcloop.errors import ConfigError, WireError
 
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 
 import paho.mqtt.client as mqtt
 import pytest
+from station_support import CHROMIUM, OPERATOR, make_header, make_jpeg, open_review_screen
 
 from qcloop import wire
-from station_support import CHROMIUM, OPERATOR, make_header, make_jpeg, open_review_screen
 from station_ui import accounts
 from station_ui.config import config_for
 from station_ui.store import Store

@@ -1,13 +1,11 @@
 """`qc station add-user / add-token` and `qc bench station` through the real argument parsers."""
 from __future__ import annotations
 
-import argparse
 import io
 import json
 
-from qcloop.cli import main
+from qc.cli import build_parser, main
 from station_ui import accounts
-from station_ui.cli import register_bench
 from station_ui.config import load_config
 from station_ui.store import Store
 
@@ -40,9 +38,8 @@ def test_add_user_from_stdin_and_token_printed_once(tmp_path, monkeypatch, capsy
 
 
 def test_bench_station_prints_the_figures(capsys):
-    parser = argparse.ArgumentParser()
-    register_bench(parser.add_subparsers())
-    args = parser.parse_args(["station", "--json", "--items", "500", "--ingest", "20", "--image-kb", "20", "--pages", "20", "--verdicts", "20"])
+    parser = build_parser()
+    args = parser.parse_args(["bench", "station", "--json", "--items", "500", "--ingest", "20", "--image-kb", "20", "--pages", "20", "--verdicts", "20"])
     assert args.func(args) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["items"] == 500 and out["ingest_stored"] == 20

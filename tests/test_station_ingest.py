@@ -6,13 +6,13 @@ import threading
 
 import paho.mqtt.client as mqtt
 import pytest
+from station_support import make_header, make_jpeg
+from waiting import wait_until
 
 from qcloop import wire
-from station_support import make_header, make_jpeg
 from station_ui.config import config_for
 from station_ui.ingest import Ingest
 from station_ui.store import Store
-from waiting import wait_until
 
 
 class Edge:
@@ -121,7 +121,7 @@ def test_the_trainers_retained_status_reaches_the_store_and_garbage_there_is_ign
     topic = wire.Topics().train_status()
     try:
         client.publish(topic, b"not json", qos=1, retain=True).wait_for_publish(10)
-        client.publish(topic, wire.dumps({"state": "gating", "current": "0.1.0"}), qos=1,
+        client.publish(topic, wire.TrainStatus("gating", current="0.1.0").encode(), qos=1,
                        retain=True).wait_for_publish(10)
         store = Store(cfg.db_path, migrate=False)
         assert wait_until(lambda: ing.counts["trainer_status"] == 1, 10)
@@ -131,3 +131,31 @@ def test_the_trainers_retained_status_reaches_the_store_and_garbage_there_is_ign
     finally:
         client.disconnect()
         client.loop_stop()
+
+
+def test_a_malformed_edge_status_is_dropped_and_counted_and_the_dashboard_still_answers(station, broker):
+    from station_ui import accounts
+    from station_ui.app import create_app
+    from tests.station_support import ENGINEER, login
+
+    cfg, ing = station
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-edge-status")
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    topic = wire.Topics().status("L1", "cam1")
+    try:
+        client.publish(topic, b'{"state":"running","parts":"lots"}', qos=1).wait_for_publish(10)
+        assert wait_until(lambda: ing.counts["bad_status"] == 1, 10)
+        good = wire.EdgeStatus("running", line="L1", camera="cam1", model="1.0.0", parts=3, actions={"PASS": 3})
+        client.publish(topic, good.encode(), qos=1).wait_for_publish(10)
+        assert wait_until(lambda: ing.counts["status"] == 1, 10)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    store = Store(cfg.db_path, migrate=False)
+    (row,) = store.conn.execute("SELECT payload FROM edge_status").fetchall()
+    assert wire.EdgeStatus.decode(row["payload"]) == good
+    accounts.add_user(store, *ENGINEER)
+    c = create_app(cfg).test_client()
+    login(c, ENGINEER[0], ENGINEER[2])
+    assert c.get("/dashboard").status_code == 200

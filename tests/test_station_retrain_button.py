@@ -3,9 +3,9 @@ import json
 import threading
 
 import paho.mqtt.client as mqtt
+from station_support import ENGINEER, OPERATOR, login, make_station, page_csrf
 
 from qcloop import wire
-from station_support import ENGINEER, OPERATOR, login, make_station, page_csrf
 from station_ui.ingest import Ingest
 from station_ui.store import Store
 
@@ -43,13 +43,17 @@ def test_an_engineer_asks_the_trainer_to_retrain(tmp_path, broker):
         ingest.stop()
     assert len(got) == 1
     req = got[0]
-    assert req.user == ENGINEER[0] and req.station == cfg.station.name and req.reason == "new casting supplier"
+    assert req.user == ENGINEER[0]
+    assert req.station == cfg.station.name
+    assert req.reason == "new casting supplier"
     store = Store(cfg.db_path, station=cfg.station.name)
     try:
         entries = [e for e in store.audit_entries(50) if e["target"] == "retrain"]
     finally:
         store.close()
-    assert len(entries) == 1 and entries[0]["action"] == "setting" and entries[0]["user"] == ENGINEER[0]
+    assert len(entries) == 1
+    assert entries[0]["action"] == "setting"
+    assert entries[0]["user"] == ENGINEER[0]
     assert json.loads(entries[0]["detail"])["reason"] == "new casting supplier"
 
 

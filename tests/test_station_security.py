@@ -13,12 +13,12 @@ from __future__ import annotations
 import time
 
 import pytest
-
 from station_support import ADMIN, ENGINEER, OPERATOR, add_reviews, csrf_of, login, make_station, page_csrf
+from waiting import wait_until
+
 from station_ui import accounts
 from station_ui.errors import AuthError
 from station_ui.store import Store
-from waiting import wait_until
 
 IDLE_S = 60.0
 
@@ -145,7 +145,9 @@ def test_session_cookie_flags_before_and_after_login(station):
     first = _cookie(c.get("/login"))  # the CSRF token already lives in the session
     after = _cookie(login(c, *OPERATOR[::2]))
     for cookie in (first, after):
-        assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Path=/" in cookie
+        assert "HttpOnly" in cookie
+        assert "SameSite=Lax" in cookie
+        assert "Path=/" in cookie
         assert "Secure" not in cookie  # not production: plain HTTP on a test bench must still work
 
 
@@ -156,7 +158,9 @@ def test_secure_cookie_in_production_or_when_asked(tmp_path, sections):
     c = app.test_client()
     for resp in (c.get("/login"), login(c, *OPERATOR[::2])):
         cookie = _cookie(resp)
-        assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Lax" in cookie
+        assert "Secure" in cookie
+        assert "HttpOnly" in cookie
+        assert "SameSite=Lax" in cookie
 
 
 def test_login_starts_a_fresh_session_and_refuses_open_redirects(station):

@@ -6,11 +6,11 @@ import threading
 
 import pytest
 from sqlite_utils import Database
+from station_support import add_reviews, make_header
 
 from station_ui import migrations
 from station_ui.errors import AlreadyDecided, StoreError, UndoRefused
 from station_ui.store import Store
-from station_support import add_reviews, make_header
 
 
 def test_v1_database_is_upgraded_in_place(tmp_path):
@@ -37,7 +37,9 @@ def test_v1_database_is_upgraded_in_place(tmp_path):
     assert store.get_review(h.id)["part_id"] == h.part_id  # data kept
     assert store.queue_stats().count == 1  # the pending v1 row is in the queue, the decided one is not
     items, cursor = store.export(0)
-    assert [r["id"] for r in items] == [decided.id] and items[0]["final_kind"] == "glare" and cursor > 0
+    assert [r["id"] for r in items] == [decided.id]
+    assert items[0]["final_kind"] == "glare"
+    assert cursor > 0
     store.close()
     Store(path).close()  # opening again applies nothing twice
 
@@ -46,7 +48,9 @@ def test_verdict_counts_once_and_undo(tmp_path):
     store = Store(tmp_path / "s.db", station="st1")
     (h,) = add_reviews(store, 1, tmp_path / "img")
     out = store.record_verdict(h.id, "real_fault", "crack", "ann", now=100.0)
-    assert out.counted and out.message.verdict == "real_fault" and out.message.station == "st1"
+    assert out.counted
+    assert out.message.verdict == "real_fault"
+    assert out.message.station == "st1"
     with pytest.raises(AlreadyDecided):
         store.record_verdict(h.id, "not_defect", "glare", "bob", now=101.0)
     with pytest.raises(UndoRefused):
@@ -81,7 +85,9 @@ def test_two_person_rule_on_critical_line(tmp_path):
     store.set_line_critical("line1", True, "admin")
     a, b = add_reviews(store, 2, tmp_path / "img")
     first = store.record_verdict(a.id, "real_fault", "pit", "ann")
-    assert not first.counted and first.message is None and first.state == "awaiting_confirm"
+    assert not first.counted
+    assert first.message is None
+    assert first.state == "awaiting_confirm"
     assert store.queue_stats(user="ann").count == 1  # ann does not see her own item again
     assert store.queue_stats(user="bob").count == 2
     with pytest.raises(AlreadyDecided, match="second reviewer"):

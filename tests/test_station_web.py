@@ -4,9 +4,9 @@ from __future__ import annotations
 import re
 
 import pytest
+from station_support import ADMIN, ENGINEER, OPERATOR, add_reviews, csrf_of, login, make_station, page_csrf
 
 from qcloop import wire
-from station_support import ADMIN, ENGINEER, OPERATOR, add_reviews, csrf_of, login, make_station, page_csrf
 from station_ui import accounts
 from station_ui.app import create_app
 from station_ui.config import config_for
@@ -80,7 +80,10 @@ def test_verdict_undo_and_publish(station):
     r = c.post("/review/verdict", json={"review_id": a.id, "verdict": "real_fault", "kind": "crack"},
                headers={"X-CSRF-Token": token})
     j = r.get_json()
-    assert r.status_code == 200 and j["counted"] and j["id"] == b.id and j["stats"]["count"] == 1
+    assert r.status_code == 200
+    assert j["counted"]
+    assert j["id"] == b.id
+    assert j["stats"]["count"] == 1
     published = app.extensions["station"].published
     assert published[-1] == wire.Verdict(a.id, "real_fault", "crack", "olga", published[-1].time, cfg.station.name,
                                          "line1", "cam1", a.part_id)
@@ -88,7 +91,9 @@ def test_verdict_undo_and_publish(station):
     assert (v["user"], v["station"], v["verdict"]) == ("olga", cfg.station.name, "real_fault")
 
     r = c.post("/review/undo", json={}, headers={"X-CSRF-Token": token})
-    assert r.status_code == 200 and r.get_json()["id"] == a.id and r.get_json()["stats"]["count"] == 2
+    assert r.status_code == 200
+    assert r.get_json()["id"] == a.id
+    assert r.get_json()["stats"]["count"] == 2
     assert published[-1].undone and store.get_review(a.id)["state"] == "pending"
     r = c.post("/review/undo", json={}, headers={"X-CSRF-Token": token})
     assert r.status_code == 409  # nothing left to undo
@@ -155,11 +160,15 @@ def test_engineer_screens_and_admin_setting_is_audited(station):
     c = app.test_client()
     login(c, *ENGINEER[::2])
     dash = c.get("/dashboard").get_data(as_text=True)
-    assert "<svg" in dash and "Verdicts per reviewer" in dash and "olga" in dash
+    assert "<svg" in dash
+    assert "Verdicts per reviewer" in dash
+    assert "olga" in dash
     hist = c.get("/history?part_id=PART-77&verdict=real_fault").get_data(as_text=True)
     assert hist.count("PART-77</a>") == 1
     rec = c.get(f"/history/{hs[0].id}").get_data(as_text=True)
-    assert "pass_below" in rec and "olga" in rec and "v3" in rec
+    assert "pass_below" in rec
+    assert "olga" in rec
+    assert "v3" in rec
     token = page_csrf(c, "/admin/")
     assert c.post("/admin/lines", data={"line": "line1", "critical": "1", "csrf_token": token}).status_code == 403
     c2 = app.test_client()

@@ -56,11 +56,15 @@ def test_an_uncertified_escape_budget_widens_the_band_instead_of_rejecting_good_
     good, bad = rng.beta(2, 8, 2000), rng.beta(8, 2, 60)  # 60 defects cannot certify 0.5 % at 95 %
     s, y = np.concatenate([good, bad]), np.concatenate([np.zeros(2000, int), np.ones(60, int)])
     cal = calibrate(s, y, escape_budget=0.005, review_budget=0.05, false_reject_budget=0.01)
-    assert not cal.certified["escape"] and cal.escape_rate == 0.0 and cal.defects_to_certify > 0
+    assert not cal.certified["escape"]
+    assert cal.escape_rate == 0.0
+    assert cal.defects_to_certify > 0
     assert cal.pass_below <= bad.min()
     # The band from under the lowest defect to the false-reject budget holds more than 5 % of the parts:
     # they are reviewed, and the good parts rejected stay within their budget.
-    assert cal.review_rate > 0.05 and not cal.met["review"] and "kept wide" in cal.note
+    assert cal.review_rate > 0.05
+    assert not cal.met["review"]
+    assert "kept wide" in cal.note
     assert cal.false_reject_rate <= 0.01 and cal.met["false_reject"]
     # Certified on point estimates instead, the same scores keep the band to the review budget.
     point = calibrate(s, y, escape_budget=0.005, review_budget=0.05, false_reject_budget=0.01, confidence=None)
@@ -152,7 +156,9 @@ def test_spare_review_budget_goes_to_the_good_parts_the_model_is_least_sure_of()
     spent = calibrate(s, y, 0.0, 0.05, 0.05, review_cost=0.25, confidence=None)
     assert plain.false_reject_rate == pytest.approx(0.02) and plain.review_rate <= 0.01
     assert spent.pass_below == plain.pass_below and spent.reject_above > plain.reject_above
-    assert spent.false_reject_rate == 0.0 and spent.review_rate <= 0.05 and spent.escape_rate == 0.0
+    assert spent.false_reject_rate == 0.0
+    assert spent.review_rate <= 0.05
+    assert spent.escape_rate == 0.0
     # A review costs more than the false reject it saves: the band stays where it was.
     assert calibrate(s, y, 0.0, 0.05, 0.05, review_cost=30.0, confidence=None).reject_above == plain.reject_above
 

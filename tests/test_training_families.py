@@ -39,7 +39,9 @@ def released(tmp_path_factory):
 def test_the_manifest_says_which_network_the_file_is(released):
     result, _ = released
     det = result.manifest.detector
-    assert det["family"] == "lite0" and det["blocks"] == 3 and det["input_hw"] == list(HW)
+    assert det["family"] == "lite0"
+    assert det["blocks"] == 3
+    assert det["input_hw"] == list(HW)
     assert det["views"] == 1 and det["precision"] == "fp32"
     # The backbone's own scaling, pixel / 127.5 - 1, not one fitted to the data.
     assert result.manifest.input.mean == (0.5,) and result.manifest.input.std == (0.5,)
@@ -138,7 +140,9 @@ def test_precision_is_bf16_only_where_it_is_native():
     for precision in ("fp32", "bf16"):
         r = train(images, labels, images[:8], labels[:8],
                   TrainConfig(epochs=1, batch_size=16, net=TINY, precision=precision, progress=False), log=None)
-        assert r.precision == precision and np.isfinite(r.history[0].loss) and r.history[0].images_per_s > 0
+        assert r.precision == precision
+        assert np.isfinite(r.history[0].loss)
+        assert r.history[0].images_per_s > 0
 
 
 def test_defaults_pick_the_family_and_epochs_by_data_size():
@@ -150,7 +154,9 @@ def test_defaults_pick_the_family_and_epochs_by_data_size():
     cfg = plan.train_config()
     assert cfg.dihedral_mean and cfg.ema is None  # the from-scratch net scores 8 views, cheaply
     lite = choose(None, None, n_images=400).train_config()
-    assert lite.net.blocks == 21 and lite.dihedral_mean and lite.ema == 0.99
+    assert lite.net.blocks == 21
+    assert lite.dihedral_mean
+    assert lite.ema == 0.99
     assert not choose("lite0", None).train_config().dihedral_mean
     assert choose("lite0", None, views=8).train_config().dihedral_mean
     assert epochs_for("lite0", 200) > epochs_for("lite0", 20_000)  # small sets get more passes

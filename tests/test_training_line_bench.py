@@ -1,8 +1,9 @@
 """`qc bench line`: a model's decisions on fresh parts of the synthetic line, counted against the truth."""
 from __future__ import annotations
 
-from models.onnx_build import constant_model_bytes
 from models_support import build_version
+
+from models.onnx_build import constant_model_bytes
 from training import line_bench
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from hardware.synthetic import PartGenerator
-from qcloop.cli import main as qc_main
+from qc.cli import main as qc_main
 from training.data import ImageSet
 from training.errors import DatasetError
 from training.loop_bench import BENCH_EPOCHS, BENCH_SHOWINGS, DEFAULT_BUDGETS, LoopConfig, budgets_for
@@ -183,7 +183,9 @@ def test_plot_is_a_png(bench):
     data = png.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    assert image is not None and image.shape[0] > 200 and image.std() > 5
+    assert image is not None
+    assert image.shape[0] > 200
+    assert image.std() > 5
 
 
 @pytest.mark.parametrize("layout", ["missing", "no-classes"])
@@ -203,11 +205,15 @@ def test_labelling_band_fits_the_share_around_the_calibrated_band():
     scores = np.random.default_rng(0).uniform(0, 1, 1000)
     pb, ra = fit_band(0.45, 0.5, scores, 0.2)
     held = np.mean((scores >= pb) & (scores < ra))
-    assert pb <= 0.45 and ra >= 0.5 and abs(held - 0.2) <= 0.002
+    assert pb <= 0.45
+    assert ra >= 0.5
+    assert abs(held - 0.2) <= 0.002
     assert abs((0.45 - pb) - (ra - 0.5)) < 0.05  # grown on both sides, nearest scores first
     # Too wide (the new seed model's band): narrowed to the share around its middle.
     pb, ra = fit_band(0.2, 0.8, scores, 0.1)
-    assert 0.2 <= pb and ra <= 0.8 and abs(np.mean((scores >= pb) & (scores < ra)) - 0.1) <= 0.002
+    assert 0.2 <= pb
+    assert ra <= 0.8
+    assert abs(np.mean((scores >= pb) & (scores < ra)) - 0.1) <= 0.002
     assert abs((pb - 0.2) - (0.8 - ra)) < 0.05
 
 
@@ -266,7 +272,7 @@ def test_best_band_errs_least_of_all_bands_within_the_share():
         s = np.clip(rng.normal(0.3 + 0.4 * y, 0.2), 0, 1).round(2)  # rounded: ties that no threshold can split
         share = (0.0, 0.05, 0.1, 0.2)[trial % 4]
 
-        def outcome(pb, ra):
+        def outcome(pb, ra, s=s, y=y):
             acts = np.array([decide(float(v), pb, ra).action for v in s])
             wrong = ((acts == PASS) & (y == 1)) | ((acts == REJECT) & (y == 0))
             return int(wrong.sum()), int(((acts == PASS) & (y == 1)).sum()), float(np.mean(acts == HOLD))
@@ -274,7 +280,9 @@ def test_best_band_errs_least_of_all_bands_within_the_share():
         errors, escapes, held = outcome(*best_band(s, y, share))
         cap = (1.0, 0.0, 0.05, 0.1)[trial % 4 - 1]
         capped_e, capped_esc, capped_held = outcome(*best_band(s, y, share, max_escape_rate=cap))
-        assert held <= share + 1e-9 and capped_held <= share + 1e-9 and capped_esc <= cap * y.sum()
+        assert held <= share + 1e-9
+        assert capped_held <= share + 1e-9
+        assert capped_esc <= cap * y.sum()
         cuts = np.concatenate([[0.0], np.unique(s) + 1e-6, [1.5]])
         for lo in cuts:
             for hi in cuts[cuts >= lo]:

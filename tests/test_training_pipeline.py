@@ -35,7 +35,9 @@ def built(tmp_path_factory):
 def test_manifest_carries_dataset_calibration_and_parity(built):
     result, _, _ = built
     m = result.manifest
-    assert m.input.shape == (1, 1, *HW) and m.input.name == "image" and m.output.name == "score"
+    assert m.input.shape == (1, 1, *HW)
+    assert m.input.name == "image"
+    assert m.output.name == "score"
     assert m.thresholds.pass_below == result.calibration.pass_below
     assert m.dataset["counts"]["val"]["def"] > 0 and len(m.dataset["hash"]) == 64
     assert m.metrics["parity_max_abs_diff"] < 1e-4 and m.metrics["parity_images"] == 24
@@ -103,7 +105,9 @@ def test_export_parity_check_scores_in_batches_of_the_pixel_budget():
     exported = export_onnx(net, (side, side), Normalisation(1 / 255, 0.5, 0.5), images)
     assert exported.parity_images == 256
     budget = PREDICT_PIXELS // (8 * side * side)
-    assert budget < 256 and max(seen) <= budget and sum(seen[1:]) >= 256
+    assert budget < 256
+    assert max(seen) <= budget
+    assert sum(seen[1:]) >= 256
 
 
 def test_hard_negatives_from_verdicts_are_shown_more_often_per_epoch():

@@ -55,7 +55,9 @@ def test_golden_set_is_frozen_once_and_reloaded_unchanged(tmp_path, parts):
     first = GoldenSet.load_or_freeze(root, parts, size=12)
     assert 12 <= len(first) < len(parts) and set(first.counts().values()) != {0}
     manifest = json.loads((root / "manifest.json").read_text())
-    assert manifest["counts"] == first.counts() and manifest["hash"] == first.digest() and manifest["created_at"]
+    assert manifest["counts"] == first.counts()
+    assert manifest["hash"] == first.digest()
+    assert manifest["created_at"]
     other = ImageSet.from_synthetic(30, HW, seed=9)
     again = GoldenSet.load_or_freeze(root, other, size=25)  # already frozen: the candidates are ignored
     assert again.digest() == first.digest()
@@ -122,7 +124,9 @@ def test_gate_promotes_a_better_candidate_refuses_a_worse_one_and_logs_both(tmp_
     assert up.candidate.escape_rate == 0.0 and up.candidate.cost < up.current.cost == 0.25
     assert up.current.review_rate == 1.0 and up.candidate.auroc is not None
     down = gate(worse, current, golden, rule, log_dir=data_dir)
-    assert not down.promoted and down.candidate.escape_rate == 1.0 and "escape" in down.reason
+    assert not down.promoted
+    assert down.candidate.escape_rate == 1.0
+    assert "escape" in down.reason
     assert "promote if escape" in down.report() and "NOT promoted" in down.report()
 
     first = gate(worse, None, golden, rule, log_dir=data_dir)  # no current model: the escape budget decides
@@ -237,8 +241,9 @@ def test_a_tampered_published_manifest_is_refused_by_the_edge(tmp_path, broker, 
 
 
 def test_announcement_is_retained_for_edges_that_connect_later(broker, trainer):
-    import paho.mqtt.client as mqtt
     import threading
+
+    import paho.mqtt.client as mqtt
 
     reg = trainer["registry"]
     announcer = Announcer(BrokerSettings(host=broker.host, port=broker.port)).start()
@@ -258,7 +263,9 @@ def test_announcement_is_retained_for_edges_that_connect_later(broker, trainer):
         c.loop_stop()
         c.disconnect()
     ann = wire.ModelAnnouncement.decode(got[0].payload)
-    assert got[0].retain and ann.version == "1.0.0" and ann.manifest_url == f"{trainer['url']}/1.0.0/manifest.json"
+    assert got[0].retain
+    assert ann.version == "1.0.0"
+    assert ann.manifest_url == f"{trainer['url']}/1.0.0/manifest.json"
 
 
 def test_release_commands_register_without_torch_and_gate_from_the_command_line(tmp_path, golden, capsys):
@@ -280,7 +287,9 @@ def test_release_commands_register_without_torch_and_gate_from_the_command_line(
     args = parser.parse_args(["gate", str(cand), "--data", str(tmp_path / "data")])
     assert args.func(args) == 1
     out = capsys.readouterr().out
-    assert "NOT promoted" in out and "escape 1.0000" in out and "rule:" in out
+    assert "NOT promoted" in out
+    assert "escape 1.0000" in out
+    assert "rule:" in out
     assert read_log(tmp_path / "data")[-1]["candidate"]["version"] == "1.0.0"
 
 
@@ -333,7 +342,9 @@ def test_gate_refuses_a_candidate_that_scraps_the_lines_good_parts_though_the_go
     line = GoldenSet.load_or_freeze(tmp_path / "data" / "line", (good_under_lights + defects).dedup(),
                                     size=len(good_under_lights) + len(defects))
     refused = gate(candidate, current, golden, rule, log_dir=tmp_path / "data", line=line)
-    assert not refused.promoted and "false reject" in refused.reason and "line's own parts" in refused.reason
+    assert not refused.promoted
+    assert "false reject" in refused.reason
+    assert "line's own parts" in refused.reason
     paired = refused.line
     assert paired["candidate"]["false_reject_rate"] > paired["current"]["false_reject_rate"] == 0.0
     d = paired["delta"]["false_reject_rate"]

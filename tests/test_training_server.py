@@ -17,13 +17,13 @@ from qcloop import configfile, wire
 from qcloop.errors import ConfigError
 from tests.models_support import make_test_manifest
 from tests.station_support import add_reviews, make_station
+from tests.waiting import wait_until
 from training.data import ImageSet
 from training.gate import read_log
 from training.golden import GoldenSet
 from training.release import keygen
 from training.server import ServeConfig, TrainServer, load_config
 from training.station_source import StationSource
-from tests.waiting import wait_until
 
 HW = (64, 64)
 
@@ -101,11 +101,15 @@ def test_a_station_request_runs_a_real_retrain_that_is_gated_signed_served_and_a
     finally:
         w.close()
         server.stop()
-    assert status["state"] == "idle" and status["last"]["ok"] and status["last"]["promoted"], status
+    assert status["state"] == "idle", status
+    assert status["last"]["ok"], status
+    assert status["last"]["promoted"], status
     assert "requested by erik" in status["last"]["reason"]
     # 48 seed images cannot certify the escape budget: the status says so, and how many defects would.
     cal = status["last"]["calibration"]
-    assert cal["confidence"] == 0.95 and cal["certified"]["escape"] is False and cal["defects_to_certify"] > 0
+    assert cal["confidence"] == 0.95
+    assert cal["certified"]["escape"] is False
+    assert cal["defects_to_certify"] > 0
     golden = GoldenSet.load(cfg.data.dir / "golden")
     assert len(golden) >= 12 and set(golden.counts().values()) != {0}
     assert status["last"]["gate"]["candidate"]["images"] == len(golden) and "rule_text" in status["last"]["gate"]
@@ -125,9 +129,9 @@ def test_a_station_request_runs_a_real_retrain_that_is_gated_signed_served_and_a
 
 
 def test_auto_family_follows_the_running_model_so_a_retrain_can_fine_tune_it(tmp_path, broker, seed_images):
-    from models.builtin import install_into
-
     import dataclasses
+
+    from models.builtin import install_into
 
     cfg = server_config(tmp_path, broker, seed_images)
     server = TrainServer(cfg, log_to=io.StringIO())
@@ -146,16 +150,18 @@ def test_enough_new_verdicts_start_a_retrain(tmp_path, broker, seed_images):
     w = Watcher(broker)
     try:
         assert server.connected.wait(10)
-        for i in range(2):
-            w.send(wire.Topics().verdict("L1"), wire.Verdict(f"r{i}", "real_fault", "pit", "olga", time.time()).encode())
+        for _ in range(2):
+            w.send(wire.Topics().verdict("L1"), wire.Verdict(wire.new_review_id(), "real_fault", "pit", "olga", time.time()).encode())
         assert wait_until(lambda: server.verdicts_since == 2, 10)
         assert server.runs == 0 and server.queued is None
-        w.send(wire.Topics().verdict("L1"), wire.Verdict("r2", "not_defect", "glare", "olga", time.time()).encode())
+        w.send(wire.Topics().verdict("L1"), wire.Verdict(wire.new_review_id(), "not_defect", "glare", "olga", time.time()).encode())
         assert wait_until(lambda: server.last is not None, timeout=60)
     finally:
         w.close()
         server.stop()
-    assert server.runs == 1 and server.last["ok"] and "3 new verdicts" in server.last["reason"]
+    assert server.runs == 1
+    assert server.last["ok"]
+    assert "3 new verdicts" in server.last["reason"]
 
 
 def test_retrains_never_overlap_and_requests_during_a_run_queue_once(tmp_path, broker, seed_images):
@@ -248,7 +254,9 @@ def test_station_source_fetches_only_new_items_and_keeps_hard_negatives(tmp_path
     by_id = {s.meta["review_id"]: s for s in data.samples}
     assert len(data) == 4 and by_id[heads[0].id].label == 1
     glare = by_id[heads[1].id]
-    assert glare.label == 0 and glare.meta["kind"] == "glare" and glare.meta["hard_negative"]
+    assert glare.label == 0
+    assert glare.meta["kind"] == "glare"
+    assert glare.meta["hard_negative"]
     assert by_id[heads[2].id].meta["kind"] == "dust" and data.stats["station_hard_negatives"] == 2
     other = by_id[heads[3].id]
     assert other.label == 0 and not other.meta.get("hard_negative")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from qcloop.cli import add_group
+    from qcloop.commands import add_group
 
     cmds = add_group(sub, "train", "train, export and calibrate defect models")
     run = cmds.add_parser("run", help="train a new model version from image folders and/or synthetic parts",

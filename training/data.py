@@ -140,7 +140,7 @@ class ImageSet:
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __add__(self, other: "ImageSet") -> "ImageSet":
+    def __add__(self, other: ImageSet) -> ImageSet:
         if other.hw != self.hw:
             raise DatasetError(f"cannot merge image sets of input sizes {self.hw} and {other.hw}")
         stats = {k: self.stats.get(k, 0) + other.stats.get(k, 0) for k in set(self.stats) | set(other.stats)
@@ -149,12 +149,12 @@ class ImageSet:
 
     # ------------------------------------------------------------------ sources
     @classmethod
-    def from_folders(cls, root: str | Path, hw: tuple[int, int], roi=None, workers: int = 2) -> "ImageSet":
+    def from_folders(cls, root: str | Path, hw: tuple[int, int], roi=None, workers: int = 2) -> ImageSet:
         """Load ``root/{ok,def}/*`` or ``root/{train,val,test}/{ok,def}/*``."""
         return cls.from_files(folder_jobs(root), hw, roi, workers)
 
     @classmethod
-    def from_files(cls, jobs: list["FileJob"], hw: tuple[int, int], roi=None, workers: int = 2) -> "ImageSet":
+    def from_files(cls, jobs: list[FileJob], hw: tuple[int, int], roi=None, workers: int = 2) -> ImageSet:
         """Read labelled image files (each decoded once, in ``workers`` threads) into one set."""
 
         def load(job: FileJob) -> Sample:
@@ -173,7 +173,7 @@ class ImageSet:
     @classmethod
     def from_synthetic(cls, n: int, hw: tuple[int, int], seed: int = 0, defect_rate: float = 0.4,
                        artefact_rate: float = 0.3, width: int = 1280, height: int = 1024,
-                       start: int = 0, severity: tuple[float, float] | None = None) -> "ImageSet":
+                       start: int = 0, severity: tuple[float, float] | None = None) -> ImageSet:
         """Render parts ``start .. start+n-1`` of a synthetic line, cropped to the generator's part ROI.
 
         With ``severity=(lo, hi)`` each defective part is redrawn on its clean render with a
@@ -199,7 +199,7 @@ class ImageSet:
         return cls(samples, hw, {"synthetic_parts": n})
 
     # ------------------------------------------------------------------ cleaning
-    def dedup(self, max_bits: int = NEAR_BITS) -> "ImageSet":
+    def dedup(self, max_bits: int = NEAR_BITS) -> ImageSet:
         """Drop exact duplicates (and images seen with both labels); tag near-duplicate groups."""
         by_sha: dict[str, list[Sample]] = {}
         for s in self.samples:
@@ -228,7 +228,7 @@ class ImageSet:
                  "near_duplicate_groups": len(set(groups)), "images": len(out)}
         return ImageSet(out, self.hw, stats)
 
-    def split(self, val: float = 0.15, golden: float = 0.15, seed: int = 0) -> dict[str, "ImageSet"]:
+    def split(self, val: float = 0.15, golden: float = 0.15, seed: int = 0) -> dict[str, ImageSet]:
         """Assign whole near-duplicate groups to train / val / golden, stratified by label.
 
         A group goes to the most held-out split any member was filed under; groups with

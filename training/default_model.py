@@ -26,7 +26,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from models.manifest import MANIFEST_NAME, atomic_write, write_manifest
+from models.manifest import MANIFEST_NAME, write_manifest
+from qcloop.files import write_atomically
 from training.data import ImageSet, roi_fractions
 from training.train import TrainConfig
 
@@ -79,6 +80,6 @@ def build_default(out: Path = DEFAULT_OUT, train_parts: int = TRAIN_PARTS, val_p
                        "weighted_to": {"defect_rate": LINE_DEFECT_RATE}}},
         {"synthetic": {"seed": SEED + 2, "parts": golden_parts, "defect_rate": LINE_DEFECT_RATE}}], log=log)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / result.manifest.file, result.model_bytes)
+    write_atomically(out / result.manifest.file, result.model_bytes)
     write_manifest(out / MANIFEST_NAME, result.manifest)
     return result

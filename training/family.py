@@ -96,7 +96,7 @@ class NetSpec:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "NetSpec":
+    def from_dict(cls, d: dict) -> NetSpec:
         """The spec a manifest's ``detector`` section describes (TrainError names what is wrong)."""
         if not isinstance(d, dict) or not isinstance(d.get("family"), str):
             raise TrainError(f"manifest detector section must name a family, got {d!r}")
@@ -109,7 +109,7 @@ class NetSpec:
         except (TypeError, ValueError) as exc:
             raise TrainError(f"manifest detector section is malformed: {exc}") from exc
 
-    def same_network(self, other: "NetSpec") -> bool:
+    def same_network(self, other: NetSpec) -> bool:
         """True when both build the same layers (pretrained or not does not change the shapes)."""
         return replace(self, pretrained=True, extra={}) == replace(other, pretrained=True, extra={})
 

@@ -25,8 +25,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from models.manifest import atomic_write
 from models.preprocess import resize_to
+from qcloop.files import write_atomically
 from training.data import LABELS, ImageSet, Sample, is_distinct_part, line_weights
 from training.dedup import NEAR_BITS, content_hash, dihedral_hashes, group_near_duplicates
 from training.errors import DatasetError
@@ -64,7 +64,7 @@ class GoldenSet:
         return (Path(root) / MANIFEST).is_file()
 
     @classmethod
-    def load(cls, root: str | Path) -> "GoldenSet":
+    def load(cls, root: str | Path) -> GoldenSet:
         root = Path(root)
         path = root / MANIFEST
         try:
@@ -79,7 +79,7 @@ class GoldenSet:
         return cls(root, entries, tuple(raw["input_hw"]), raw["created_at"])
 
     @classmethod
-    def load_or_freeze(cls, root: str | Path, candidates: ImageSet, size: int, seed: int = 0) -> "GoldenSet":
+    def load_or_freeze(cls, root: str | Path, candidates: ImageSet, size: int, seed: int = 0) -> GoldenSet:
         """The golden set in ``root``; on the first call, freeze ``size`` images drawn from ``candidates``.
 
         Whole near-duplicate groups are drawn, stratified by label; images a seed folder
@@ -99,7 +99,7 @@ class GoldenSet:
         return golden
 
     @classmethod
-    def freeze(cls, root: str | Path, samples: ImageSet) -> "GoldenSet":
+    def freeze(cls, root: str | Path, samples: ImageSet) -> GoldenSet:
         """A labelled set of exactly ``samples`` in a new folder ``root`` (e.g. the line's gate set of one
         retrain; one class is enough there). A folder left by an earlier attempt is replaced."""
         root = Path(root)
@@ -132,7 +132,7 @@ class GoldenSet:
             if not ok:
                 raise DatasetError(f"cannot encode golden image {sha[:12]} as PNG")
             name = f"{sha}.png"
-            atomic_write(self.root / name, buf.tobytes())
+            write_atomically(self.root / name, buf.tobytes())
             meta = {k: s.meta[k] for k in _KEEP_META if k in s.meta}
             if "dhash" in s.meta:  # the near-duplicate hash of the file as read (training.data)
                 meta["dhash"] = np.asarray(s.meta["dhash"], np.uint8).tobytes().hex()
@@ -149,7 +149,7 @@ class GoldenSet:
                "input_hw": list(self.hw), "hash": self.digest(),
                "counts": {LABELS[0]: labels.count(0), LABELS[1]: labels.count(1)},
                "items": [{"sha": e.sha, "label": e.label, "file": e.file, "meta": e.meta} for e in self.entries]}
-        atomic_write(self.root / MANIFEST, (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode())
+        write_atomically(self.root / MANIFEST, (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode())
 
     # ------------------------------------------------------------------ views
     @property

@@ -56,8 +56,18 @@ import numpy as np
 from training.defaults import DEFECTNET_WIDTHS, EMA, VIEWS
 from training.errors import DatasetError, TrainError
 from training.family import DEFAULT_SIZES
-from training.loop_sim import (Chain, Item, Prepared, SimConfig, best_band, figures_on, prepare, score_items,
-                               fit_band, workdir)
+from training.loop_sim import (
+    Chain,
+    Item,
+    Prepared,
+    SimConfig,
+    best_band,
+    figures_on,
+    fit_band,
+    prepare,
+    score_items,
+    workdir,
+)
 
 FIGURES = ("ai_accuracy", "hitl_accuracy", "review_rate", "escape_rate", "false_reject_rate",
            "artefact_false_reject_rate", "auroc")

@@ -297,7 +297,7 @@ class Chain:
                                  np.array([it.weight for it in calib]))
         return info
 
-    def adopt(self, other: "Chain") -> None:
+    def adopt(self, other: Chain) -> None:
         """Start from ``other``'s current model (the same seed labels train the same seed model)."""
         self.current, self.detector, self.calib_scores = other.current, other.detector, other.calib_scores
         self.version = other.version

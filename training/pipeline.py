@@ -11,7 +11,6 @@ Signing, gating and publishing (later stages) take it from there.
 from __future__ import annotations
 
 import sys
-import time
 from dataclasses import dataclass
 
 import numpy as np

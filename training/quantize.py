@@ -53,8 +53,13 @@ def quantize_int8(fp32_bytes: bytes, calib_tensors: np.ndarray, check_tensors: n
                   output_name: str = "score", tolerance: float = INT8_TOLERANCE) -> QuantizeResult:
     """Quantise ``fp32_bytes``; calibrate on (N, C, H, W) float32 ``calib_tensors``, check on ``check_tensors``."""
     try:
-        from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                              quantize_static)
+        from onnxruntime.quantization import (
+            CalibrationDataReader,
+            CalibrationMethod,
+            QuantFormat,
+            QuantType,
+            quantize_static,
+        )
         from onnxruntime.quantization.shape_inference import quant_pre_process
     except ImportError as exc:
         raise QuantizationError(f"int8 quantisation needs onnxruntime's quantisation tools (and onnx): {exc}") from exc

@@ -21,11 +21,12 @@ import threading
 from pathlib import Path
 
 from models.errors import ManifestError, ModelsError
-from models.manifest import MANIFEST_NAME, Manifest, check_version, version_key
+from models.manifest import MANIFEST_NAME, Manifest, check_version
 from models.registry import Registry
 from qcloop import wire
 from qcloop.errors import QcError
 from qcloop.mqttconn import BrokerSettings, make_client
+from qcloop.versions import version_key
 from training.errors import ReleaseError
 
 log = logging.getLogger(__name__)
@@ -150,7 +151,7 @@ class ModelHTTPServer:
     def manifest_url(self, version: str) -> str:
         return f"{self.url}/{version}/{MANIFEST_NAME}"
 
-    def start(self) -> "ModelHTTPServer":
+    def start(self) -> ModelHTTPServer:
         self._thread.start()
         return self
 
@@ -175,7 +176,7 @@ class Announcer:
         if reason_code == 0:
             self.connected.set()
 
-    def start(self, wait_s: float = 10.0) -> "Announcer":
+    def start(self, wait_s: float = 10.0) -> Announcer:
         self.client.connect_async(self.settings.host, self.settings.port, keepalive=self.settings.keepalive_s)
         self.client.loop_start()
         if not self.connected.wait(wait_s):

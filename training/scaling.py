@@ -20,7 +20,7 @@ class Normalisation:
     std: float = 1.0
 
     @classmethod
-    def fit(cls, images: np.ndarray) -> "Normalisation":
+    def fit(cls, images: np.ndarray) -> Normalisation:
         x = images.astype(np.float64) / 255.0
         # Rounded so the manifest shows plain numbers; training and edge use the same rounded values.
         return cls(1 / 255, round(float(x.mean()), 4), round(max(float(x.std()), 1e-3), 4))

@@ -21,8 +21,9 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import paho.mqtt.client as mqtt
 
@@ -168,17 +169,8 @@ class ServeConfig:
 
 
 def load_config(path: str | Path) -> ServeConfig:
-    """Read the TOML config; relative paths are relative to the config file's folder."""
-    path = Path(path)
-    cfg = configfile.load(path, ServeConfig)
-    return resolve(cfg, path.parent)
-
-
-def resolve(cfg: ServeConfig, base: Path) -> ServeConfig:
-    fix = lambda p: configfile.resolve_path(base, p)  # noqa: E731
-    data = dataclasses.replace(cfg.data, dir=fix(cfg.data.dir), seed_folders=tuple(fix(p) for p in cfg.data.seed_folders))
-    keys = dataclasses.replace(cfg.keys, private=fix(cfg.keys.private), public=fix(cfg.keys.public))
-    return dataclasses.replace(cfg, data=data, keys=keys, mqtt=dataclasses.replace(cfg.mqtt, **cfg.mqtt.resolved(fix)))
+    """Read the TOML config; relative paths are relative to the config file's folder (qcloop.configfile)."""
+    return configfile.load(path, ServeConfig)
 
 
 # ------------------------------------------------------------------ server
@@ -191,7 +183,7 @@ class TrainServer:
         self._log_to = log_to
         self.state = "idle"
         self._reason = ""
-        self.last: dict | None = None
+        self.last: wire.TrainRun | None = None
         self.runs = 0
         self.verdicts_since = 0
         self._told = 0.0
@@ -207,7 +199,7 @@ class TrainServer:
         self.client: mqtt.Client | None = None
 
     # ------------------------------------------------------------------ lifecycle
-    def start(self, wait_s: float = 10.0) -> "TrainServer":
+    def start(self, wait_s: float = 10.0) -> TrainServer:
         if not self.cfg.keys.private.is_file():
             raise ConfigError(f"[keys].private {self.cfg.keys.private} does not exist; run `qc train keygen`")
         self.http = ModelHTTPServer(self.registry, self.cfg.serve.host, self.cfg.serve.port,
@@ -337,7 +329,7 @@ class TrainServer:
                 log.exception("retrain crashed")
                 result = {"ok": False, "error": repr(exc)}
             result.update(reason=reason, seconds=round(time.monotonic() - t0, 1), finished=time.time())
-            self.last = result
+            self.last = _run_record(result)
             self._set_state("idle", reason)
             return result
 
@@ -447,21 +439,21 @@ class TrainServer:
         self._reason = reason
         self._publish_status(wait=False)
 
-    def status(self) -> dict:
-        return {"state": self.state, "reason": self._reason, "time": time.time(),
-                "queued": self._pending, "runs": self.runs, "verdicts_since_last": self.verdicts_since,
-                "current": self.registry.current_version(), "last": self.last}
+    def status(self) -> wire.TrainStatus:
+        return wire.TrainStatus(state=self.state, reason=self._reason, time=time.time(), queued=self._pending,
+                                runs=self.runs, verdicts_since_last=self.verdicts_since,
+                                current=self.registry.current_version(), last=self.last)
 
     def _publish_status(self, wait: bool = True) -> None:
         if self.announcer is None:
             return
-        payload = wire.dumps(self.status())
         try:
+            payload = self.status().encode()
             if wait:
                 self.announcer.publish_retained(self.topics.train_status(), payload)
             else:
                 self.announcer.client.publish(self.topics.train_status(), payload, qos=1, retain=True)
-        except QcError as exc:
+        except QcError as exc:  # WireError included: a figure the wire cannot carry
             log.warning("train status not published: %s", exc)
 
 
@@ -473,20 +465,24 @@ def _default_build() -> Callable[..., Any]:
 
 def serve(config_path: str | Path) -> int:
     """Run the server until interrupted (SIGINT/SIGTERM)."""
-    import signal
+    from qcloop.stopping import stop_on_signals
 
     server = TrainServer(load_config(config_path)).start()
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *a: stop.set())
+    stop = stop_on_signals()
     print(f"qc train serve: models at {server.http.url}, status on {server.topics.train_status()}", file=sys.stderr)
     try:
-        while not stop.wait(1.0):
-            pass
-    except KeyboardInterrupt:
-        pass
+        stop.wait()
     finally:
         server.stop()
     return 0
+
+
+def _run_record(result: dict) -> wire.TrainRun:
+    """A run's outcome as the trainer status carries it; a figure the wire refuses becomes the run's error."""
+    try:
+        return wire.TrainRun.from_json(result)
+    except WireError as exc:
+        return wire.TrainRun(ok=False, error=f"the run's report is malformed: {exc}", reason=str(result.get("reason", "")))
 
 
 def calibration_summary(cal: dict) -> dict:

@@ -27,8 +27,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from models.manifest import atomic_write
 from qcloop import wire
+from qcloop.files import write_atomically
 from training.data import ImageSet, Sample, fit_input, is_hard_negative, read_grey
 from training.dedup import content_hash
 from training.errors import DatasetError
@@ -106,9 +106,9 @@ class StationSource:
                 self._store(item)
                 fetched += 1
                 cursor = max(cursor, int(item.get("cursor", 0)))
-                atomic_write(self.cursor_path, f"{cursor}\n".encode())
+                write_atomically(self.cursor_path, f"{cursor}\n".encode())
             cursor = max(cursor, next_cursor)
-            atomic_write(self.cursor_path, f"{cursor}\n".encode())
+            write_atomically(self.cursor_path, f"{cursor}\n".encode())
             if len(items) < self.page:
                 break
         return SyncResult(fetched, cursor, pages)
@@ -122,7 +122,7 @@ class StationSource:
             data = self._get(item["image_url"])
             if not data.startswith(b"\xff\xd8"):
                 raise DatasetError(f"{item['image_url']}: not a JPEG")
-            atomic_write(path, data)
+            write_atomically(path, data)
         entry = {k: item.get(k) for k in ("id", "verdict", "kind", "line", "camera", "part_id", "model", "score",
                                           "reason", "user", "verdict_time", "cursor")}
         with self.labels_path.open("a", encoding="utf-8") as fh:

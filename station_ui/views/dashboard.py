@@ -7,10 +7,9 @@ import time
 from flask import Blueprint, current_app, g, redirect, render_template, request, url_for
 
 from qcloop import wire
-
 from station_ui import present, reports, svg
-from station_ui.app import station_health
 from station_ui.db import get_db
+from station_ui.health import station_health
 from station_ui.security import require
 
 bp = Blueprint("dashboard", __name__)

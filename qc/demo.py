@@ -18,12 +18,13 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
 
-from qcloop.broker import terminate
-from qcloop.pybroker import start_local_broker
+from qc.broker import terminate
+from qc.pybroker import start_local_broker
+from qcloop import wire
 
 EXAMPLE_EDGE = Path(__file__).resolve().parent.parent / "config" / "edge.example.toml"
 TOKEN_ENV = "QC_DEMO_STATION_TOKEN"
@@ -41,7 +42,7 @@ def say(msg: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edge.cli import stop_on_signals
+    from qcloop.stopping import stop_on_signals
 
     if args.rate is None:
         args.rate = AUTO_REVIEW_RATE if args.auto_review else HUMAN_RATE
@@ -76,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
 
         reviewer = None
         if args.auto_review:
-            from qcloop.demo_review import AutoReviewer
+            from qc.demo_review import AutoReviewer
 
             reviewer = AutoReviewer(station.url, login, book).start()
             started.append(("auto-reviewer", reviewer.stop))
@@ -146,8 +147,8 @@ def start_edge(data: Path, broker, keys: tuple[Path, Path], args: argparse.Names
     from edge.config import load_config
     from edge.service import EdgeService
     from hardware.factory import make_camera
-    from qcloop.demo_figures import LineFigures
-    from qcloop.demo_review import TruthBook
+    from qc.demo_figures import LineFigures
+    from qc.demo_review import TruthBook
 
     cfg = load_config(EXAMPLE_EDGE)
     cfg = replace(cfg,
@@ -228,9 +229,9 @@ class Trainer:
         if registry.current_version() is None:
             builtin.install_into(registry)
 
-    def start(self) -> "Trainer":
+    def start(self) -> Trainer:
         log = self.log_path.open("ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "qcloop.cli", "train", "serve", "--config",
+        self.proc = subprocess.Popen([sys.executable, "-m", "qc.cli", "train", "serve", "--config",
                                       str(self.config_path)], stdout=log, stderr=log, stdin=subprocess.DEVNULL,
                                      env=self._env, start_new_session=True,
                                      preexec_fn=lambda: os.nice(10))  # the line comes first
@@ -314,7 +315,7 @@ class Status:
 
     def __init__(self, edge, station, trainer, reviewer, args: argparse.Namespace, figures):  # noqa: ANN001
         self.edge, self.station, self.trainer, self.reviewer, self.args = edge, station, trainer, reviewer, args
-        self.figures = figures  # qcloop.demo_figures.LineFigures: the truth per model version
+        self.figures = figures  # qc.demo_figures.LineFigures: the truth per model version
         self.trainer_state: dict = {}
         self.models_seen = [edge.detector.version]
         self._client = None
@@ -323,7 +324,6 @@ class Status:
             self._watch_trainer()
 
     def _watch_trainer(self) -> None:
-        from qcloop import wire
         from qcloop.mqttconn import BrokerSettings, make_client
 
         settings = BrokerSettings(host=self.edge.cfg.mqtt.host, port=self.edge.cfg.mqtt.port)
@@ -357,7 +357,7 @@ class Status:
         s = self.edge.status()
         q = self.queue()
         versions = "  ".join(v.short() for v in self.figures.versions()[-2:])
-        return (f"parts {s['parts']:>6}  {_actions(s)}  queue {q:>3}  {versions or 'model ' + s['model']}  "
+        return (f"parts {s.parts:>6}  {_actions(s)}  queue {q:>3}  {versions or 'model ' + s.model}  "
                 f"{self.trainer_words()}  | {self.next_step(q)}")
 
     def trainer_words(self) -> str:
@@ -419,7 +419,7 @@ class Status:
 
     def summary(self) -> str:
         s = self.edge.status()
-        out = f"{s['parts']} parts: {_actions(s)}; models {' -> '.join(self.models_seen)}"
+        out = f"{s.parts} parts: {_actions(s)}; models {' -> '.join(self.models_seen)}"
         if self.reviewer is not None:
             out += f"; auto-review answered {self.reviewer.answered}"
             if self.reviewer.error:
@@ -445,6 +445,6 @@ class Status:
             store.close()
 
 
-def _actions(status: dict) -> str:
-    a = status.get("actions", {})
+def _actions(status: wire.EdgeStatus) -> str:
+    a = status.actions
     return f"PASS {a.get('PASS', 0)} HOLD {a.get('HOLD', 0)} REJECT {a.get('REJECT', 0)}"

@@ -17,12 +17,12 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from edge.journal import JournalSummary, read_journal
-from qcloop.broker import MosquittoBroker, free_port, terminate
+from qc.broker import MosquittoBroker, free_port, terminate
 from qcloop.errors import QcError
 
 LINE, CAMERA = "faults", "cam1"
@@ -163,7 +163,7 @@ class FaultRig:
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
         self._runs[name] += 1
         log = (self.work / name / f"{name}-{self._runs[name]}.log").open("ab")
-        proc = subprocess.Popen([sys.executable, "-m", "qcloop.cli", *args], stdout=log, stderr=log,
+        proc = subprocess.Popen([sys.executable, "-m", "qc.cli", *args], stdout=log, stderr=log,
                                 stdin=subprocess.DEVNULL, start_new_session=True, cwd=self.work / name)
         log.close()
         self.say(f"started {name} (pid {proc.pid})")

@@ -45,8 +45,8 @@ def _pct(values: list[float], q: float) -> float:
 def bench_ingest(work: Path, n: int, image_kb: int) -> dict[str, Any]:
     import paho.mqtt.client as mqtt
 
+    from qc.broker import MosquittoBroker
     from qcloop import wire
-    from qcloop.broker import MosquittoBroker
     from station_ui.config import config_for
     from station_ui.ingest import Ingest
     from station_ui.store import Store
@@ -133,7 +133,7 @@ def bench_web(work: Path, items: int, pages: int = 200, verdicts: int = 300) -> 
     token = re.search(r'name="csrf-token" content="([^"]+)"', html).group(1)
     current = re.search(r'class="item" data-id="([^"]+)"', html).group(1)
     verdict_ms = []
-    for i in range(verdicts):
+    for _ in range(verdicts):
         t = time.perf_counter()
         r = c.post("/review/verdict", json={"review_id": current, "verdict": "not_defect", "kind": "glare"},
                    headers={"X-CSRF-Token": token})

@@ -137,7 +137,7 @@ class MosquittoBroker(LocalBroker):
             ]
         self.config_path.write_text("\n".join(lines + list(self.extra_config)) + "\n")
 
-    def start(self, timeout: float = 10.0) -> "MosquittoBroker":
+    def start(self, timeout: float = 10.0) -> MosquittoBroker:
         exe = find_mosquitto()
         if exe is None:
             raise BrokerError("mosquitto is not installed (Debian/Ubuntu: apt-get install mosquitto)")
@@ -162,7 +162,7 @@ class MosquittoBroker(LocalBroker):
         except OSError:
             return ""
 
-    def __enter__(self) -> "MosquittoBroker":
+    def __enter__(self) -> MosquittoBroker:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

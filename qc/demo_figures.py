@@ -13,8 +13,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from edge.decision import Decision
-from qcloop.demo_review import TruthBook
-
+from qc.demo_review import TruthBook
 
 #: How parts decided before any model could score them (fail-safe) are listed.
 NO_MODEL = "no model (fail-safe)"

@@ -53,4 +53,4 @@ def register(sub: argparse._SubParsersAction) -> None:
     demo.add_argument("--web-port", type=int, default=8080, help="review station port (default 8080; 0 = a free port)")
     demo.add_argument("--metrics-port", type=int, default=9108, help="edge /metrics and /healthz port (0 = off)")
     demo.add_argument("--quiet", action="store_true", help="no live status line")
-    demo.set_defaults(func=lambda args: __import__("qcloop.demo", fromlist=["run"]).run(args))
+    demo.set_defaults(func=lambda args: __import__("qc.demo", fromlist=["run"]).run(args))

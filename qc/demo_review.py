@@ -141,7 +141,7 @@ class AutoReviewer:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def start(self) -> "AutoReviewer":
+    def start(self) -> AutoReviewer:
         self._thread = threading.Thread(target=self._run, name="auto-reviewer", daemon=True)
         self._thread.start()
         return self

@@ -26,7 +26,15 @@ from typing import Any
 
 import numpy as np
 
-from edge.config import DecisionSection, EdgeConfig, EdgeSection, MetricsSection, ModelSection, MqttSection, OutboxSection
+from edge.config import (
+    DecisionSection,
+    EdgeConfig,
+    EdgeSection,
+    MetricsSection,
+    ModelSection,
+    MqttSection,
+    OutboxSection,
+)
 from edge.decision import Decision
 from edge.service import EdgeService
 from hardware.actuators import SimulatedActuator
@@ -36,8 +44,8 @@ from hardware.triggers import SoftwareTrigger
 from models import builtin
 from models.manifest import load_manifest
 from models.registry import Registry
-from qcloop.broker import MosquittoBroker
-from qcloop.reviewsink import ReviewSink
+from qc.broker import MosquittoBroker
+from qc.reviewsink import ReviewSink
 
 
 def run(model_dir: Path | None = None, parts: int = 3000, rate_hz: float = 100.0, rate_parts: int = 1000,

@@ -34,7 +34,7 @@ class ReviewSink:
         self.client = c
         self.host, self.port = host, port
 
-    def start(self, timeout: float = 10.0) -> "ReviewSink":
+    def start(self, timeout: float = 10.0) -> ReviewSink:
         self.client.connect_async(self.host, self.port, keepalive=15)
         self.client.loop_start()
         if not self.connected.wait(timeout):

@@ -1,9 +1,9 @@
 """The `qc` command: one subcommand group per part, each registered by the part itself.
 
-Each part exposes ``register(subparsers)`` in its ``cli`` module; that module imports
-nothing heavy at import time (handlers import what they need when they run), so
-``qc edge ...`` never loads Flask or torch, and ``qc --help`` is instant.
-Errors that qcloop raises on purpose (QcError) are printed as one line, exit code 2.
+Each part exposes ``register(subparsers)`` in its ``cli`` module (the contract is
+qcloop.commands); that module imports nothing heavy at import time, so ``qc edge ...``
+never loads Flask or torch, and ``qc --help`` is instant. Errors raised on purpose
+(QcError) are printed as one line, exit code 2.
 """
 from __future__ import annotations
 
@@ -20,9 +20,9 @@ PARTS = (
     "edge.cli",
     "station_ui.cli",
     "training.cli",
-    "qcloop.demo_cli",
-    "qcloop.brokeradmin",
-    "qcloop.bench_cli",
+    "qc.demo_cli",
+    "qc.brokeradmin",
+    "qc.bench_cli",
 )
 
 
@@ -64,13 +64,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
-
-
-def add_group(sub: argparse._SubParsersAction, name: str, help: str, description: str | None = None) -> argparse._SubParsersAction:
-    """Add a command group (``qc NAME ...``) and return its subparsers for its commands."""
-    group = sub.add_parser(name, help=help, description=description or help)
-    group.set_defaults(group_parser=group)
-    return group.add_subparsers(dest="command", metavar="SUBCOMMAND")
 
 
 if __name__ == "__main__":  # pragma: no cover

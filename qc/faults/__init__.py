@@ -37,7 +37,7 @@ Counting (after recovery and after the edge has finished its parts and drained):
 - ``parts_without_review``: parts decided with no review owed (no frame: a camera fault).
 - ``unknown``: stored reviews the journal never named at actuation (must be 0).
 """
-from qcloop.faults.rig import Counts, FaultRig, RigOptions
-from qcloop.faults.scenarios import SCENARIOS, ScenarioResult, run_scenario
+from qc.faults.rig import Counts, FaultRig, RigOptions
+from qc.faults.scenarios import SCENARIOS, ScenarioResult, run_scenario
 
 __all__ = ["Counts", "FaultRig", "RigOptions", "SCENARIOS", "ScenarioResult", "run_scenario"]

@@ -1,6 +1,8 @@
 """`qc bench ...`: benchmarks that print figures (JSON with --json). Never timed assertions.
 
-Each benchmark lives with the part it measures; this module only registers them.
+The benchmarks that start a broker or several parts live here (qc.bench_edge,
+qc.bench_station, qc.faults.bench); a part's own benchmarks live with it and are added
+by its ``register_bench`` (training.cli). This module only registers them.
 """
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import argparse
 import importlib
 from pathlib import Path
 
-from qcloop.cli import add_group
+from qcloop.commands import add_group
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     edge.add_argument("--rate", type=float, default=100.0, help="parts/s in the fixed-rate phase")
     edge.add_argument("--rate-parts", type=int, default=1000, help="parts in the fixed-rate phase")
     edge.add_argument("--quiet", action="store_true", help="no progress on stderr")
-    edge.set_defaults(func=lambda args: importlib.import_module("edge.bench").main_json(args))
+    edge.set_defaults(func=lambda args: importlib.import_module("qc.bench_edge").main_json(args))
 
     faults = cmds.add_parser("faults", help="kill the broker, the edge or the station mid-stream; count lost and "
                              "duplicated reviews", description="Fault scenarios on loopback with a real mosquitto "
@@ -38,15 +40,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     faults.add_argument("--keep", type=Path, default=None, metavar="DIR",
                         help="work in DIR and keep it (configs, logs, databases) for inspection")
     faults.add_argument("--quiet", action="store_true", help="no progress on stderr")
-    faults.set_defaults(func=lambda args: importlib.import_module("qcloop.faults.bench").main(args))
+    faults.set_defaults(func=lambda args: importlib.import_module("qc.faults.bench").main(args))
 
-    for module in ("station_ui.cli", "training.cli"):
-        try:
-            part = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-            continue
-        hook = getattr(part, "register_bench", None)
-        if hook:
-            hook(cmds)
+    station = cmds.add_parser("station", help="station ingest rate, queue page and verdict latency",
+                              description="Ingest ~100 KB reviews through a private mosquitto into the store, then "
+                                          "time the review page and verdicts with many stored items.")
+    station.add_argument("--json", action="store_true", help="print one JSON object")
+    station.add_argument("--items", type=int, default=100_000, help="stored items for the page and verdict timings")
+    station.add_argument("--ingest", type=int, default=2000, help="reviews to send through the broker")
+    station.add_argument("--image-kb", type=int, default=100)
+    station.add_argument("--pages", type=int, default=200, help="review page loads timed")
+    station.add_argument("--verdicts", type=int, default=300, help="verdicts timed")
+    station.set_defaults(func=lambda args: importlib.import_module("qc.bench_station").main(args))
+
+    from training.cli import register_bench as register_training_benches
+
+    register_training_benches(cmds)

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from qcloop.broker import BrokerError, LocalBroker, MosquittoBroker, find_mosquitto, mqtt_ping
+from qc.broker import BrokerError, LocalBroker, MosquittoBroker, find_mosquitto, mqtt_ping
 
 
 @dataclass
@@ -33,14 +33,14 @@ class EmbeddedBroker(LocalBroker):
     def log_path(self) -> Path:
         return self.workdir / "amqtt.log"
 
-    def start(self, timeout: float = 20.0) -> "EmbeddedBroker":
+    def start(self, timeout: float = 20.0) -> EmbeddedBroker:
         try:
             import amqtt  # noqa: F401  (fail here, with advice, rather than in the child)
         except ImportError as exc:
             raise BrokerError("neither mosquitto nor the Python broker amqtt is installed: "
                               "apt-get install mosquitto, or pip install 'qcloop[demo]'") from exc
         log = self.log_path.open("ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "qcloop.pybroker", "--host", self.host,
+        self.proc = subprocess.Popen([sys.executable, "-m", "qc.pybroker", "--host", self.host,
                                       "--port", str(self.port)], stdout=log, stderr=log,
                                      stdin=subprocess.DEVNULL, start_new_session=True)
         log.close()
@@ -88,7 +88,7 @@ def _serve(host: str, port: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m qcloop.pybroker",
+    ap = argparse.ArgumentParser(prog="python -m qc.pybroker",
                                  description="Run the embedded amqtt broker on loopback (for the demo).")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, required=True)

@@ -73,7 +73,7 @@ class Camera:
         return edge_user(self.line, self.camera)
 
     @classmethod
-    def parse(cls, text: str) -> "Camera":
+    def parse(cls, text: str) -> Camera:
         """``LINE/CAMERA`` -> Camera."""
         line, sep, camera = text.partition("/")
         if not sep:
@@ -175,7 +175,7 @@ def set_password(password_file: str | Path, user: str, password: str) -> None:
 
 # ------------------------------------------------------------------ qc broker
 def register(sub: argparse._SubParsersAction) -> None:
-    from qcloop.cli import add_group
+    from qcloop.commands import add_group
 
     cmds = add_group(sub, "broker", help="production broker access: the ACL per camera and broker passwords")
     acl = cmds.add_parser("acl", help="write the Mosquitto ACL for the plant's cameras",

@@ -2,18 +2,19 @@
 
 Every scenario streams ``reviews`` parts (one review each), injects its fault once
 a third of them are stored, measures the recovery, lets the edge finish its parts and
-drain its outbox, and counts (definitions in qcloop.faults).
+drain its outbox, and counts (definitions in qc.faults).
 """
 from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from edge.journal import read_journal
-from qcloop.faults.rig import DroppedCounter, FaultRig, FaultRigError, RigOptions
+from qc.faults.rig import DroppedCounter, FaultRig, FaultRigError, RigOptions
 
 SCENARIOS = ("broker-kill", "edge-kill", "station-kill", "station-away")
 #: The broker's queue per client in station-away: far less than the reviews made while away.

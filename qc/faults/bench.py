@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from qcloop.faults.scenarios import SCENARIOS, run_scenario
+from qc.faults.scenarios import SCENARIOS, run_scenario
 
 
 def main(args: Any) -> int:
