@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test suite: install what is missing (including Chromium for the UI test), check the code
-# (ruff lint everywhere; ruff format and mypy on the contracts and the edge), then run pytest.
+# (ruff lint everywhere; ruff format on the contracts and the edge; mypy on those and the station),
+# then run pytest.
 # Extra arguments go to pytest (e.g. ./test.sh -k outbox).
 set -euo pipefail
 cd "$(dirname "$0")"

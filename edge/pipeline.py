@@ -73,7 +73,7 @@ class ReviewStore(Protocol):
 @dataclass
 class _Job:
     frame: Frame
-    model: Any
+    model: ScoringModel | None  # the model the tensor was prepared for
     tensor: np.ndarray | None
     error: str = ""
 

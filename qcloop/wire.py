@@ -453,3 +453,41 @@ class TrainStatus(Message):
     verdicts_since_last: int = field(default=0, metadata=bounded(0))
     current: str | None = None  # the live version
     last: TrainRun | None = None
+
+
+# ------------------------------------------------------------------ dataset export (HTTP)
+@dataclass(frozen=True)
+class ExportItem(Message):
+    """One labelled review in the station's export API (``GET /api/v1/export``), read by the trainer."""
+
+    WHAT: ClassVar[str] = "export item"
+    id: str = field(metadata=UUID)
+    part_id: str
+    line: str
+    camera: str
+    captured_at: float
+    model: str
+    score: float | None = field(metadata=bounded(0.0, 1.0))
+    band: Band
+    action_taken: Action
+    reason: str
+    verdict: VerdictName
+    cursor: int = field(metadata=bounded(0))  # the final verdict's id: items come in this order
+    image_url: str
+    kind: str = ""
+    user: str = ""
+    verdict_time: float = 0.0
+    station: str = ""
+    thresholds: dict[str, float] = field(default_factory=dict)
+    quality: dict[str, float] = field(default_factory=dict)
+    width: int = field(default=0, metadata=bounded(0))
+    height: int = field(default=0, metadata=bounded(0))
+
+
+@dataclass(frozen=True)
+class ExportPage(Message):
+    """One page of the export API: its items and the cursor to ask from next."""
+
+    WHAT: ClassVar[str] = "export page"
+    items: tuple[ExportItem, ...]
+    next_cursor: int = field(metadata=bounded(0))

@@ -56,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     check.set_defaults(func=cmd_check_config)
 
 
-def _store(cfg):  # type: ignore[no-untyped-def]
+def _store(cfg):
     """The station's store for one command, closed when the ``with`` block ends."""
     from contextlib import closing
 

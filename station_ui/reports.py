@@ -85,7 +85,8 @@ def _per_part(count: int, parts: int) -> float | None:
 
 def history(db: Store, *, part_id: str = "", verdict: str = "", user: str = "", t0: float | None = None,
             t1: float | None = None, limit: int = 200) -> list[Any]:
-    where, args = ["1 = 1"], []
+    where: list[str] = ["1 = 1"]
+    args: list[Any] = []
     if part_id:
         where.append("r.part_id LIKE ?")
         args.append(part_id.replace("%", "") + "%")

@@ -42,7 +42,7 @@ def load_user() -> None:
     """Set g.user from the session; end the session after the idle timeout."""
     g.user = None
     name, role = session.get("user"), session.get("role")
-    if not name:
+    if not name or not role:
         return
     idle = current_app.extensions["station"].cfg.web.idle_logout_s
     now = time.time()

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sqlite_utils import Database
 
@@ -215,6 +215,7 @@ class Store:
                 vid = conn.execute("INSERT INTO verdicts (review_id, verdict, kind, user, station, time, seq)"
                                    " VALUES (?,?,?,?,?,?,?)",
                                    (review_id, verdict, kind, user, self.station, now, seq)).lastrowid
+                vid = cast(int, vid)  # an INSERT always gives its row id
             except sqlite3.IntegrityError as exc:
                 raise AlreadyDecided(f"review {review_id} already has a verdict") from exc
             final_kind = kind
@@ -241,7 +242,7 @@ class Store:
                         {"verdict": verdict, "kind": kind, "seq": seq, "state": state, "verdict_id": vid}, now)
         message = None
         if counted:
-            message = wire.Verdict(review_id=review_id, verdict=verdict, kind=final_kind, user=user, time=now,
+            message = wire.Verdict(review_id=review_id, verdict=cast(wire.VerdictName, verdict), kind=final_kind, user=user, time=now,
                                    station=self.station, line=row["line"], camera=row["camera"], part_id=row["part_id"])
         return VerdictOutcome(vid, review_id, state, counted, message)
 

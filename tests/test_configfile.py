@@ -8,7 +8,7 @@ from pathlib import Path
 from edge.config import load_config as load_edge
 from qcloop import configfile
 from station_ui.config import load_config as load_station
-from training.server import load_config as load_trainer
+from training.serve_config import load_config as load_trainer
 
 
 @dataclass(frozen=True)

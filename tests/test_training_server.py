@@ -22,7 +22,8 @@ from training.data import ImageSet
 from training.gate import read_log
 from training.golden import GoldenSet
 from training.release import keygen
-from training.server import ServeConfig, TrainServer, load_config
+from training.serve_config import ServeConfig, load_config
+from training.server import TrainServer
 from training.station_source import StationSource
 
 HW = (64, 64)
@@ -102,6 +103,10 @@ def test_a_station_request_runs_a_real_retrain_that_is_gated_signed_served_and_a
         w.close()
         server.stop()
     assert status["state"] == "idle", status
+    typed = wire.TrainStatus.decode(json.dumps(status))  # what the station's ingest will accept
+    assert typed.last is not None
+    assert typed.last.gate is not None
+    assert typed.last.gate.promoted
     assert status["last"]["ok"], status
     assert status["last"]["promoted"], status
     assert "requested by erik" in status["last"]["reason"]
@@ -160,8 +165,8 @@ def test_enough_new_verdicts_start_a_retrain(tmp_path, broker, seed_images):
         w.close()
         server.stop()
     assert server.runs == 1
-    assert server.last["ok"]
-    assert "3 new verdicts" in server.last["reason"]
+    assert server.last.ok
+    assert "3 new verdicts" in server.last.reason
 
 
 def test_retrains_never_overlap_and_requests_during_a_run_queue_once(tmp_path, broker, seed_images):
@@ -264,7 +269,8 @@ def test_station_source_fetches_only_new_items_and_keeps_hard_negatives(tmp_path
 
 def test_the_newest_station_verdicts_become_the_lines_gate_set_and_leave_training(tmp_path):
     from training.data import Sample
-    from training.server import GateSection, hold_out_line_parts
+    from training.serve_config import GateSection
+    from training.server import hold_out_line_parts
 
     parts = ImageSet.from_synthetic(60, (48, 48), seed=4, defect_rate=0.1, artefact_rate=0.5)
     samples = []

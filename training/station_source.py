@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qcloop import wire
+from qcloop.errors import WireError
 from qcloop.files import write_atomically
 from training.data import ImageSet, Sample, fit_input, is_hard_negative, read_grey
 from training.dedup import content_hash
@@ -96,16 +97,16 @@ class StationSource:
                                                                                     "limit": self.page}))
             pages += 1
             try:
-                body = json.loads(raw)
-                items, next_cursor = body["items"], int(body["next_cursor"])
-            except (ValueError, KeyError, TypeError) as exc:
+                page = wire.ExportPage.decode(raw)
+            except WireError as exc:
                 raise DatasetError(f"{self.url}/api/v1/export: not an export page: {exc}") from exc
+            items, next_cursor = page.items, page.next_cursor
             if not items:
                 break
             for item in items:
                 self._store(item)
                 fetched += 1
-                cursor = max(cursor, int(item.get("cursor", 0)))
+                cursor = max(cursor, item.cursor)
                 write_atomically(self.cursor_path, f"{cursor}\n".encode())
             cursor = max(cursor, next_cursor)
             write_atomically(self.cursor_path, f"{cursor}\n".encode())
@@ -113,18 +114,16 @@ class StationSource:
                 break
         return SyncResult(fetched, cursor, pages)
 
-    def _store(self, item: dict) -> None:
-        rid = str(item.get("id", ""))
-        if not rid or "/" in rid or rid.startswith(".") or item.get("verdict") not in LABEL_OF:
-            raise DatasetError(f"export item {rid!r} has no usable id or verdict ({item.get('verdict')!r})")
+    def _store(self, item: wire.ExportItem) -> None:
+        rid = item.id  # a UUID (the codec checked it): safe as a file name
         path = self.root / "images" / f"{rid}.jpg"
         if not path.exists():
-            data = self._get(item["image_url"])
+            data = self._get(item.image_url)
             if not data.startswith(b"\xff\xd8"):
-                raise DatasetError(f"{item['image_url']}: not a JPEG")
+                raise DatasetError(f"{item.image_url}: not a JPEG")
             write_atomically(path, data)
-        entry = {k: item.get(k) for k in ("id", "verdict", "kind", "line", "camera", "part_id", "model", "score",
-                                          "reason", "user", "verdict_time", "cursor")}
+        entry = {k: getattr(item, k) for k in ("id", "verdict", "kind", "line", "camera", "part_id", "model",
+                                               "score", "reason", "user", "verdict_time", "cursor")}
         with self.labels_path.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(entry, sort_keys=True) + "\n")
             fh.flush()

@@ -13,7 +13,7 @@ bp = Blueprint("admin", __name__, url_prefix="/admin")
 
 @bp.route("/", methods=["GET"])
 @require("engineer")
-def settings():  # type: ignore[no-untyped-def]
+def settings():
     db = get_db()
     entries = [dict(r) | {"detail": json.loads(r["detail"])} for r in db.audit_entries(200)]
     return render_template("admin.html", lines=db.lines(), entries=entries)
@@ -21,7 +21,7 @@ def settings():  # type: ignore[no-untyped-def]
 
 @bp.route("/lines", methods=["POST"])
 @require("admin")
-def set_line():  # type: ignore[no-untyped-def]
+def set_line():
     line = request.form.get("line", "").strip()
     if not line or "/" in line or len(line) > 200:
         return render_template("error.html", message=f"bad line name {line!r}"), 400

@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from flask import Blueprint, abort, jsonify, request, send_file, url_for
+from flask import Blueprint, Response, abort, jsonify, request, send_file, url_for
 
+from qcloop import wire
 from station_ui import accounts
 from station_ui.db import get_db
 from station_ui.errors import ReviewNotFound
@@ -43,24 +44,23 @@ def _int_arg(name: str, default: int, lo: int, hi: int) -> int:
 
 
 @bp.route("/export")
-def export():  # type: ignore[no-untyped-def]
+def export():
     since = _int_arg("since", 0, 0, 2 ** 62)
     limit = _int_arg("limit", 100, 1, 1000)
     rows, cursor = get_db().export(since, limit)
-    items = [{
-        "id": r["id"], "part_id": r["part_id"], "line": r["line"], "camera": r["camera"],
-        "captured_at": r["captured_at"], "model": r["model"], "score": r["score"], "band": r["band"],
-        "action_taken": r["action_taken"], "reason": r["reason"], "thresholds": json.loads(r["thresholds"]),
-        "quality": json.loads(r["quality"]), "width": r["width"], "height": r["height"],
-        "verdict": r["final_verdict"], "kind": r["final_kind"] or "", "user": r["verdict_user"],
-        "verdict_time": r["verdict_time"], "station": r["verdict_station"], "cursor": r["final_verdict_id"],
-        "image_url": url_for("api.image", review_id=r["id"], _external=True),
-    } for r in rows]
-    return jsonify(items=items, next_cursor=cursor)
+    items = tuple(wire.ExportItem(
+        id=r["id"], part_id=r["part_id"], line=r["line"], camera=r["camera"], captured_at=r["captured_at"],
+        model=r["model"], score=r["score"], band=r["band"], action_taken=r["action_taken"], reason=r["reason"],
+        thresholds=json.loads(r["thresholds"]), quality=json.loads(r["quality"]), width=r["width"],
+        height=r["height"], verdict=r["final_verdict"], kind=r["final_kind"] or "", user=r["verdict_user"] or "",
+        verdict_time=r["verdict_time"] or 0.0, station=r["verdict_station"] or "", cursor=r["final_verdict_id"],
+        image_url=url_for("api.image", review_id=r["id"], _external=True),
+    ) for r in rows)
+    return Response(wire.ExportPage(items, cursor).encode(), mimetype="application/json")
 
 
 @bp.route("/images/<review_id>")
-def image(review_id: str):  # type: ignore[no-untyped-def]
+def image(review_id: str):
     try:
         row = get_db().get_review(review_id)
     except ReviewNotFound:

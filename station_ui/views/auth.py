@@ -10,7 +10,7 @@ bp = Blueprint("auth", __name__)
 
 
 @bp.route("/login", methods=["GET", "POST"])
-def login():  # type: ignore[no-untyped-def]
+def login():
     state = current_app.extensions["station"]
     error = None
     if g.get("logged_out_idle"):
@@ -38,7 +38,7 @@ def login():  # type: ignore[no-untyped-def]
 
 
 @bp.route("/logout", methods=["POST"])
-def logout():  # type: ignore[no-untyped-def]
+def logout():
     from flask import session
 
     if g.user:

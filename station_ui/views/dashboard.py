@@ -18,7 +18,7 @@ WINDOWS = {"24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
 
 @bp.route("/dashboard")
 @require("engineer")
-def page():  # type: ignore[no-untyped-def]
+def page():
     window = request.args.get("window", "24h")
     since = time.time() - WINDOWS.get(window, 86400)
     db = get_db()
@@ -38,7 +38,7 @@ def page():  # type: ignore[no-untyped-def]
 
 @bp.route("/dashboard/retrain", methods=["POST"])
 @require("engineer")
-def retrain():  # type: ignore[no-untyped-def]
+def retrain():
     state = current_app.extensions["station"]
     publisher = state.publisher
     if publisher is None:

@@ -25,7 +25,7 @@ def _date(name: str) -> float | None:
 
 @bp.route("/history")
 @require("engineer")
-def search():  # type: ignore[no-untyped-def]
+def search():
     a = request.args
     rows = reports.history(get_db(), part_id=a.get("part_id", "").strip(), verdict=a.get("verdict", ""),
                            user=a.get("user", "").strip(), t0=_date("from"), t1=_date("to"))
@@ -34,7 +34,7 @@ def search():  # type: ignore[no-untyped-def]
 
 @bp.route("/history/<review_id>")
 @require("engineer")
-def record(review_id: str):  # type: ignore[no-untyped-def]
+def record(review_id: str):
     try:
         rec = reports.record(get_db(), review_id)
     except ReviewNotFound:

@@ -35,7 +35,7 @@ from station_ui.security import require
 bp = Blueprint("review", __name__)
 
 
-def index_redirect():  # type: ignore[no-untyped-def]
+def index_redirect():
     return redirect(url_for("review.page"))
 
 
@@ -63,7 +63,7 @@ def _next_row(line: str | None, camera: str | None) -> Any:
 
 @bp.route("/review")
 @require("operator")
-def page():  # type: ignore[no-untyped-def]
+def page():
     line, camera = _filters()
     lines, cams = get_db().queue_filters()
     return render_template("review.html", item_html=_item_html(_next_row(line, camera)), stats=_stats(line, camera),
@@ -73,7 +73,7 @@ def page():  # type: ignore[no-untyped-def]
 
 @bp.route("/review/item")
 @require("operator")
-def item():  # type: ignore[no-untyped-def]
+def item():
     line, camera = _filters()
     row = _next_row(line, camera)
     return jsonify(html=_item_html(row), id=row["id"] if row is not None else None,
@@ -82,7 +82,7 @@ def item():  # type: ignore[no-untyped-def]
 
 @bp.route("/review/verdict", methods=["POST"])
 @require("operator")
-def verdict():  # type: ignore[no-untyped-def]
+def verdict():
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         return jsonify(error="send a JSON object with review_id, verdict and kind"), 400
@@ -109,7 +109,7 @@ def verdict():  # type: ignore[no-untyped-def]
 
 @bp.route("/review/undo", methods=["POST"])
 @require("operator")
-def undo():  # type: ignore[no-untyped-def]
+def undo():
     state = current_app.extensions["station"]
     line, camera = _filters()
     try:
@@ -124,11 +124,11 @@ def undo():  # type: ignore[no-untyped-def]
 
 @bp.route("/review/events")
 @require("operator")
-def events():  # type: ignore[no-untyped-def]
+def events():
     hub = current_app.extensions["station"].hub
     sub = hub.subscribe()
 
-    def stream():  # type: ignore[no-untyped-def]
+    def stream():
         try:
             yield "retry: 2000\n\n"
             while not hub.closed.is_set():
@@ -149,7 +149,7 @@ def events():  # type: ignore[no-untyped-def]
 
 @bp.route("/images/<review_id>.jpg")
 @require("operator")
-def image(review_id: str):  # type: ignore[no-untyped-def]
+def image(review_id: str):
     try:
         row = get_db().get_review(review_id)
     except ReviewNotFound:

@@ -1,0 +1,150 @@
+"""The retraining server's config (``qc train serve --config FILE``): one validated TOML file.
+
+Sections: ``[data]`` (the data folder, seed folders, input size, golden set), ``[station]``
+(the export API it syncs verdicts from), ``[mqtt]`` (broker, lines it announces to),
+``[keys]`` (the signing key), ``[gate]`` (the promotion rule and the line's held-out parts),
+``[train]`` (budgets, epochs, warm start), ``[triggers]`` (verdict count, schedule) and
+``[serve]`` (the model HTTP server). Relative paths are relative to the file
+(qcloop.configfile). Config objects do no I/O.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from qcloop import configfile
+from qcloop.configfile import check_range, field_error
+from qcloop.mqttconn import BrokerSettings
+from training.gate import GateRule
+
+_frozen = dataclasses.dataclass(frozen=True)
+
+
+@_frozen
+class DataSection:
+    dir: Path = Path("var/trainer")  # registry, golden set, station items, gate log
+    seed_folders: tuple[Path, ...] = ()
+    synthetic: int = 0  # also train on this many synthetic parts
+    synthetic_seed: int = 0
+    size: int = 128  # model input side in pixels
+    golden_size: int = 200  # images frozen into the golden set at the first build
+    roi: tuple[float, float, float, float] | None = None  # the part's region of a full frame, as fractions
+
+    def __post_init__(self) -> None:
+        check_range("size", self.size, 32, 1024)
+        check_range("golden_size", self.golden_size, 2)
+        check_range("synthetic", self.synthetic, 0)
+
+
+@_frozen
+class StationSection:
+    url: str = ""  # "" = no station source (seed folders only)
+    token_env: str = "QC_STATION_TOKEN"  # the variable holding the export API token (never the token here)
+    page: int = 500
+
+    def __post_init__(self) -> None:
+        if self.url and not self.url.startswith(("http://", "https://")):
+            raise field_error("url", f"must start with http:// or https://, got {self.url!r}")
+        check_range("page", self.page, 1, 1000)
+
+
+@_frozen
+class TrainerMqtt(BrokerSettings):
+    client_id: str = "qc-trainer"
+    lines: tuple[str, ...] = ("line1",)  # model topics to announce on
+
+
+@_frozen
+class KeysSection:
+    private: Path = Path("keys/trainer.key")  # made by `qc train keygen`; mode 0600
+    public: Path = Path("keys/trainer.pub")  # copy this to each edge ([model].public_key)
+
+
+@_frozen
+class GateSection:
+    escape_tolerance: float = 0.0
+    review_weight: float = 0.25
+    escape_budget: float = 0.005
+    escape_weight: float = 10.0
+    # The line's own parts in the gate (training.gate): the most recent station verdicts, this share of
+    # them (at most line_max), held out from training; none below line_min verdicts.
+    line_share: float = 0.2
+    line_max: int = 400
+    line_min: int = 20
+    line_tolerance: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("escape_tolerance", "review_weight", "escape_budget", "escape_weight", "line_tolerance"):
+            check_range(name, getattr(self, name), 0.0)
+        check_range("line_share", self.line_share, 0.0, 0.9)
+        check_range("line_max", self.line_max, 0)
+        check_range("line_min", self.line_min, 1)
+
+    def rule(self) -> GateRule:
+        return GateRule(self.escape_tolerance, self.review_weight, self.escape_budget, self.escape_weight,
+                        self.line_tolerance)
+
+
+@_frozen
+class TrainSection:
+    # Detector family (training.family); "auto": the running model's own family (so a retrain can
+    # fine-tune it), or for a first model the one training.defaults picks for the data's size.
+    family: str = "auto"
+    epochs: int = 14
+    seed: int = 0
+    val: float = 0.15
+    escape_budget: float = 0.005
+    review_budget: float = 0.05
+    false_reject_budget: float = 0.01
+    first_version: str = "1.0.0"  # used when the registry is empty; must be newer than what edges run
+    warm_start: bool = True  # fine-tune the current model (training.warmstart) instead of starting afresh
+    fine_tune_epochs: int = 4
+    fine_tune_lr: float = 1e-3
+
+    def __post_init__(self) -> None:
+        from training.family import FAMILIES
+
+        if self.family != "auto" and self.family not in FAMILIES:
+            raise field_error("family", f"must be auto or one of {', '.join(FAMILIES)}, got {self.family!r}")
+        check_range("epochs", self.epochs, 1)
+        check_range("fine_tune_epochs", self.fine_tune_epochs, 1)
+        check_range("fine_tune_lr", self.fine_tune_lr, 1e-6, 1.0)
+        check_range("val", self.val, 0.01, 0.9)
+
+
+@_frozen
+class TriggersSection:
+    verdicts: int = 200  # retrain after this many new verdicts (0 = off)
+    every_hours: float = 0.0  # retrain on a schedule (0 = off)
+    on_request: bool = True  # retrain when the station asks
+
+    def __post_init__(self) -> None:
+        check_range("verdicts", self.verdicts, 0)
+        check_range("every_hours", self.every_hours, 0.0)
+
+
+@_frozen
+class ServeSection:
+    host: str = "0.0.0.0"
+    port: int = 8765
+    public_url: str = ""  # the URL edges use to reach this server ("" = http://host:port)
+
+    def __post_init__(self) -> None:
+        check_range("port", self.port, 0, 65535)
+
+
+@_frozen
+class ServeConfig:
+    data: DataSection = dataclasses.field(default_factory=DataSection)
+    station: StationSection = dataclasses.field(default_factory=StationSection)
+    mqtt: TrainerMqtt = dataclasses.field(default_factory=TrainerMqtt)
+    keys: KeysSection = dataclasses.field(default_factory=KeysSection)
+    gate: GateSection = dataclasses.field(default_factory=GateSection)
+    train: TrainSection = dataclasses.field(default_factory=TrainSection)
+    triggers: TriggersSection = dataclasses.field(default_factory=TriggersSection)
+    serve: ServeSection = dataclasses.field(default_factory=ServeSection)
+
+
+def load_config(path: str | Path) -> ServeConfig:
+    """Read the TOML config; relative paths are relative to the config file's folder (qcloop.configfile)."""
+    return configfile.load(path, ServeConfig)
