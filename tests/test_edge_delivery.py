@@ -72,7 +72,7 @@ def test_status_is_retained_and_the_last_will_says_offline(broker, tmp_path):
 
     outbox = Outbox(tmp_path / "outbox")
     link, sender = start_edge(broker, outbox)
-    link.publish_status({"state": "running", "model": "1.0.0"})
+    link.publish_status(wire.EdgeStatus("running", model="1.0.0"))
     # Kill the link's socket without a DISCONNECT: the broker must publish the will.
     sender.stop()
     link.client.loop_stop()
