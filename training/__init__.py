@@ -1,1 +1,1 @@
-"""training"""
+"""The retraining side: data from verdicts, detector families, training, calibration, the gate, release."""
