@@ -172,6 +172,26 @@ def test_login_starts_a_fresh_session_and_refuses_open_redirects(station):
     assert page_csrf(c) != before  # a token planted before login is worthless afterwards
 
 
+@pytest.mark.parametrize("nxt", ["/%09/evil.example/phish.html", "/%0A/evil.example", "/%0D%0A/evil.example",
+                                 "/%5Cevil.example", "%5C%5Cevil.example", "https://evil.example/x",
+                                 "//evil.example", "///evil.example", "/%20/evil.example", "javascript:alert(1)"])
+def test_login_never_redirects_off_the_station(station, nxt):
+    app, _ = station
+    c = app.test_client()
+    token = csrf_of(c.get("/login").get_data(as_text=True))
+    r = c.post(f"/login?next={nxt}", data={"name": "olga", "secret": "4827", "csrf_token": token})
+    assert r.status_code == 302
+    assert r.headers["Location"] == "/review", f"next={nxt} sent the browser to {r.headers['Location']!r}"
+
+
+def test_login_returns_to_a_page_of_the_station(station):
+    app, _ = station
+    c = app.test_client()
+    token = csrf_of(c.get("/login").get_data(as_text=True))
+    r = c.post("/login?next=/history%3Fline%3DL1", data={"name": "olga", "secret": "4827", "csrf_token": token})
+    assert r.headers["Location"] == "/history?line=L1"
+
+
 def test_pages_carry_security_headers(station):
     app, _ = station
     r = app.test_client().get("/login")

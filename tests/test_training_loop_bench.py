@@ -152,10 +152,13 @@ def test_each_round_reviews_its_own_label_share_of_its_slice(bench):
     shares = [r["line"]["uncertain"] / r["line"]["parts"] for r in doc["rounds"][1:]]
     assert shares == pytest.approx([0.4, 0.2], abs=0.02)
     assert doc["config"]["label_share"] == [0.4, 0.2]
-    cfg = LoopConfig(data=Path("."), label_share=(0.4, 0.2))
+    cfg = LoopConfig(data=Path("."), label_share=(0.4, 0.2), audit_rate=(0.2, 0.03))
     assert [cfg.share_for_round(r) for r in (1, 2, 3, 4)] == [0.4, 0.2, 0.2, 0.2]
+    assert [cfg.audit_for_round(r) for r in (1, 2, 3)] == [0.2, 0.03, 0.03]
     with pytest.raises(DatasetError, match="label-share"):
         LoopConfig(data=Path("."), label_share=(0.4, 1.2))
+    with pytest.raises(DatasetError, match="audit-rate"):
+        LoopConfig(data=Path("."), audit_rate=(0.0,))
 
 
 def test_a_growing_label_set_trains_fewer_epochs_within_bounds():

@@ -129,9 +129,9 @@ def register_bench(bench_sub: argparse._SubParsersAction) -> None:
     b.add_argument("--label-share", type=_shares, default=(0.45, 0.15), metavar="S[,S...]",
                    help="review band while the loop learns, as a share of each stream slice; one per round, "
                         "the last repeating (default 0.45,0.15: most while the model is new)")
-    b.add_argument("--audit-rate", type=float, default=0.03,
-                   help="share of confident decisions also reviewed (0.03); they tell calibration what the "
-                        "confident parts look like")
+    b.add_argument("--audit-rate", type=_shares, default=(0.03,), metavar="S[,S...]",
+                   help="share of confident decisions also reviewed, one per round, the last repeating "
+                        "(default 0.03); they tell calibration what the confident parts look like")
     b.add_argument("--escape-budget", type=float, default=None,
                    help="production calibration: share of defects passed (default casting 0.0025, elpv 0.02)")
     b.add_argument("--review-budget", type=float, default=None,

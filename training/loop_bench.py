@@ -95,7 +95,8 @@ class LoopConfig:
     freeze: int = 0  # lite* blocks kept at their ImageNet weights
     dihedral_mean: bool | None = None  # score = mean over the 8 rotations/flips; None: the family's default views
     label_share: tuple[float, ...] = (0.45, 0.15)  # review band while learning, share of each slice, per round
-    audit_rate: float = 0.03  # audits are the calibration's view of the confident parts (weight 1/rate)
+    audit_rate: tuple[float, ...] = (0.03,)  # per round, the last repeating: random audits of the confident parts
+    # (weight 1/rate), the calibration's view of them and, while the model is new, an unbiased share of the labels
     escape_budget: float = 0.0025
     review_budget: float = 0.03
     false_reject_budget: float = 0.01
@@ -113,15 +114,20 @@ class LoopConfig:
             raise TrainError(f"size must be >= 32, got {self.size}")
         if self.epochs is not None and self.epochs < 1:
             raise TrainError(f"epochs must be >= 1, got {self.epochs}")
-        if not self.label_share or not all(0 < v < 1 for v in self.label_share) or not 0 <= self.audit_rate < 1:
-            raise DatasetError(f"label-share ({','.join(map(str, self.label_share))}) must be shares in (0, 1) "
-                               f"and audit-rate ({self.audit_rate}) in [0, 1)")
+        shares = (*self.label_share, *self.audit_rate)
+        if not self.label_share or not self.audit_rate or not all(0 < v < 1 for v in shares):
+            raise DatasetError(f"label-share ({','.join(map(str, self.label_share))}) and audit-rate "
+                               f"({','.join(map(str, self.audit_rate))}) must be shares in (0, 1)")
         if self.ceiling is not None and not 0 <= self.ceiling < 1:
             raise DatasetError(f"ceiling review share must be in [0, 1), got {self.ceiling}")
 
     def share_for_round(self, r: int) -> float:
         """The labelling band of round ``r`` (1-based) as a share of its slice."""
         return self.label_share[min(r, len(self.label_share)) - 1]
+
+    def audit_for_round(self, r: int) -> float:
+        """The audit rate of round ``r`` (1-based): the share of its confident parts also labelled."""
+        return self.audit_rate[min(r, len(self.audit_rate)) - 1]
 
     def size_of(self, family: str) -> int:
         return self.size or DEFAULT_SIZES[family]
@@ -285,7 +291,7 @@ def _rounds(cfg: LoopConfig, prepared: Prepared, tmp: Path, budgets, rule, progr
         pass_below, reject_above = fit_band(band.pass_below, band.reject_above, scores, share)
         progress(r, f"stream slice of {len(part)} parts through the line (band {pass_below:.4f} .. "
                     f"{reject_above:.4f})")
-        picked, line = _run_line(part, scores, pass_below, reject_above, cfg.audit_rate, rng)
+        picked, line = _run_line(part, scores, pass_below, reject_above, cfg.audit_for_round(r), rng)
         drawn = [part[i] for i in sorted(rng.choice(len(part), len(picked), replace=False))]
         chosen = {"uncertainty": picked, "random": weighted(drawn, len(part) / len(drawn))}
         for name, chain in chains.items():
