@@ -208,6 +208,7 @@ def decode_review(payload: bytes, max_bytes: int = MAX_ENVELOPE_BYTES) -> tuple[
 def header_from_json(obj: Any) -> ReviewHeader:
     validate_header(obj)
     known = {k: obj[k] for k in _HEADER_TYPES if k in obj}
+    known["id"] = str(uuid.UUID(known["id"]))  # one id, one review: upper case, braces, urn: and hex are the same
     known["captured_at"] = float(known["captured_at"])
     if known.get("score") is not None:
         known["score"] = float(known["score"])

@@ -1,8 +1,10 @@
 """Ingest against a real mosquitto: store, atomic image, ack after store, duplicates, garbage."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
+import uuid
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -159,3 +161,19 @@ def test_a_malformed_edge_status_is_dropped_and_counted_and_the_dashboard_still_
     c = create_app(cfg).test_client()
     login(c, ENGINEER[0], ENGINEER[2])
     assert c.get("/dashboard").status_code == 200
+
+
+def test_one_review_id_written_five_ways_is_stored_once(station, broker):
+    cfg, ing = station
+    edge = Edge(broker)
+    rid = uuid.uuid4()
+    jpeg = make_jpeg(6)
+    variants = [str(rid), str(rid).upper(), "{" + str(rid) + "}", rid.urn, rid.hex]
+    for variant in variants:
+        edge.send(wire.encode_review(dataclasses.replace(make_header(line="line1", camera="cam1"), id=variant), jpeg))
+    assert edge.wait_acks(5)
+    assert edge.acks == [str(rid)] * 5  # every copy acknowledged, under the one canonical id
+    store = Store(cfg.db_path, migrate=False)
+    assert store.conn.execute("SELECT count(*) FROM reviews").fetchone()[0] == 1
+    assert ing.stats()["duplicates"] == 4
+    edge.close()
