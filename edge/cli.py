@@ -57,15 +57,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from dataclasses import asdict
-
     from edge.config import load_config
+    from qcloop.configfile import describe
 
     cfg = load_config(args.config)
-    for section, values in asdict(cfg).items():
-        print(f"[{section}]")
-        for key, value in values.items():
-            print(f"  {key} = {value!r}")
+    print(
+        describe(
+            cfg,
+            {
+                "model registry": cfg.registry_dir,
+                "outbox": cfg.outbox_dir,
+                "decision journal": cfg.journal_path if cfg.edge.journal else None,
+            },
+        )
+    )
     print(f"{args.config}: OK")
     return 0
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import sys
 import types
 import typing
@@ -219,5 +220,35 @@ def _key(prefix: str, name: str) -> str:
 
 
 def resolve_path(base: Path, value: Path) -> Path:
-    """Relative paths in a config file are relative to the file's directory."""
-    return value if value.is_absolute() else (base / value)
+    """Relative paths in a config file are relative to the file's directory (``..`` folded away)."""
+    return value if value.is_absolute() else Path(os.path.normpath(base / value))
+
+
+def describe(cfg: Any, used: dict[str, Any] | None = None) -> str:
+    """The config as a person reads it: one ``[section]`` per table, ``key = value`` with plain values
+    (paths as text, unset as ``(unset)``), then ``used``: what the part derives from it (the paths really used)."""
+    lines: list[str] = []
+    top = [(f.name, getattr(cfg, f.name)) for f in dataclasses.fields(cfg)]
+    for name, value in top:
+        if not dataclasses.is_dataclass(value):
+            lines.append(f"{name} = {_plain(value)}")
+    for name, value in top:
+        if dataclasses.is_dataclass(value):
+            lines.append(f"[{name}]")
+            lines += [f"  {f.name} = {_plain(getattr(value, f.name))}" for f in dataclasses.fields(value)]
+    if used:
+        lines.append("[used]")
+        lines += [f"  {k} = {_plain(v)}" for k, v in used.items()]
+    return "\n".join(lines)
+
+
+def _plain(value: Any) -> str:
+    if value is None:
+        return "(unset)"
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (tuple, list)):
+        return "[" + ", ".join(_plain(v) for v in value) + "]"
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return "{" + ", ".join(f"{f.name} = {_plain(getattr(value, f.name))}" for f in dataclasses.fields(value)) + "}"
+    return repr(value) if isinstance(value, str) else str(value)

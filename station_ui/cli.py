@@ -143,12 +143,10 @@ def cmd_set_critical(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from dataclasses import asdict
-
+    from qcloop.configfile import describe
     from station_ui.config import load_config
 
     cfg = load_config(args.config)
-    for section, values in asdict(cfg).items():
-        print(f"{section} = {values!r}")
+    print(describe(cfg, {"database": cfg.db_path, "images": cfg.image_dir, "session key": cfg.secret_key_path}))
     print(f"{args.config}: OK")
     return 0

@@ -64,3 +64,20 @@ def test_each_part_resolves_its_paths_from_the_file_folder(tmp_path, monkeypatch
     assert (trainer.data.dir, trainer.data.seed_folders, trainer.keys.private) == (
         base / "var/trainer", (base / "seed",), base / "keys/trainer.key")
     assert os.getcwd() == str(tmp_path)
+
+
+def test_check_config_prints_plain_values_and_the_paths_really_used(tmp_path, capsys):
+    from qc.cli import main
+
+    (tmp_path / "edge.toml").write_text('[edge]\nline = "l1"\ncamera = "c1"\ndata_dir = "../var/edge"\n')
+    assert main(["edge", "check-config", str(tmp_path / "edge.toml")]) == 0
+    out = capsys.readouterr().out
+    assert "PosixPath" not in out
+    used = (tmp_path.parent / "var" / "edge").resolve()
+    assert f"data_dir = {used}\n" in out  # '..' folded away
+    assert f"model registry = {used / 'models'}\n" in out  # not the unset registry = '.'
+    (tmp_path / "station.toml").write_text('[station]\ndata_dir = "st"\n[mqtt]\nenabled = false\n')
+    assert main(["station", "check-config", str(tmp_path / "station.toml")]) == 0
+    out = capsys.readouterr().out
+    assert "PosixPath" not in out
+    assert f"database = {tmp_path.resolve() / 'st' / 'station.db'}\n" in out
