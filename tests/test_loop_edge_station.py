@@ -88,7 +88,8 @@ def test_edge_reviews_are_ruled_at_the_station_and_exported(tmp_path, broker):
         items = json.load(urllib.request.urlopen(req, timeout=5))["items"]
         assert {(i["id"], i["verdict"]) for i in items} == {(first.id, "real_fault"), (second.id, "not_defect")}
         img = urllib.request.urlopen(urllib.request.Request(
-            items[0]["image_url"], headers={"Authorization": f"Bearer {token}"}), timeout=5).read()
+            station.url.rstrip("/") + items[0]["image_url"], headers={"Authorization": f"Bearer {token}"}),
+            timeout=5).read()
         assert img[:2] == b"\xff\xd8"
 
         assert wait_until(lambda: edge.outbox.depth() == 0)  # the station's acks emptied the outbox

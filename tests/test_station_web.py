@@ -136,9 +136,21 @@ def test_export_api_needs_token_and_pages_by_cursor(station):
     j2 = c.get(f"/api/v1/export?since={j['next_cursor']}", headers=auth).get_json()
     assert [i["id"] for i in j2["items"]] == [hs[1].id]
     assert c.get(f"/api/v1/export?since={j2['next_cursor']}", headers=auth).get_json()["items"] == []
-    img = c.get(j["items"][0]["image_url"].replace("http://localhost", ""), headers=auth)
+    assert j["items"][0]["image_url"] == f"/api/v1/images/{hs[0].id}"
+    img = c.get(j["items"][0]["image_url"], headers=auth)
     assert img.status_code == 200 and img.data[:2] == b"\xff\xd8"
     assert c.get("/api/v1/export?limit=abc", headers=auth).status_code == 400
+
+
+def test_export_image_urls_never_come_from_the_host_header(station):
+    app, cfg = station
+    store = Store(cfg.db_path)
+    (h,) = add_reviews(store, 1, cfg.image_dir)
+    store.record_verdict(h.id, "real_fault", "pit", "olga")
+    auth = {"Authorization": f"Bearer {accounts.add_token(store, 'trainer')}", "Host": "evil.example"}
+    item = app.test_client().get("/api/v1/export", headers=auth).get_json()["items"][0]
+    assert "evil.example" not in item["image_url"]  # a forged Host must not send the trainer elsewhere
+    assert item["image_url"] == f"/api/v1/images/{h.id}"  # the trainer joins it to its configured station URL
 
 
 def test_production_refuses_default_passwords(tmp_path):

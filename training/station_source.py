@@ -114,13 +114,21 @@ class StationSource:
                 break
         return SyncResult(fetched, cursor, pages)
 
+    def _image_url(self, item: wire.ExportItem) -> str:
+        """The item's image on the configured station: a path joins the station URL; an absolute URL (a
+        station before image paths) must point at the same station, or the download is refused."""
+        url = urllib.parse.urljoin(self.url + "/", item.image_url)
+        if urllib.parse.urlsplit(url)[:2] != urllib.parse.urlsplit(self.url)[:2]:
+            raise DatasetError(f"export item {item.id}: its image {item.image_url} is not on {self.url}")
+        return url
+
     def _store(self, item: wire.ExportItem) -> None:
         rid = item.id  # a UUID (the codec checked it): safe as a file name
         path = self.root / "images" / f"{rid}.jpg"
         if not path.exists():
-            data = self._get(item.image_url)
+            data = self._get(self._image_url(item))
             if not data.startswith(b"\xff\xd8"):
-                raise DatasetError(f"{item.image_url}: not a JPEG")
+                raise DatasetError(f"{self._image_url(item)}: not a JPEG")
             write_atomically(path, data)
         entry = {k: getattr(item, k) for k in ("id", "verdict", "kind", "line", "camera", "part_id", "model",
                                                "score", "reason", "user", "verdict_time", "cursor")}

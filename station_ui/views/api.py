@@ -2,8 +2,11 @@
 
 ``GET /api/v1/export?since=CURSOR&limit=N`` returns labelled reviews whose final
 verdict came after the cursor (the verdict's id, so an item re-labelled after an
-undo comes again with its new label) and ``next_cursor``; ``GET
-/api/v1/images/<id>`` returns the JPEG. No session cookies, hence no CSRF.
+undo comes again with its new label) and ``next_cursor`` (wire.ExportPage); ``GET
+/api/v1/images/<id>`` returns the JPEG. An item's ``image_url`` is that path, never
+built from the request's Host header (a forged one would send the trainer elsewhere);
+the trainer joins it to the station URL it is configured with. No session cookies,
+hence no CSRF.
 """
 from __future__ import annotations
 
@@ -54,7 +57,7 @@ def export():
         thresholds=json.loads(r["thresholds"]), quality=json.loads(r["quality"]), width=r["width"],
         height=r["height"], verdict=r["final_verdict"], kind=r["final_kind"] or "", user=r["verdict_user"] or "",
         verdict_time=r["verdict_time"] or 0.0, station=r["verdict_station"] or "", cursor=r["final_verdict_id"],
-        image_url=url_for("api.image", review_id=r["id"], _external=True),
+        image_url=url_for("api.image", review_id=r["id"]),  # a path: the trainer joins its own station URL
     ) for r in rows)
     return Response(wire.ExportPage(items, cursor).encode(), mimetype="application/json")
 
