@@ -17,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from qcloop.alarms import Alarms
+from qcloop.errors import port_error
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,16 @@ class MetricsServer:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer((host, port), Handler)
+        try:
+            self.server = ThreadingHTTPServer((host, port), Handler)
+        except OSError as exc:
+            raise port_error(
+                "edge metrics",
+                host,
+                port,
+                "set [metrics].port (0 turns the endpoint off; qc demo: --metrics-port)",
+                exc,
+            ) from exc
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self._thread = threading.Thread(target=self.server.serve_forever, name="metrics-http", daemon=True)

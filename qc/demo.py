@@ -97,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
                 say(f"{name} did not stop cleanly: {exc}")
                 failed.append(name)
         if started and not failed:
-            say("stopped cleanly")
+            # After an error, qc prints it next; "stopped cleanly" would read as if nothing had gone wrong.
+            say("stopped the parts it had started" if sys.exc_info()[0] else "stopped cleanly")
     return 0
 
 

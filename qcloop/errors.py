@@ -2,6 +2,7 @@
 
     QcError                      anything qcloop raises on purpose
     ├── ConfigError              a config file is missing, unreadable or invalid (names file and key)
+    ├── PortError                a port a command would listen on cannot be opened (names it and its key)
     └── WireError                an MQTT payload breaks the wire contract (qcloop.wire)
 
 Each package adds its own branch in its own errors.py (edge.errors, models.errors,
@@ -20,3 +21,19 @@ class ConfigError(QcError):
 
 class WireError(QcError):
     """An MQTT payload breaks the wire contract."""
+
+
+class PortError(QcError):
+    """A port a command would listen on is taken or not allowed; the message names it and how to change it."""
+
+
+def port_error(what: str, host: str, port: int, change: str, exc: OSError) -> PortError:
+    """The PortError for ``exc`` raised while ``what`` bound ``host:port``; ``change`` says how to pick another."""
+    import errno
+
+    why = (
+        "is already in use (another process listens there)"
+        if exc.errno == errno.EADDRINUSE
+        else f"cannot be opened: {exc}"
+    )
+    return PortError(f"{what}: {host}:{port} {why}; {change}")

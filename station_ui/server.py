@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 
+from qcloop.errors import port_error
 from station_ui.config import StationConfig
 from station_ui.events import EventHub
 
@@ -27,8 +28,12 @@ class StationServer:
         self.ingest = Ingest(cfg, self.hub) if cfg.mqtt.enabled else None
         self.app = create_app(cfg, hub=self.hub, publisher=self.ingest)
         # channel_timeout well above the event stream's 15 s keep-alive.
-        self.server = create_server(self.app, host=cfg.web.host, port=cfg.web.port, threads=cfg.web.threads,
-                                    channel_timeout=120, ident="qc-station")
+        try:
+            self.server = create_server(self.app, host=cfg.web.host, port=cfg.web.port, threads=cfg.web.threads,
+                                        channel_timeout=120, ident="qc-station")
+        except OSError as exc:
+            raise port_error("review station", cfg.web.host, cfg.web.port,
+                             "set [web].port, or pass --port to qc station run (qc demo: --web-port)", exc) from exc
         self._thread: threading.Thread | None = None
 
     @property

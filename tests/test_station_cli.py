@@ -45,3 +45,32 @@ def test_bench_station_prints_the_figures(capsys):
     assert out["items"] == 500 and out["ingest_stored"] == 20
     for key in ("ingest_per_s", "queue_page_ms_p95", "verdict_ms_p99"):
         assert out[key] > 0
+
+
+def test_a_port_in_use_is_named_with_the_way_to_change_it_and_no_traceback(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    cfg = write_config(tmp_path)
+    try:
+        out = subprocess.run([sys.executable, "-m", "qc.cli", "station", "run", "--config", str(cfg), "--port", str(port)],
+                             capture_output=True, text=True, timeout=60)
+        demo = subprocess.run([sys.executable, "-m", "qc.cli", "demo", "--data-dir", str(tmp_path / "demo"),
+                               "--web-port", str(port), "--retrain-after", "0", "--duration", "1", "--quiet"],
+                              capture_output=True, text=True, timeout=120)
+    finally:
+        taken.close()
+    assert out.returncode == 2, out.stderr
+    assert f"127.0.0.1:{port} is already in use" in out.stderr
+    assert "--port" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert demo.returncode == 2, demo.stderr
+    assert f"127.0.0.1:{port} is already in use" in demo.stderr
+    assert "--web-port" in demo.stderr
+    assert "Traceback" not in demo.stderr
+    assert "stopped cleanly" not in demo.stderr

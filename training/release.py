@@ -24,7 +24,7 @@ from models.errors import ManifestError, ModelsError
 from models.manifest import MANIFEST_NAME, Manifest, check_version
 from models.registry import Registry
 from qcloop import wire
-from qcloop.errors import QcError
+from qcloop.errors import QcError, port_error
 from qcloop.mqttconn import BrokerSettings, make_client
 from qcloop.versions import version_key
 from training.errors import ReleaseError
@@ -136,7 +136,7 @@ class ModelHTTPServer:
         try:
             self._server = http.server.ThreadingHTTPServer((host, port), handler)
         except OSError as exc:
-            raise ReleaseError(f"cannot serve models on {host}:{port}: {exc}") from exc
+            raise port_error("model server", host, port, "set [serve].port in the trainer's config", exc) from exc
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="model-http", daemon=True)
         bound_host, bound_port = self._server.server_address[:2]
