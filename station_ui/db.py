@@ -15,7 +15,7 @@ from station_ui.store import Store
 def get_db() -> Store:
     if "db" not in g:
         cfg = current_app.extensions["station"].cfg
-        g.db = Store(cfg.db_path, migrate=False, station=cfg.station.name)
+        g.db = Store(cfg.db_path, migrate=False, station=cfg.station.name, queue_verdicts=cfg.mqtt.enabled)
     return g.db
 
 

@@ -59,8 +59,13 @@ class Ingest:
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
+        c.on_publish = self._on_publish
         c.max_queued_messages_set(0)  # verdicts published while disconnected wait for the reconnect
         self.client = c
+        # Verdicts go out from the store's verdict_outbox (written with the verdict) and leave it on PUBACK.
+        self._verdicts_lock = threading.Lock()
+        self._verdicts_in_flight: dict[int, int] = {}  # MQTT message id -> verdict_outbox row
+        self._verdict_store: Store | None = None
 
     # ---------------------------------------------------------------- lifecycle
     def start(self, wait_s: float | None = 10.0) -> Ingest:
@@ -80,6 +85,11 @@ class Ingest:
         self._stop.set()
         if self._worker:
             self._worker.join(10)
+        with self._verdicts_lock:
+            if self._verdict_store is not None:
+                self._verdict_store.close()
+                self._verdict_store = None
+            self._verdicts_in_flight.clear()
 
     def stats(self) -> dict[str, int]:
         return {k: self.counts[k] for k in ("received", "stored", "duplicates", "rejected", "acked", "store_failed")}
@@ -116,6 +126,7 @@ class Ingest:
             client.subscribe(f"{self.cfg.mqtt.prefix}/+/+/status", qos=1)
             client.subscribe(self.topics.train_status(), qos=1)
         self.connected.set()
+        self.send_verdicts()  # those ruled while the broker was away, or before a restart
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, props: Any) -> None:
         self.connected.clear()
@@ -238,7 +249,38 @@ class Ingest:
 
     # ---------------------------------------------------------------- verdicts
     def publish_verdict(self, message: wire.Verdict) -> None:
-        self.client.publish(self.topics.verdict(message.line), message.encode(), qos=1)
+        """Send what the store queued with this verdict (and anything older still waiting)."""
+        self.send_verdicts()
+
+    def send_verdicts(self) -> int:
+        """Publish every queued verdict message not already on its way; return how many went out now."""
+        sent = 0
+        with self._verdicts_lock:
+            try:
+                store = self._verdict_store or Store(self.cfg.db_path, migrate=False, station=self.cfg.station.name)
+                self._verdict_store = store
+                rows = store.unsent_verdicts()
+            except (sqlite3.Error, StoreError) as exc:
+                log.warning("cannot read the verdicts waiting to be sent: %s", exc)
+                return 0
+            waiting = set(self._verdicts_in_flight.values())
+            for row in rows:
+                if row["id"] in waiting:
+                    continue
+                info = self.client.publish(self.topics.verdict(row["line"]), row["payload"], qos=1)
+                self._verdicts_in_flight[info.mid] = row["id"]
+                sent += 1
+        return sent
+
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason_code: Any, props: Any) -> None:
+        with self._verdicts_lock:
+            row = self._verdicts_in_flight.pop(mid, None)
+            if row is None or self._verdict_store is None:
+                return  # a review-ack or a retrain request: nothing kept for those
+            try:
+                self._verdict_store.verdicts_sent([row])
+            except (sqlite3.Error, StoreError) as exc:  # sent again after a restart: a duplicate, not a loss
+                log.warning("could not mark a sent verdict: %s", exc)
 
     def publish_retrain_request(self, message: wire.RetrainRequest) -> None:
         self.client.publish(self.topics.retrain_request(), message.encode(), qos=1)

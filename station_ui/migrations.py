@@ -153,6 +153,20 @@ def m005_trainer_status(db: Database) -> None:
     """)
 
 
+@migrations()
+def m006_verdict_outbox(db: Database) -> None:
+    # Verdict messages waiting for the broker's PUBACK, written in the verdict's own transaction: a
+    # station restarted while the broker is down still sends what its reviewers ruled.
+    _run(db, """
+    CREATE TABLE verdict_outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        line TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        created REAL NOT NULL
+    );
+    """)
+
+
 def _run(db: Database, script: str) -> None:
     """Run statements one by one: executescript() would COMMIT the migration's transaction."""
     buf = ""

@@ -59,9 +59,10 @@ class Store:
     """A connection to the station database. Not shared between threads."""
 
     def __init__(self, path: str | Path, *, migrate: bool = True, busy_timeout_s: float = 30.0,
-                 station: str = ""):
+                 station: str = "", queue_verdicts: bool = True):
         self.path = Path(path)
         self.station = station
+        self.queue_verdicts = queue_verdicts  # keep verdict messages for the ingest to publish (MQTT on)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE) below.
@@ -240,10 +241,12 @@ class Store:
                              (verdict, final_kind, vid, now, review_id))
             self._audit(conn, user, "verdict", review_id,
                         {"verdict": verdict, "kind": kind, "seq": seq, "state": state, "verdict_id": vid}, now)
-        message = None
-        if counted:
-            message = wire.Verdict(review_id=review_id, verdict=cast(wire.VerdictName, verdict), kind=final_kind, user=user, time=now,
-                                   station=self.station, line=row["line"], camera=row["camera"], part_id=row["part_id"])
+            message = None
+            if counted:
+                message = wire.Verdict(review_id=review_id, verdict=cast(wire.VerdictName, verdict), kind=final_kind,
+                                       user=user, time=now, station=self.station, line=row["line"],
+                                       camera=row["camera"], part_id=row["part_id"])
+                self._queue_verdict(conn, message, now)
         return VerdictOutcome(vid, review_id, state, counted, message)
 
     def undo_last(self, user: str, window_s: float = 10.0, now: float | None = None) -> UndoOutcome:
@@ -268,12 +271,29 @@ class Store:
                 conn.execute("UPDATE reviews SET state = 'awaiting_confirm', open = 1, final_verdict = NULL,"
                              " final_kind = NULL, final_verdict_id = NULL, decided_at = NULL WHERE id = ?", (row["id"],))
             self._audit(conn, user, "undo", row["id"], {"verdict_id": v["id"], "verdict": v["verdict"]}, now)
-        message = None
-        if had_counted:
-            message = wire.Verdict(review_id=row["id"], verdict=row["final_verdict"], kind=row["final_kind"] or "",
-                                   user=user, time=now, station=self.station, line=row["line"], camera=row["camera"],
-                                   part_id=row["part_id"], undone=True)
+            message = None
+            if had_counted:
+                message = wire.Verdict(review_id=row["id"], verdict=row["final_verdict"], kind=row["final_kind"] or "",
+                                       user=user, time=now, station=self.station, line=row["line"],
+                                       camera=row["camera"], part_id=row["part_id"], undone=True)
+                self._queue_verdict(conn, message, now)
         return UndoOutcome(v["id"], row["id"], message)
+
+    def _queue_verdict(self, conn: sqlite3.Connection, message: wire.Verdict, now: float) -> None:
+        """Keep ``message`` for the ingest to publish, in the verdict's own transaction (none when MQTT is off)."""
+        if self.queue_verdicts:
+            conn.execute("INSERT INTO verdict_outbox (line, payload, created) VALUES (?,?,?)",
+                         (message.line, message.encode().decode(), now))
+
+    def unsent_verdicts(self, limit: int = 1000) -> list[sqlite3.Row]:
+        """Verdict messages not yet acknowledged by the broker, oldest first."""
+        return self.conn.execute("SELECT id, line, payload FROM verdict_outbox ORDER BY id LIMIT ?", (limit,)).fetchall()
+
+    def verdicts_sent(self, ids: list[int]) -> None:
+        """The broker has these verdict messages (PUBACK): forget them."""
+        if ids:
+            with self.write() as conn:
+                conn.executemany("DELETE FROM verdict_outbox WHERE id = ?", [(i,) for i in ids])
 
     def live_verdicts(self, review_id: str) -> list[sqlite3.Row]:
         return self.conn.execute("SELECT * FROM verdicts WHERE review_id = ? AND undone = 0 ORDER BY seq",

@@ -177,3 +177,40 @@ def test_one_review_id_written_five_ways_is_stored_once(station, broker):
     assert store.conn.execute("SELECT count(*) FROM reviews").fetchone()[0] == 1
     assert ing.stats()["duplicates"] == 4
     edge.close()
+
+
+def test_verdicts_ruled_while_the_broker_is_down_are_sent_after_a_station_restart(tmp_path, broker_factory):
+    from qc.broker import free_port
+
+    port = free_port("127.0.0.1")  # nothing listens here yet: the broker is down
+    cfg = config_for(tmp_path / "st", mqtt={"host": "127.0.0.1", "port": port, "client_id": "st-verdicts"})
+    store = Store(cfg.db_path, station="st1")
+    h = make_header(line="line1", camera="cam1")
+    store.insert_reviews([(h, str(tmp_path / "img.jpg"), 10)])
+    ing = Ingest(cfg).start(wait_s=0)
+    out = store.record_verdict(h.id, "real_fault", "pit", "olga")
+    ing.publish_verdict(out.message)
+    ing.stop()  # the station restarts before the broker is back: nothing may be lost with its memory
+
+    b = broker_factory(port=port)
+    got: list[wire.Verdict] = []
+    arrived = threading.Event()
+    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="trainer-like")
+    sub.on_message = lambda c, u, msg: (got.append(wire.Verdict.decode(msg.payload)), arrived.set())
+    subscribed = threading.Event()
+    sub.on_subscribe = lambda *a: subscribed.set()
+    sub.on_connect = lambda c, u, f, rc, p: c.subscribe(wire.Topics().verdict("line1"), qos=1)
+    sub.connect(b.host, b.port)
+    sub.loop_start()
+    try:
+        assert subscribed.wait(10)
+        again = Ingest(cfg).start()
+        try:
+            assert arrived.wait(10), "the queued verdict never reached the broker"
+            assert wait_until(lambda: store.unsent_verdicts() == [], 10)  # the PUBACK took it off the outbox
+        finally:
+            again.stop()
+    finally:
+        sub.loop_stop()
+        sub.disconnect()
+    assert got == [out.message]
