@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from pathlib import Path
 from typing import Any, Literal
 
 import cv2
@@ -24,11 +25,13 @@ from edge.metrics import EdgeMetrics, MetricsServer
 from edge.outbox import Outbox
 from edge.pipeline import Pipeline
 from edge.tally import ModelTally
+from edge.trust import ModelTrust
 from edge.watcher import ModelWatcher
 from hardware.base import Actuator, Camera, Trigger
 from hardware.factory import make_actuator, make_camera, make_trigger
 from models import builtin
 from models.errors import RegistryError
+from models.manifest import MANIFEST_NAME, load_manifest
 from models.registry import Registry
 from qcloop import wire
 
@@ -50,6 +53,7 @@ class EdgeService:
         cv2.setNumThreads(cfg.model.opencv_threads)  # process-wide: capture and preprocessing share it
         self.metrics = EdgeMetrics()
         self.registry = Registry(cfg.registry_dir)
+        self.trust = ModelTrust(cfg.model.public_key, cfg.model.allow_unsigned)
         self.detector = self._load_current_model()
         self.outbox = Outbox(cfg.outbox_dir, max_bytes=cfg.outbox.max_bytes)
         self.journal = DecisionJournal(cfg.journal_path) if cfg.edge.journal else None
@@ -91,15 +95,13 @@ class EdgeService:
             self.pipeline.review_listeners.append(lambda header: sender.wake())
         if self.link and cfg.mqtt.publish_results:
             self.pipeline.listeners.append(self._publish_result)
-        m = cfg.model
         self.watcher = ModelWatcher(
             self.registry,
             self.pipeline,
             self.metrics,
-            load=lambda d: Detector.load(d, threads=m.threads, spinning=m.spinning, roi=m.roi, warmup=m.warmup),
-            public_key_path=m.public_key,
-            allow_unsigned=m.allow_unsigned,
-            poll_s=m.follow_registry_s,
+            load=self._load_trusted,
+            trust=self.trust,
+            poll_s=cfg.model.follow_registry_s,
         )
         if self.link:
             self.link.subscribe(self.link.topics.model(cfg.edge.line), self.watcher.on_announcement)
@@ -120,12 +122,15 @@ class EdgeService:
         version = self.registry.current_version()
         if version is None:
             raise RegistryError(f"no current model in {self.registry.root} after installing the built-in one")
-        m = self.cfg.model
-        detector = Detector.load(
-            self.registry.version_dir(version), threads=m.threads, spinning=m.spinning, roi=m.roi, warmup=m.warmup
-        )
+        detector = self._load_trusted(self.registry.version_dir(version))
         log.info("model %s loaded from %s", detector.version, self.registry.version_dir(version))
         return detector
+
+    def _load_trusted(self, version_dir: Path) -> Detector:
+        """Every load goes through here (start, flip, rollback, shadow, announced): trust first, then the model."""
+        self.trust.check_stored(load_manifest(version_dir / MANIFEST_NAME))
+        m = self.cfg.model
+        return Detector.load(version_dir, threads=m.threads, spinning=m.spinning, roi=m.roi, warmup=m.warmup)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:

@@ -35,6 +35,7 @@ from edge.detector import Detector
 from edge.errors import EdgeError
 from edge.metrics import EdgeMetrics
 from edge.pipeline import Pipeline
+from edge.trust import ModelTrust
 from models.errors import IntegrityError, ManifestError, ModelsError, VersionError
 from models.manifest import Manifest, verify_model_bytes
 from models.registry import Registry
@@ -55,21 +56,16 @@ class ModelWatcher:
         metrics: EdgeMetrics,
         *,
         load: Callable[[Path], Detector],
-        public_key_path: Path | None,
-        allow_unsigned: bool = False,
+        trust: ModelTrust,
         poll_s: float = 1.0,
         timeout_s: float = 10.0,
     ):
         self.registry = registry
         self.pipeline = pipeline
         self.metrics = metrics
-        self.load = load
-        self.public_key = None
-        if public_key_path is not None:
-            from models.signing import load_public_key
-
-            self.public_key = load_public_key(public_key_path)
-        self.allow_unsigned = allow_unsigned
+        self.load = load  # a trusted load: checks the manifest (edge.trust) before the Detector
+        self.trust = trust
+        self._refused_current: str | None = None  # a CURRENT on disk that could not be loaded
         self.poll_s = poll_s
         self.timeout_s = timeout_s
         self.swaps: list[dict] = []  # one record per swap, with its timings
@@ -145,7 +141,7 @@ class ModelWatcher:
             raise ManifestError(f"manifest of {ann.version} at {ann.manifest_url} is not JSON: {exc}") from exc
         if manifest.version != ann.version:
             raise ManifestError(f"announcement names {ann.version} but the manifest is {manifest.version}")
-        self._check_signature(manifest)
+        self.trust.check_announced(manifest)
         model_bytes = self._fetch(urllib.parse.urljoin(ann.manifest_url, manifest.file))
         verify_model_bytes(manifest, model_bytes, source=f"{ann.version}/{manifest.file}")
         if manifest.version not in self.registry.versions():
@@ -172,14 +168,17 @@ class ModelWatcher:
         except ModelsError as exc:
             log.warning("registry unreadable: %s", exc)
             return
-        if current and current != self.pipeline.detector.version:
+        if current and current != self.pipeline.detector.version and current != self._refused_current:
             try:
                 self._swap_to(
                     current, time.monotonic(), reason="registry CURRENT changed (rollback or flip)", flip=False
                 )
             except QcError as exc:
+                self._refused_current = current  # once per change of CURRENT, not at every poll
                 self.refused.append(str(exc))
                 self.metrics.alarms.raise_("model-refused", f"cannot load {current}, previous kept: {exc}")
+        elif current != self._refused_current:
+            self._refused_current = None
 
     def _swap_to(self, version: str, t0: float, reason: str, flip: bool = True) -> None:
         t_load = time.monotonic()
@@ -210,18 +209,6 @@ class ModelWatcher:
             detector.score(frame.image)
         except EdgeError as exc:
             raise EdgeError(f"model {detector.version} failed its self-test on a line frame: {exc}") from exc
-
-    def _check_signature(self, manifest: Manifest) -> None:
-        if self.public_key is None:
-            if self.allow_unsigned:
-                return
-            raise ModelsError(
-                f"model {manifest.version} refused: no public key configured to verify it "
-                f"([model].public_key), and allow_unsigned is false"
-            )
-        from models.signing import verify
-
-        verify(manifest, self.public_key)
 
     def _fetch(self, url: str) -> bytes:
         try:

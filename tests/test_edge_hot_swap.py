@@ -12,6 +12,7 @@ import pytest
 from edge.config import load_config
 from edge.service import EdgeService
 from hardware.actuators import SimulatedActuator
+from models.errors import SignatureError
 from models.manifest import load_manifest, write_manifest
 from models.onnx_build import constant_model_bytes
 from models.registry import Registry
@@ -59,8 +60,14 @@ def announce(broker, ann):
     c.loop_stop()
 
 
+def sign_in_place(version_dir, key):
+    """As the trainer's release does: the manifest on disk carries the trainer's signature."""
+    write_manifest(version_dir / "manifest.json", sign(load_manifest(version_dir / "manifest.json"), key))
+
+
 def running_edge(tmp_path, broker, model_server, rate_hz=100.0):
     cfg = load_config(write_config(tmp_path, broker))
+    sign_in_place(cfg.registry_dir / "1.0.0", model_server["key"])  # an edge that verifies runs signed models only
     cfg = replace(cfg, trigger=replace(cfg.trigger, rate_hz=rate_hz),
                   model=replace(cfg.model, public_key=model_server["pub"], follow_registry_s=0.1),
                   decision=replace(cfg.decision, deadline_ms=1000))
@@ -162,3 +169,52 @@ def test_a_shadow_candidate_is_scored_beside_the_live_model_without_touching_act
     assert shadow_reviews and all(h.reason == "audit" for h in shadow_reviews)  # reviewers stay blind
     body = service.metrics.exposition().decode()
     assert 'qc_shadow_parts_total{agreement="disagree",version="2.0.0"}' in body
+
+
+def _tamper(version_dir):
+    """What a careless or hostile hand does on the edge box: thresholds edited in the manifest on disk."""
+    m = load_manifest(version_dir / "manifest.json")
+    write_manifest(version_dir / "manifest.json",
+                   dataclasses.replace(m, thresholds=dataclasses.replace(m.thresholds, pass_below=0.999, reject_above=1.0)))
+
+
+def test_a_manifest_edited_on_disk_is_refused_at_start(tmp_path, broker, model_server):
+    cfg = load_config(write_config(tmp_path, broker))
+    cfg = replace(cfg, model=replace(cfg.model, public_key=model_server["pub"]))
+    sign_in_place(cfg.registry_dir / "1.0.0", model_server["key"])
+    service = EdgeService(cfg, actuator=SimulatedActuator())  # signed: it loads
+    service.start()
+    service.stop()
+    _tamper(cfg.registry_dir / "1.0.0")
+    with pytest.raises(SignatureError, match="1.0.0: signature does not match"):
+        EdgeService(cfg, actuator=SimulatedActuator())
+
+
+def test_a_flip_or_rollback_on_disk_to_an_edited_model_is_refused_and_the_running_one_kept(
+        tmp_path, broker, model_server):
+    service, actuator, decisions = running_edge(tmp_path, broker, model_server)
+    try:
+        announce(broker, publish(model_server, "2.0.0", score=0.95))
+        assert wait_until(lambda: any(d.model == "2.0.0" for d in decisions))
+        _tamper(service.registry.version_dir("1.0.0"))
+        Registry(service.registry.root).rollback(reason="test")  # as `qc edge rollback` does
+        assert wait_until(lambda: any("1.0.0: signature does not match" in r for r in service.watcher.refused))
+        assert "model-refused" in service.metrics.alarms.active()
+        n = len(decisions)
+        assert wait_until(lambda: len(decisions) > n + 10)
+    finally:
+        service.stop()
+    assert {d.model for d in decisions[n:]} == {"2.0.0"}  # the edited model never ran
+
+
+def test_the_built_in_model_is_accepted_unsigned_by_its_pinned_hash_only(tmp_path, model_server):
+    from edge.trust import ModelTrust
+    from models import builtin
+
+    trust = ModelTrust(model_server["pub"])
+    shipped = load_manifest(builtin.DEFAULT_DIR / "manifest.json")
+    trust.check_stored(shipped)  # unsigned, but exactly the built-in one
+    assert hashlib.sha256(shipped.canonical_bytes()).hexdigest() == builtin.PINNED_SHA256  # the pin is current
+    edited = dataclasses.replace(shipped, thresholds=dataclasses.replace(shipped.thresholds, reject_above=1.0))
+    with pytest.raises(SignatureError, match="unsigned"):
+        trust.check_stored(edited)
