@@ -51,6 +51,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     rb.add_argument("--config", type=Path, default=EXAMPLE)
     rb.set_defaults(func=cmd_rollback)
 
+    allow = cmds.add_parser(
+        "allow-model",
+        help="lift a rollback: the version may be installed again when announced",
+        description="A rolled-back version stays refused (its retained announcement does not bring it back "
+        "after a restart) until a newer version is announced or this lifts it.",
+    )
+    allow.add_argument("version")
+    allow.add_argument("--config", type=Path, default=EXAMPLE)
+    allow.set_defaults(func=cmd_allow_model)
+
     ob = cmds.add_parser("outbox", help="show what waits in the outbox for the station's ack")
     ob.add_argument("--config", type=Path, default=EXAMPLE)
     ob.set_defaults(func=cmd_outbox)
@@ -83,7 +93,25 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     registry = Registry(cfg.registry_dir)
     before = registry.current_version()
     after = registry.rollback(reason="qc edge rollback")
-    print(f"{registry.root}: model {before} -> {after}")
+    print(
+        f"{registry.root}: model {before} -> {after}; {before} stays refused until a newer version is announced "
+        f"or `qc edge allow-model {before}` lifts it"
+    )
+    return 0
+
+
+def cmd_allow_model(args: argparse.Namespace) -> int:
+    from edge.config import load_config
+    from models.registry import Registry
+
+    registry = Registry(load_config(args.config).registry_dir)
+    if not registry.allow(args.version):
+        print(f"{registry.root}: {args.version} was not rolled back; nothing to lift", file=sys.stderr)
+        return 1
+    print(
+        f"{registry.root}: {args.version} may be installed again when it is announced (a restart of the "
+        f"edge takes its retained announcement)"
+    )
     return 0
 
 

@@ -66,6 +66,7 @@ class ModelWatcher:
         self.load = load  # a trusted load: checks the manifest (edge.trust) before the Detector
         self.trust = trust
         self._refused_current: str | None = None  # a CURRENT on disk that could not be loaded
+        self.kept_rolled_back: list[str] = []  # announced versions not installed because they were rolled back
         self.poll_s = poll_s
         self.timeout_s = timeout_s
         self.swaps: list[dict] = []  # one record per swap, with its timings
@@ -127,6 +128,16 @@ class ModelWatcher:
         shadow = getattr(self.pipeline, "shadow", None)
         if ann.version == running or (ann.mode == "shadow" and shadow is not None and shadow.version == ann.version):
             return  # the retained announcement of what already runs
+        if ann.version in self.registry.rolled_back():
+            # An engineer rolled back from it: its retained announcement must not bring it back at a restart.
+            if ann.version not in self.kept_rolled_back:
+                self.kept_rolled_back.append(ann.version)
+                log.info(
+                    "model %s stays rolled back (announce a newer one, or: qc edge allow-model %s)",
+                    ann.version,
+                    ann.version,
+                )
+            return
         if not is_newer(ann.version, running):
             raise VersionError(f"model {ann.version} is older than the running {running}; use rollback to go back")
         raw_manifest = self._fetch(ann.manifest_url)

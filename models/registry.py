@@ -6,13 +6,17 @@ Layout::
     <root>/<version>/<manifest.file>   the model it describes
     <root>/CURRENT                     the live version (one line), replaced atomically
     <root>/history.jsonl               one JSON line per flip: version, previous, time, reason
+    <root>/rolled-back.json            versions an engineer rolled back from: refused until lifted
     <root>/.tmp-*                      a version being added (left behind by a crash: ignored)
 
 A version directory appears only complete: it is written under a temporary name
 inside root, fsynced and renamed into place. ``CURRENT`` is replaced with
 ``os.replace`` after an fsync, so a reader sees the old or the new version, never
 an empty pointer. The history is a stack of live versions: a flip pushes, a
-rollback pops, so repeated rollbacks walk back through earlier versions.
+rollback pops, so repeated rollbacks walk back through earlier versions. A rollback
+also marks the version it leaves as rolled back: a retained announcement of it must
+not bring it back after a restart; only a newer version, or an engineer lifting the
+mark (``allow``), does.
 """
 from __future__ import annotations
 
@@ -42,6 +46,7 @@ from qcloop.versions import version_key
 
 CURRENT = "CURRENT"
 HISTORY = "history.jsonl"
+ROLLED_BACK = "rolled-back.json"
 _TMP_PREFIX = ".tmp-"
 _LOCK = ".lock"
 
@@ -192,13 +197,41 @@ class Registry:
             self._flip(v, reason, rollback=False)
 
     def rollback(self, reason: str = "rollback") -> str:
-        """Go back to the version live before the current one; return it."""
+        """Go back to the version live before the current one, mark the one left as rolled back; return it."""
         with self._locked():
             previous = self.previous_version()
             if previous is None:
                 raise RegistryError(f"no earlier live version to roll back to in {self.root}")
+            left = self.current_version()
             self._flip(previous, reason or "rollback", rollback=True)
+            if left is not None:
+                self._write_rolled_back(self.rolled_back() | {left})
             return previous
+
+    def rolled_back(self) -> set[str]:
+        """Versions rolled back from and not lifted since: an announcement of one of them is refused."""
+        path = self.root / ROLLED_BACK
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return set()
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise RegistryError(f"{path}: cannot read the rolled-back versions: {exc}") from exc
+        if not isinstance(data, list) or not all(isinstance(v, str) for v in data):
+            raise RegistryError(f"{path}: must be a JSON list of version names")
+        return set(data)
+
+    def allow(self, v: str) -> bool:
+        """Lift the rolled-back mark of ``v`` (an engineer's decision); False when it had none."""
+        with self._locked():
+            marked = self.rolled_back()
+            if v not in marked:
+                return False
+            self._write_rolled_back(marked - {v})
+            return True
+
+    def _write_rolled_back(self, versions: set[str]) -> None:
+        write_atomically(self.root / ROLLED_BACK, (json.dumps(sorted(versions, key=version_key)) + "\n").encode())
 
     def _flip(self, v: str, reason: str, rollback: bool) -> None:
         if v not in self.versions():

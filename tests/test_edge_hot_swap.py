@@ -218,3 +218,45 @@ def test_the_built_in_model_is_accepted_unsigned_by_its_pinned_hash_only(tmp_pat
     edited = dataclasses.replace(shipped, thresholds=dataclasses.replace(shipped.thresholds, reject_above=1.0))
     with pytest.raises(SignatureError, match="unsigned"):
         trust.check_stored(edited)
+
+
+def test_a_rollback_sticks_across_a_restart_until_a_newer_model_or_an_engineer_lifts_it(
+        tmp_path, broker, model_server):
+    service, actuator, decisions = running_edge(tmp_path, broker, model_server)
+    try:
+        announce(broker, publish(model_server, "2.0.0", score=0.95))  # retained: every restart gets it again
+        assert wait_until(lambda: any(d.model == "2.0.0" for d in decisions))
+        Registry(service.registry.root).rollback(reason="test")  # as `qc edge rollback` does
+        assert wait_until(lambda: decisions[-1].model == "1.0.0")
+    finally:
+        service.stop()
+    cfg = service.cfg
+    again = EdgeService(cfg, actuator=SimulatedActuator())
+    seen = []
+    again.pipeline.listeners.append(seen.append)
+    again.start()
+    try:
+        assert wait_until(lambda: "2.0.0" in again.watcher.kept_rolled_back)  # the retained one arrived, refused
+        n = len(seen)
+        assert wait_until(lambda: len(seen) > n + 10)
+        assert {d.model for d in seen} == {"1.0.0"}
+        assert "model-refused" not in again.metrics.alarms.active()  # an engineer's decision, not a fault
+        announce(broker, publish(model_server, "3.0.0", score=0.95))  # a newer model is taken as usual
+        assert wait_until(lambda: seen[-1].model == "3.0.0")
+    finally:
+        again.stop()
+    assert Registry(cfg.registry_dir).current_version() == "3.0.0"
+
+
+def test_allow_model_lifts_a_rollback(tmp_path, capsys):
+    from qc.cli import main
+
+    build_version(tmp_path / "models", "1.0.0", set_current=True)
+    build_version(tmp_path / "models", "2.0.0", set_current=True)
+    (tmp_path / "edge.toml").write_text('[edge]\nline = "L1"\ncamera = "c1"\n[model]\nregistry = "models"\n')
+    assert main(["edge", "rollback", "--config", str(tmp_path / "edge.toml")]) == 0
+    assert "2.0.0 stays refused" in capsys.readouterr().out
+    assert Registry(tmp_path / "models").rolled_back() == {"2.0.0"}
+    assert main(["edge", "allow-model", "2.0.0", "--config", str(tmp_path / "edge.toml")]) == 0
+    assert Registry(tmp_path / "models").rolled_back() == set()
+    assert main(["edge", "allow-model", "2.0.0", "--config", str(tmp_path / "edge.toml")]) == 1
