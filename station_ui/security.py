@@ -38,6 +38,10 @@ def check_csrf() -> None:
         abort(400, description="CSRF token missing or wrong: reload the page and try again")
 
 
+#: Sent by the review page's script on requests no person asked for (static/review.js).
+BACKGROUND_HEADER = "X-QC-Background"
+
+
 def load_user() -> None:
     """Set g.user from the session; end the session after the idle timeout."""
     g.user = None
@@ -50,7 +54,8 @@ def load_user() -> None:
         session.clear()
         g.logged_out_idle = True
         return
-    if request.endpoint != "review.events":  # an open event stream is not user activity
+    # Only a person's input is activity: not an open event stream, nor the page's own fetch after an event.
+    if request.endpoint != "review.events" and BACKGROUND_HEADER not in request.headers:
         session["seen"] = now
     g.user = User(name, role)
 

@@ -121,6 +121,19 @@ def test_idle_session_ends_and_the_login_page_says_why(station):
     assert c.get("/review").status_code == 302  # the session is gone, not just skipped once
 
 
+def test_the_pages_own_background_fetches_do_not_keep_an_unattended_screen_logged_in(station):
+    app, _ = station
+    c = app.test_client()
+    login(c, *OPERATOR[::2])
+    _idle_for(c, IDLE_S - 5)
+    background = {"Accept": "application/json", "X-QC-Background": "1"}  # as review.js sends after each event
+    assert c.get("/review/item", headers=background).status_code == 200
+    with c.session_transaction() as s:
+        assert time.time() - s["seen"] > IDLE_S - 10  # not counted as a person's activity
+    _idle_for(c, IDLE_S + 1)
+    assert c.get("/review/item", headers=background).status_code == 401  # the idle logout still comes
+
+
 def test_idle_logout_message_and_json_answer(station):
     app, _ = station
     c = app.test_client()

@@ -86,7 +86,10 @@
 
   function refresh() {
     var q = new URLSearchParams(filters).toString();
-    fetch(root.dataset.itemUrl + "?" + q, { credentials: "same-origin", headers: { "Accept": "application/json" } })
+    // X-QC-Background: fetched because the queue changed, not because a person did anything, so it must
+    // not keep an unattended screen logged in under the last reviewer's name.
+    fetch(root.dataset.itemUrl + "?" + q, { credentials: "same-origin",
+                                            headers: { "Accept": "application/json", "X-QC-Background": "1" } })
       .then(function (r) { return r.json(); })
       .then(function (j) { setStats(j.stats); if (!currentId() && j.id) show(j.html); });
   }
