@@ -77,8 +77,10 @@ def add_user(store: Store, name: str, role: str, secret: str, *, by: str = "cli"
     check_secret(role, secret, production)
     try:
         with store.write() as conn:
+            # A new role or secret ends the user's open sessions (session_version moves), and enables the user.
             conn.execute("INSERT INTO users (name, role, secret_hash, created_at) VALUES (?,?,?,?)"
-                         " ON CONFLICT(name) DO UPDATE SET role = excluded.role, secret_hash = excluded.secret_hash",
+                         " ON CONFLICT(name) DO UPDATE SET role = excluded.role, secret_hash = excluded.secret_hash,"
+                         " session_version = session_version + 1, disabled = 0",
                          (name, role, hash_secret(secret), time.time()))
             store._audit(conn, by, "user-set", name, {"role": role})
     except sqlite3.Error as exc:
@@ -87,16 +89,41 @@ def add_user(store: Store, name: str, role: str, secret: str, *, by: str = "cli"
 
 
 def get_user(store: Store, name: str) -> User | None:
-    row = store.conn.execute("SELECT name, role FROM users WHERE name = ?", (name,)).fetchone()
+    row = store.conn.execute("SELECT name, role FROM users WHERE name = ? AND disabled = 0", (name,)).fetchone()
     return User(row["name"], row["role"]) if row else None
 
 
 def authenticate(store: Store, name: str, secret: str) -> User | None:
-    row = store.conn.execute("SELECT name, role, secret_hash FROM users WHERE name = ?", (name,)).fetchone()
+    row = store.conn.execute("SELECT name, role, secret_hash, disabled FROM users WHERE name = ?", (name,)).fetchone()
     if row is None:
         verify_secret(secret, _DUMMY_HASH)  # same work for unknown names: no user enumeration by timing
         return None
-    return User(row["name"], row["role"]) if verify_secret(secret, row["secret_hash"]) else None
+    if not verify_secret(secret, row["secret_hash"]) or row["disabled"]:
+        return None
+    return User(row["name"], row["role"])
+
+
+def session_version(store: Store, name: str) -> int | None:
+    """The number a live session of ``name`` must carry; None when the user is gone or disabled."""
+    row = store.conn.execute("SELECT session_version FROM users WHERE name = ? AND disabled = 0", (name,)).fetchone()
+    return None if row is None else int(row["session_version"])
+
+
+def end_sessions(store: Store, name: str, *, by: str, why: str) -> None:
+    """End every open session of ``name`` (logout, or an engineer's decision)."""
+    with store.write() as conn:
+        conn.execute("UPDATE users SET session_version = session_version + 1 WHERE name = ?", (name,))
+        store._audit(conn, by, "sessions-ended", name, {"why": why})
+
+
+def disable_user(store: Store, name: str, *, by: str = "cli") -> None:
+    """Refuse ``name`` from now on: no login, and every open session ends at its next request."""
+    with store.write() as conn:
+        changed = conn.execute("UPDATE users SET disabled = 1, session_version = session_version + 1 WHERE name = ?",
+                               (name,)).rowcount
+        if not changed:
+            raise AuthError(f"no user named {name!r}")
+        store._audit(conn, by, "user-disabled", name, {})
 
 
 def users_with_default_secret(store: Store) -> list[str]:

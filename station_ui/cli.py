@@ -35,6 +35,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     add.add_argument("--config", type=Path, default=EXAMPLE)
     add.set_defaults(func=cmd_add_user)
 
+    dis = cmds.add_parser("disable-user", help="refuse a user from now on: no login, open sessions end at once")
+    dis.add_argument("name")
+    dis.add_argument("--config", type=Path, default=EXAMPLE)
+    dis.set_defaults(func=cmd_disable_user)
+
     tok = cmds.add_parser("add-token", help="create an API token for the export API (printed once)")
     tok.add_argument("name", help="who uses it, e.g. trainer")
     tok.add_argument("--config", type=Path, default=EXAMPLE)
@@ -88,6 +93,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         stop.wait()
     finally:
         server.stop()
+    return 0
+
+
+def cmd_disable_user(args: argparse.Namespace) -> int:
+    from station_ui import accounts
+    from station_ui.config import load_config
+
+    with _store(load_config(args.config)) as store:
+        accounts.disable_user(store, args.name)
+    print(f"user {args.name!r} disabled: no login, and open sessions end at their next request "
+          f"(qc station add-user enables the user again)")
     return 0
 
 

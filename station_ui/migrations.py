@@ -167,6 +167,16 @@ def m006_verdict_outbox(db: Database) -> None:
     """)
 
 
+@migrations()
+def m007_session_versions(db: Database) -> None:
+    # Sessions are checked against the database on every request: a user's sessions end when the
+    # number moves (logout, a role or password change) or the user is disabled.
+    _run(db, """
+    ALTER TABLE users ADD COLUMN session_version INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE users ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0;
+    """)
+
+
 def _run(db: Database, script: str) -> None:
     """Run statements one by one: executescript() would COMMIT the migration's transaction."""
     buf = ""

@@ -18,7 +18,9 @@ from typing import Any
 
 from flask import abort, current_app, g, jsonify, redirect, request, session, url_for
 
+from station_ui import accounts
 from station_ui.accounts import User
+from station_ui.db import get_db
 
 UNSAFE = ("POST", "PUT", "PATCH", "DELETE")
 
@@ -43,10 +45,15 @@ BACKGROUND_HEADER = "X-QC-Background"
 
 
 def load_user() -> None:
-    """Set g.user from the session; end the session after the idle timeout."""
+    """Set g.user from the session; end the session after the idle timeout, or when the database says it
+    ended (logout elsewhere, a role or password change, a disabled user): sessions are versioned per user."""
     g.user = None
     name, role = session.get("user"), session.get("role")
     if not name or not role:
+        return
+    current = accounts.get_user(get_db(), name)
+    if current is None or current.role != role or session.get("sv") != accounts.session_version(get_db(), name):
+        session.clear()
         return
     idle = current_app.extensions["station"].cfg.web.idle_logout_s
     now = time.time()
@@ -63,6 +70,7 @@ def load_user() -> None:
 def login_user(user: User) -> None:
     session.clear()  # a fresh session on login: no fixation of a pre-login session
     session["user"], session["role"], session["seen"] = user.name, user.role, time.time()
+    session["sv"] = accounts.session_version(get_db(), user.name)
     csrf_token()
 
 

@@ -260,3 +260,51 @@ def test_export_api_does_not_take_a_logged_in_session(api):
     assert login(c, *ADMIN[::2]).status_code == 302
     _refused(c.get("/api/v1/export"))
     _refused(c.get(f"/api/v1/images/{h.id}"))
+
+
+# ------------------------------------------------------------------ sessions end server-side
+def _copy_session(src, dst):
+    """What an attacker with a copied cookie has: the same session, in another client."""
+    with src.session_transaction() as s:
+        data = dict(s)
+    with dst.session_transaction() as d:
+        d.update(data)
+
+
+def test_a_demoted_admins_old_session_can_no_longer_change_settings(station):
+    app, cfg = station
+    c = app.test_client()
+    login(c, *ADMIN[::2])
+    token = page_csrf(c, "/admin/")
+    assert c.post("/admin/lines", data={"line": "line1", "critical": "1", "csrf_token": token}).status_code == 302
+    store = Store(cfg.db_path)
+    accounts.add_user(store, ADMIN[0], "operator", ADMIN[2])  # demoted
+    r = c.post("/admin/lines", data={"line": "line1", "critical": "0", "csrf_token": token})
+    assert r.status_code != 302 or "/login" in r.headers["Location"]  # refused: the session ended with the role
+    assert [row["critical"] for row in store.lines() if row["name"] == "line1"] == [1]  # unchanged
+    assert c.get("/admin/").status_code == 302  # logged out, to log in again as what the user now is
+
+
+def test_a_cookie_copied_before_logout_is_dead_after_it(station):
+    app, _ = station
+    c, thief = app.test_client(), app.test_client()
+    login(c, *OPERATOR[::2])
+    _copy_session(c, thief)
+    assert thief.get("/review").status_code == 200  # the copy works while the session lives
+    c.post("/logout", data={"csrf_token": page_csrf(c)})
+    assert thief.get("/review").status_code == 302  # and not after the logout
+
+
+def test_disable_user_ends_open_sessions_and_refuses_login(station, tmp_path):
+    from qc.cli import main
+
+    app, cfg = station
+    c = app.test_client()
+    login(c, *OPERATOR[::2])
+    assert c.get("/review").status_code == 200
+    conf = tmp_path / "station.toml"
+    conf.write_text(f'[station]\ndata_dir = "{cfg.data_dir}"\n[mqtt]\nenabled = false\n')
+    assert main(["station", "disable-user", OPERATOR[0], "--config", str(conf)]) == 0
+    assert c.get("/review").status_code == 302
+    r = login(c, *OPERATOR[::2])
+    assert r.status_code == 401

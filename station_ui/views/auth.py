@@ -43,6 +43,8 @@ def logout():
 
     if g.user:
         get_db().audit(g.user.name, "logout")
+        # Server-side: a copy of this cookie (or another screen still logged in as this person) ends too.
+        accounts.end_sessions(get_db(), g.user.name, by=g.user.name, why="logout")
     session.clear()
     flash("Logged out.")
     return redirect(url_for("auth.login"))
