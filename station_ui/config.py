@@ -48,6 +48,7 @@ class WebSection:
     host: str = "127.0.0.1"
     port: int = 8080
     threads: int = 16  # waitress threads; each open review screen holds one for its event stream
+    streams_per_user: int = 2  # open review screens per person; a new one ends that person's oldest
     secure_cookies: bool | None = None  # None: on in production
     idle_logout_s: float = 900.0
     login_attempts: int = 5  # failed logins per user and address ...
@@ -57,6 +58,7 @@ class WebSection:
     def __post_init__(self) -> None:
         check_range("port", self.port, 0, 65535)
         check_range("threads", self.threads, 2, 256)
+        check_range("streams_per_user", self.streams_per_user, 1, 64)
         check_range("idle_logout_s", self.idle_logout_s, 10.0, 86400.0)
         check_range("login_attempts", self.login_attempts, 1, 1000)
         check_range("login_window_s", self.login_window_s, 1.0, 86400.0)
@@ -69,6 +71,12 @@ class StationConfig:
     mqtt: MqttSection = field(default_factory=MqttSection)
     web: WebSection = field(default_factory=WebSection)
     critical_lines: tuple[str, ...] = ()  # lines with the two-person rule for "real fault"
+
+    @property
+    def max_streams(self) -> int:
+        """Event streams the station holds open at once: the waitress threads but four, kept for pages,
+        verdicts, /healthz and logins."""
+        return max(1, self.web.threads - 4)
 
     @property
     def data_dir(self) -> Path:

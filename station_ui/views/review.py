@@ -125,8 +125,12 @@ def undo():
 @bp.route("/review/events")
 @require("operator")
 def events():
-    hub = current_app.extensions["station"].hub
-    sub = hub.subscribe()
+    state = current_app.extensions["station"]
+    hub = state.hub
+    sub = hub.subscribe(g.user.name, per_owner=state.cfg.web.streams_per_user, total=state.cfg.max_streams)
+    if sub is None:  # the station holds as many streams as it can: the page's EventSource retries later
+        return Response("too many open review screens on this station\n", status=503, mimetype="text/plain",
+                        headers={"Retry-After": "30"})
 
     def stream():
         try:
