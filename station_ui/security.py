@@ -12,7 +12,7 @@ import hmac
 import secrets
 import threading
 import time
-from collections import defaultdict, deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Any
 
@@ -90,30 +90,56 @@ def require(role: str = "operator") -> Callable:
 
 
 class LoginLimiter:
-    """Failed logins per (address, user name) in a sliding window; over the limit -> 429."""
+    """Failed logins in a sliding window: per (address, user name), and per address across all names (a
+    guesser rotating names is stopped too); over either limit -> 429. What it keeps is bounded: a name is
+    cut to the longest a user may have, empty entries go, and at most ``max_keys`` entries are kept (the
+    least recently failed go first)."""
 
-    def __init__(self, attempts: int, window_s: float):
+    def __init__(self, attempts: int, window_s: float, per_address: int | None = None, max_keys: int = 10_000):
         self.attempts, self.window_s = attempts, window_s
-        self._fails: dict[tuple[str, str], deque] = defaultdict(deque)
+        self.per_address = per_address if per_address is not None else 4 * attempts
+        self.max_keys = max_keys
+        self._fails: OrderedDict[tuple[str, str], deque] = OrderedDict()  # (addr, name) or (addr, "") for all
         self._lock = threading.Lock()
 
     def _trim(self, key: tuple[str, str], now: float) -> deque:
-        q = self._fails[key]
+        q = self._fails.get(key) or deque()
         while q and now - q[0] > self.window_s:
             q.popleft()
+        if not q:
+            self._fails.pop(key, None)
         return q
 
     def blocked(self, addr: str, name: str) -> float:
         """Seconds until the next try is allowed (0 when allowed)."""
         now = time.monotonic()
         with self._lock:
-            q = self._trim((addr, name.lower()), now)
-            return (q[0] + self.window_s - now) if len(q) >= self.attempts else 0.0
+            waits = [0.0]
+            for key, limit in (((addr, _key_name(name)), self.attempts), ((addr, ""), self.per_address)):
+                q = self._trim(key, now)
+                if len(q) >= limit:
+                    waits.append(q[0] + self.window_s - now)
+            return max(waits)
 
     def failed(self, addr: str, name: str) -> None:
+        now = time.monotonic()
         with self._lock:
-            self._fails[(addr, name.lower())].append(time.monotonic())
+            for key in ((addr, _key_name(name)), (addr, "")):
+                self._fails.setdefault(key, deque()).append(now)
+                self._fails.move_to_end(key)
+            while len(self._fails) > self.max_keys:
+                self._fails.popitem(last=False)
+
+    @property
+    def entries(self) -> int:
+        with self._lock:
+            return len(self._fails)
 
     def succeeded(self, addr: str, name: str) -> None:
         with self._lock:
-            self._fails.pop((addr, name.lower()), None)
+            self._fails.pop((addr, _key_name(name)), None)
+
+
+def _key_name(name: str) -> str:
+    """A name as the limiter counts it: case-folded, cut to the longest a user may have (accounts)."""
+    return "n:" + name.lower()[:64]

@@ -308,3 +308,23 @@ def test_disable_user_ends_open_sessions_and_refuses_login(station, tmp_path):
     assert c.get("/review").status_code == 302
     r = login(c, *OPERATOR[::2])
     assert r.status_code == 401
+
+
+# ------------------------------------------------------------------ failed logins are bounded
+def test_failed_logins_cannot_flood_the_audit_log_or_the_limiter(station):
+    app, cfg = station  # login_attempts 2 per name: 8 per address across names
+    c = app.test_client()
+    token = csrf_of(c.get("/login").get_data(as_text=True))
+    codes = []
+    for i in range(300):
+        name = f"{i:03d}" + "x" * 63_000  # 63 KB names, a new one each time
+        codes.append(c.post("/login", data={"name": name, "secret": "nope", "csrf_token": token}).status_code)
+    assert codes.count(401) <= 8  # the address is stopped, whatever names it rotates through
+    assert codes.count(429) >= 292
+    store = Store(cfg.db_path)
+    rows = store.conn.execute("SELECT count(*), coalesce(sum(length(user) + length(detail)), 0) FROM audit_log"
+                              " WHERE action = 'login-failed'").fetchone()
+    assert rows[0] <= 8
+    assert rows[1] < 8 * 300  # bytes: cut names, not 63 KB each
+    limiter = app.extensions["station"].limiter
+    assert limiter.entries <= 9  # one per name tried before the stop, one for the address

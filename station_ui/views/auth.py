@@ -28,7 +28,9 @@ def login():
         user = accounts.authenticate(get_db(), name, secret)
         if user is None:
             state.limiter.failed(addr, name)
-            get_db().audit(name or "?", "login-failed", detail={"addr": addr})
+            # Bounded: a name is cut to the longest a user may have, and the limiter stops an address after
+            # a few failures, whatever names it tries, so failed logins cannot flood the audit log.
+            get_db().audit(_shown(name), "login-failed", detail={"addr": addr[:64], "name_length": len(name)})
             return render_template("login.html", error="Wrong name or PIN/password.", name=name), 401
         state.limiter.succeeded(addr, name)
         security.login_user(user)
@@ -61,3 +63,8 @@ def local_path(target: str) -> str | None:
     if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
         return None
     return target
+
+
+def _shown(name: str) -> str:
+    """A typed user name as the audit log keeps it: at most the 64 characters a user name may have."""
+    return (name[:64] + "...") if len(name) > 64 else (name or "?")
