@@ -42,7 +42,23 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         module.register(sub)
+    parser.epilog = "every command:\n" + "\n".join(_every_command(sub))
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     return parser
+
+
+def _every_command(sub: argparse._SubParsersAction) -> list[str]:
+    """``qc GROUP COMMAND  help`` for every registered command, read from the parsers themselves."""
+    helps = {a.dest: a.help or "" for a in sub._choices_actions}
+    lines = []
+    for group, gp in sub.choices.items():
+        inner = [a for a in gp._actions if isinstance(a, argparse._SubParsersAction)]
+        if not inner:
+            lines.append(f"  qc {group:<28} {helps.get(group, '')}")
+            continue
+        cmd_help = {a.dest: a.help or "" for a in inner[0]._choices_actions}
+        lines += [f"  qc {group + ' ' + name:<28} {cmd_help.get(name, '')}" for name in inner[0].choices]
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

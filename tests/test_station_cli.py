@@ -74,3 +74,15 @@ def test_a_port_in_use_is_named_with_the_way_to_change_it_and_no_traceback(tmp_p
     assert "--web-port" in demo.stderr
     assert "Traceback" not in demo.stderr
     assert "stopped cleanly" not in demo.stderr
+
+
+def test_qc_help_lists_every_command_not_only_the_groups(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for command in ("qc edge run", "qc edge rollback", "qc edge allow-model", "qc station add-user",
+                    "qc station disable-user", "qc train serve", "qc train publish", "qc demo", "qc broker acl",
+                    "qc bench loop", "qc bench faults"):
+        assert command in out, f"{command!r} missing from qc --help"
