@@ -6,6 +6,7 @@ Imports nothing heavy at import time; each handler imports what it runs.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import threading
 import time
@@ -146,7 +147,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             drain_outbox(service, stop, args.drain)
     finally:
         service.stop()
-        print("\r" + status_line(service.status(state="stopped")), file=sys.stderr)
+        print(status_line(service.status(state="stopped")), file=sys.stderr)
     return 0
 
 
@@ -158,15 +159,63 @@ def drain_outbox(service, stop: threading.Event, seconds: float) -> bool:
     return service.outbox.depth() == 0
 
 
+class LiveStatus(logging.Filter):
+    """A one-line status redrawn in place on a terminal, which log lines never end up glued onto.
+
+    Installed as a filter on the root logger's handlers: before a record is written, the status line
+    is cleared (carriage return, erase line), so the record starts at column 0 on a line of its own;
+    the next ``show`` draws the status again below it.
+    """
+
+    CLEAR = "\r\x1b[K"
+
+    def __init__(self, stream=None) -> None:  # noqa: ANN001 (a text stream; stderr by default)
+        super().__init__()
+        self.stream = stream or sys.stderr
+        self.shown = False
+        self._lock = threading.Lock()
+
+    def show(self, text: str) -> None:
+        with self._lock:
+            self.stream.write(self.CLEAR + text)
+            self.stream.flush()
+            self.shown = True
+
+    def clear(self) -> None:
+        """Erase the status line, so what is written next starts on a clean line."""
+        with self._lock:
+            if self.shown:
+                self.stream.write(self.CLEAR)
+                self.shown = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self.clear()
+        return True
+
+    def __enter__(self) -> LiveStatus:
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for handler in logging.getLogger().handlers:
+            handler.removeFilter(self)
+        with self._lock:
+            if self.shown:
+                self.stream.write("\n")
+                self.shown = False
+
+
 def show_status_until_stopped(service, stop: threading.Event, duration: float | None, quiet: bool = False) -> None:
     """Refresh a one-line status until stop is set, the line finishes, or duration passes."""
     t0 = time.monotonic()
-    while not stop.is_set() and not service.pipeline.finished.is_set():
-        if duration is not None and time.monotonic() - t0 >= duration:
-            return
-        if not quiet:
-            print("\r" + status_line(service.status()), end="", file=sys.stderr, flush=True)
-        stop.wait(0.5)
+    with LiveStatus() as live:
+        while not stop.is_set() and not service.pipeline.finished.is_set():
+            if duration is not None and time.monotonic() - t0 >= duration:
+                return
+            if not quiet:
+                live.show(status_line(service.status()))
+            stop.wait(0.5)
 
 
 def status_line(s: wire.EdgeStatus) -> str:

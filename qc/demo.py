@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+from edge.cli import LiveStatus
 from qc.broker import terminate
 from qc.pybroker import start_local_broker
 from qcloop import wire
@@ -37,7 +38,13 @@ COMPARE_PARTS = 2000
 DEMO_DEADLINE_MS = 250.0
 
 
+#: The live status line while the demo runs (edge.cli.LiveStatus): messages and log lines clear it first.
+_live: LiveStatus | None = None
+
+
 def say(msg: str) -> None:
+    if _live is not None:
+        _live.clear()
     print(f"demo: {msg}", file=sys.stderr, flush=True)
 
 
@@ -85,7 +92,6 @@ def run(args: argparse.Namespace) -> int:
         say(f"data under {data}; Ctrl-C stops everything")
         watch = Status(edge, station, trainer, reviewer, args, figures)
         watch.run_until(stop, args.duration)
-        print(file=sys.stderr)
         for line in watch.summary().splitlines():
             say(line)
     finally:
@@ -390,6 +396,15 @@ class Status:
         return "waiting for uncertain parts"
 
     def run_until(self, stop: threading.Event, duration: float | None) -> None:
+        global _live
+        with LiveStatus() as live:
+            _live = live
+            try:
+                self._watch(stop, duration, live)
+            finally:
+                _live = None
+
+    def _watch(self, stop: threading.Event, duration: float | None, live: LiveStatus) -> None:
         t0 = time.monotonic()
         while not stop.is_set() and not self.edge.pipeline.finished.is_set():
             self.note_model()
@@ -402,7 +417,7 @@ class Status:
             if self.args.until == "retrained" and self.trainer_state.get("last"):
                 break
             if not self.args.quiet:
-                print("\r" + self.line()[:220].ljust(120), end="", file=sys.stderr, flush=True)
+                live.show(self.line()[:220])
             stop.wait(0.5)
         self.note_model()  # the last model change is noticed even on the way out
         if self._client is not None:

@@ -168,3 +168,26 @@ def test_qc_edge_help_and_check_config_work_from_the_command_line(tmp_path, brok
     assert out.returncode == 2
     assert "deadline_ms" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_log_lines_never_end_up_glued_onto_the_live_status_line():
+    import io
+    import logging
+
+    from edge.cli import LiveStatus
+
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        with LiveStatus(out) as live:
+            live.show("parts 10  PASS 9")
+            logging.getLogger("edge.test").warning("camera fault")
+            live.show("parts 11  PASS 10")
+    finally:
+        root.removeHandler(handler)
+    text = out.getvalue()
+    assert "PASS 9camera fault" not in text
+    assert "PASS 9" + LiveStatus.CLEAR + "camera fault\n" in text  # the status is erased, the log line starts clean
+    assert text.endswith("PASS 10\n")  # and the last status is left on a line of its own
