@@ -22,6 +22,7 @@ loaded, warmed-up detector there, so no part is inspected by a half-loaded model
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import random
 import threading
@@ -45,6 +46,14 @@ from models.manifest import Manifest, Thresholds
 from qcloop import wire
 
 log = logging.getLogger(__name__)
+
+
+def _lower_this_threads_priority() -> None:
+    """Nice the calling thread (Linux threads have their own niceness); best effort, elsewhere a no-op."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    except (AttributeError, OSError):
+        pass
 
 
 class ScoringModel(Protocol):
@@ -109,9 +118,14 @@ class Pipeline:
     ):
         self.camera, self.trigger, self.actuator = camera, trigger, actuator
         self.detector = detector
-        self.shadow: ScoringModel | None = None  # a candidate scored after each live decision, never actuated
+        self.shadow: ScoringModel | None = None  # a candidate scored beside the live model, never actuated
         self.shadow_parts = 0
         self.shadow_disagreements = 0
+        self.shadow_skipped = 0  # parts the shadow did not score because it was behind (never the line waits)
+        # The shadow scores on its own thread from a small queue: a slow candidate skips parts, it never
+        # delays a decision.
+        self._shadow_jobs: queue.Queue[tuple | None] = queue.Queue(maxsize=8)
+        self._shadow_rng = random.Random(None if decision.seed is None else decision.seed + 1)
         self.cfg = decision
         self.line, self.camera_name = line, camera_name
         self.metrics = metrics or EdgeMetrics()
@@ -145,7 +159,12 @@ class Pipeline:
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
         self.metrics.set_model(self.detector.version)
-        for name, target in (("line", self._line_loop), ("inspect", self._inspect_loop), ("review", self._review_loop)):
+        for name, target in (
+            ("line", self._line_loop),
+            ("inspect", self._inspect_loop),
+            ("shadow", self._shadow_loop),
+            ("review", self._review_loop),
+        ):
             t = threading.Thread(target=target, name=f"{name}-{self.camera_name}", daemon=True)
             self._threads.append(t)
             t.start()
@@ -260,7 +279,7 @@ class Pipeline:
                     break
                 self._inspect(job)
         finally:
-            self._reviews.put(None)
+            self._shadow_jobs.put(None)  # the shadow thread ends the review queue after its own audits
 
     def _inspect(self, job: _Job) -> None:
         frame = job.frame
@@ -295,7 +314,23 @@ class Pipeline:
         decision = self._finish(frame, ruling, score, model.version)
         shadow = self.shadow
         if shadow is not None:
-            self._shadow_score(shadow, frame, tensor, model, decision)
+            try:
+                self._shadow_jobs.put_nowait((shadow, frame, tensor, model, decision))
+            except queue.Full:
+                self.shadow_skipped += 1
+                self.metrics.shadow.labels(shadow.version, "skipped").inc()
+
+    # ------------------------------------------------------------------ shadow thread
+    def _shadow_loop(self) -> None:
+        _lower_this_threads_priority()  # the live model's inspection comes first on a busy box
+        try:
+            while True:
+                job = self._shadow_jobs.get()
+                if job is None:
+                    break
+                self._shadow_score(*job)
+        finally:
+            self._reviews.put(None)
 
     def _shadow_score(
         self, shadow: ScoringModel, frame: Frame, tensor: np.ndarray, live: ScoringModel, decision: Decision
@@ -315,7 +350,7 @@ class Pipeline:
         if agree:
             return
         self.shadow_disagreements += 1
-        if not decision.review and self._rng.random() < self.cfg.shadow_review_rate:
+        if not decision.review and self._shadow_rng.random() < self.cfg.shadow_review_rate:
             # Sent as an audit: the reviewer is never told which model doubted the part.
             self._queue_review(
                 frame, decision, reason="audit", detail=f"shadow {shadow.version} would {action} (score {score:.3f})"
@@ -383,11 +418,13 @@ class Pipeline:
         except queue.Full:
             self._review_dropped(decision, "the review queue is full")
             return
-        self.reviews_queued += 1
+        with self._lock:  # the inspect and the shadow thread both queue reviews
+            self.reviews_queued += 1
         self.metrics.reviews.labels(reason).inc()
 
     def _review_dropped(self, decision: Decision, why: str) -> None:
-        self.reviews_dropped += 1
+        with self._lock:
+            self.reviews_dropped += 1
         self.metrics.reviews_dropped.inc()
         self.metrics.alarms.raise_("review-dropped", f"review of part {decision.part_id} not stored: {why}")
 

@@ -200,6 +200,18 @@ class EdgeService:
             time=time.time(),
             since=self.started_at,
             by_model=self.tally.snapshot(),
+            shadow=self._shadow_counts(),
+        )
+
+    def _shadow_counts(self) -> wire.ShadowCounts | None:
+        p = self.pipeline
+        if p.shadow is None:
+            return None
+        return wire.ShadowCounts(
+            version=p.shadow.version,
+            parts=p.shadow_parts,
+            agree=p.shadow_parts - p.shadow_disagreements,
+            skipped=p.shadow_skipped,
         )
 
     def health(self) -> dict[str, Any]:

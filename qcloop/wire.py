@@ -338,6 +338,17 @@ class ModelCounts(Message):
 
 
 @dataclass(frozen=True)
+class ShadowCounts(Message):
+    """A shadow candidate beside the live model: how often it would have decided the same."""
+
+    WHAT: ClassVar[str] = "shadow counts"
+    version: str
+    parts: int = field(default=0, metadata=bounded(0))  # parts it scored
+    agree: int = field(default=0, metadata=bounded(0))  # of those, the same action as the live model
+    skipped: int = field(default=0, metadata=bounded(0))  # parts not scored: the shadow was behind the line
+
+
+@dataclass(frozen=True)
 class EdgeStatus(Message):
     """Edge -> station (retained, every ``status_every_s`` and as the last will): what one camera's edge is doing."""
 
@@ -357,6 +368,7 @@ class EdgeStatus(Message):
     time: float = 0.0
     since: float = 0.0
     by_model: dict[str, ModelCounts] = field(default_factory=dict)
+    shadow: ShadowCounts | None = None  # a candidate scored beside the live model, when one runs
 
 
 # ------------------------------------------------------------------ trainer status

@@ -64,8 +64,15 @@ def edges(db: Store) -> list[dict[str, Any]]:
                     "reject_rate": _per_part(s.actions.get("REJECT", 0), parts) if s else None,
                     "hold_rate": _per_part(s.actions.get("HOLD", 0), parts) if s else None,
                     "review_rate": _per_part(s.reviews_queued, parts) if s else None,
+                    "shadow": _shadow_words(s.shadow) if s and s.shadow else "-",
                     "updated_at": r.get("updated_at")})
     return out
+
+
+def _shadow_words(c: wire.ShadowCounts) -> str:
+    """A shadow candidate's agreement with the live model, as the Edges table shows it."""
+    agree = f"{c.agree / c.parts:.1%} agree" if c.parts else "no parts yet"
+    return f"{c.version}: {agree} on {c.parts} parts" + (f", {c.skipped} skipped" if c.skipped else "")
 
 
 def _stored_status(payload: str | None) -> wire.EdgeStatus | None:

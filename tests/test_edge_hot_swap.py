@@ -158,6 +158,11 @@ def test_a_shadow_candidate_is_scored_beside_the_live_model_without_touching_act
         announce(broker, ann)
         assert wait_until(lambda: service.pipeline.shadow is not None)
         assert wait_until(lambda: service.pipeline.shadow_disagreements >= 20)
+        shadow = service.status().shadow  # what the station's dashboard shows beside the live model
+        assert shadow is not None
+        assert shadow.version == "2.0.0"
+        assert shadow.parts >= 20
+        assert shadow.agree == shadow.parts - service.pipeline.shadow_disagreements
     finally:
         service.stop()
     assert {d.model for d in decisions} == {"1.0.0"}  # the live model decided every part

@@ -161,3 +161,14 @@ def test_audit_estimates_count_audited_passes_and_rejects_of_every_model_within_
     everything = reports.summary(store, 0.0)
     assert everything["escape"] == {"faults": 4, "audited": 7, "rate": 4 / 7}
     store.close()
+
+
+def test_the_dashboard_shows_a_shadow_models_agreement_with_the_live_one(tmp_path):
+    app, cfg = make_station(tmp_path)
+    store = Store(cfg.db_path)
+    store.upsert_edge_status("line1", "cam1", wire.EdgeStatus(
+        "running", model="0.1.0", parts=400, shadow=wire.ShadowCounts("0.2.0", parts=400, agree=388, skipped=3)))
+    c = app.test_client()
+    login(c, ENGINEER[0], ENGINEER[2])
+    html = c.get("/dashboard").get_data(as_text=True)
+    assert "0.2.0: 97.0% agree on 400 parts, 3 skipped" in html

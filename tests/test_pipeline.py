@@ -194,3 +194,45 @@ def test_the_deadline_runs_from_the_trigger_not_from_the_capture(tmp_path):
     assert (stalled.action, stalled.fail_safe) == ("REJECT", "late") and stalled.latency_s >= 0.15
     assert outbox.depth() == 6
     assert all(d.action == "HOLD" for d in decisions if d is not stalled)
+
+
+class _SlowShadow:
+    """A shadow candidate whose every score takes 10 ms (the work of a bigger model), around a real detector."""
+
+    def __init__(self, inner, version="2.0.0"):
+        self.inner, self._version = inner, version
+
+    version = property(lambda self: self._version)
+    manifest = property(lambda self: self.inner.manifest)
+    thresholds = property(lambda self: self.inner.thresholds)
+
+    def preprocess(self, image):
+        return self.inner.preprocess(image)
+
+    def crop(self, image):
+        return self.inner.crop(image)
+
+    def infer(self, tensor):
+        import time
+
+        time.sleep(0.010)  # stands for 10 ms of inference
+        return self.inner.infer(tensor)
+
+
+def test_a_slow_shadow_model_never_delays_a_decision(tmp_path):
+    det = make_detector(tmp_path, model_bytes=constant_model_bytes(0.05), thresholds=(0.3, 0.7))
+    camera = SyntheticCamera(PartGenerator(seed=3, width=320, height=256), prerender=8)
+    p = Pipeline(camera=camera, trigger=SoftwareTrigger(100.0), actuator=SimulatedActuator(), detector=det,
+                 decision=DecisionSection(audit_rate=0.0, seed=1, deadline_ms=30), line="L1", camera_name="c1",
+                 outbox=Outbox(tmp_path / "outbox"), max_parts=120)
+    p.shadow = _SlowShadow(det)
+    decisions = []
+    p.listeners.append(decisions.append)
+    p.start()
+    assert p.wait(60)
+    p.stop()
+    assert len(decisions) == 120
+    assert [d.part_id for d in decisions if d.fail_safe] == []  # no part failed safe as late for the shadow
+    assert p.shadow_parts > 0  # the shadow did score parts ...
+    assert p.shadow_parts + p.shadow_skipped == 120  # ... and every part is either scored or counted as skipped
+    assert p.shadow_disagreements == 0  # the same model: it agrees wherever it scored
