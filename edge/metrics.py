@@ -32,6 +32,9 @@ class EdgeMetrics:
             "qc_failsafe", "Parts failed safe (rejected without a usable score), by reason", ["reason"], registry=r
         )
         self.reviews = Counter("qc_reviews", "Reviews queued for the station, by reason", ["reason"], registry=r)
+        self.actuator_faults = Counter(
+            "qc_actuator_faults", "Actuator commands that failed or were dropped (PLC unreachable, ...)", registry=r
+        )
         self.reviews_dropped = Counter(
             "qc_reviews_dropped", "Reviews that could not be stored in the outbox", registry=r
         )

@@ -38,6 +38,11 @@ from qcloop import wire
 log = logging.getLogger(__name__)
 
 
+#: Alarms raised by events, not states: they clear after ALARM_QUIET_S seconds without a new one.
+EVENT_ALARMS = ("late", "queue-full", "missed-trigger", "review-dropped", "review-evicted", "shadow")
+ALARM_QUIET_S = 30.0
+
+
 class EdgeService:
     def __init__(
         self,
@@ -109,6 +114,8 @@ class EdgeService:
         if cfg.metrics.port:
             self.http = MetricsServer(self.metrics, self.health, cfg.metrics.host, cfg.metrics.port)
         self.started_at = 0.0
+        self._actuator_faults_seen = 0
+        self._evicted_seen = 0
         self._stop = threading.Event()
         self._status_thread = threading.Thread(target=self._status_loop, name="status", daemon=True)
 
@@ -214,23 +221,57 @@ class EdgeService:
             skipped=p.shadow_skipped,
         )
 
+    def check_faults(self) -> None:
+        """Turn every fault the parts only count into an alarm and a metric, and clear what has gone.
+
+        Run by /healthz and the status loop: the actuator's latest failure (a PLC unreachable), the broker
+        connection, audit reviews evicted from a full outbox; event alarms (a late part, a dropped review)
+        clear after ``ALARM_QUIET_S`` without a new one."""
+        alarms = self.metrics.alarms
+        faults = int(getattr(self.actuator, "faults", 0) or 0)
+        if faults > self._actuator_faults_seen:
+            self.metrics.actuator_faults.inc(faults - self._actuator_faults_seen)
+            self._actuator_faults_seen = faults
+        fault = getattr(self.actuator, "fault", None)
+        text = fault() if callable(fault) else None
+        if text:
+            alarms.raise_("actuator", f"reject actuator failing: {text}")
+        else:
+            alarms.clear("actuator")
+        if self.link is not None:
+            if self.link.connected.is_set():
+                alarms.clear("broker")
+            else:
+                m = self.cfg.mqtt
+                alarms.raise_("broker", f"not connected to the broker at {m.host}:{m.port}: reviews wait in the outbox")
+        evicted = self.outbox.evicted
+        if evicted > self._evicted_seen:
+            self.metrics.reviews_dropped.inc(evicted - self._evicted_seen)
+            self._evicted_seen = evicted
+            alarms.raise_("review-evicted", f"{evicted} audit reviews evicted from the full outbox to make room")
+        alarms.clear_quiet(EVENT_ALARMS, ALARM_QUIET_S)
+
     def health(self) -> dict[str, Any]:
+        """What /healthz answers: healthy while the line runs with no active alarm (each named in ``alarms``)."""
         p = self.pipeline
+        self.check_faults()
         idle = time.monotonic() - p.last_decision_mono if p.last_decision_mono else None
         connected = self.link.connected.is_set() if self.link else None
+        alarms = self.metrics.alarms.active()
         return {
-            "healthy": p.running,
+            "healthy": p.running and not alarms,
             "model": p.detector.version,
             "parts": p.decided,
             "seconds_since_last_decision": idle,
             "broker_connected": connected,
             "outbox_depth": self.outbox.depth(),
-            "alarms": self.metrics.alarms.active(),
+            "alarms": alarms,
         }
 
     def _status_loop(self) -> None:
         every = self.cfg.mqtt.status_every_s
         while not self._stop.wait(every):
+            self.check_faults()
             self.metrics.outbox_depth.set(self.outbox.depth())
             self.metrics.outbox_bytes.set(self.outbox.bytes)
             if self.link:

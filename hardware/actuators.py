@@ -54,7 +54,8 @@ class _QueuedWriter:
     """A bounded command queue drained by one worker thread, with timed coil resets."""
 
     def __init__(self, name: str, queue_size: int):
-        self.faults = 0
+        self.faults = 0  # commands that failed or were dropped, since the start
+        self._fault_text: str | None = None  # the latest failure, until a command gets through again
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self._cond = threading.Condition()
         self._pending = 0  # queued or being written, plus pulses not yet reset
@@ -66,7 +67,13 @@ class _QueuedWriter:
     def _fault(self, message: str, *args) -> None:
         with self._cond:
             self.faults += 1
+            self._fault_text = message % args
         log.warning(message, *args)
+
+    def fault(self) -> str | None:
+        """What is wrong with the actuator now (its latest failure, until a command succeeds), or None."""
+        with self._cond:
+            return self._fault_text
 
     def submit(self, item: object) -> None:
         if self._closed:
@@ -127,6 +134,9 @@ class _QueuedWriter:
             fn(arg)
         except Exception as exc:  # a driver failure must never kill the writer thread
             self._fault("%s: %s failed: %s", self._thread.name, arg, exc)
+        else:
+            with self._cond:
+                self._fault_text = None
 
     def schedule_reset(self, target: object, pulse_s: float) -> None:
         """Switch ``target`` off after ``pulse_s``; a new pulse extends the running one."""

@@ -1,7 +1,10 @@
 """Named alarm conditions, shared by the edge and the station.
 
 Raising an alarm logs it once and keeps it active until it is cleared; ``on_change``
-lets the owner mirror it elsewhere (a Prometheus gauge, the station's event hub).
+lets the owner mirror it elsewhere (a Prometheus gauge, the station's event hub). An alarm
+whose cause is an event rather than a state (a late part, a dropped review) has no moment
+at which the cause "goes"; ``clear_quiet`` clears it once it has not been raised again for a
+while, so an alarm always says what is wrong now.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ class Alarms:
         self._log = logger or log
         self._active: dict[str, str] = {}
         self._since: dict[str, float] = {}
+        self._last: dict[str, float] = {}  # monotonic time of the latest raise, active or not
         self._lock = threading.Lock()
         self._on_change = on_change
         self.raised_total = 0
@@ -33,6 +37,7 @@ class Alarms:
         with self._lock:
             new = name not in self._active
             self._active[name] = message
+            self._last[name] = time.monotonic()
             if new:
                 self.raised_total += 1
                 self._since[name] = time.monotonic()
@@ -49,6 +54,14 @@ class Alarms:
             self._log.warning("alarm cleared: %s", name)
             if self._on_change:
                 self._on_change(name, False)
+
+    def clear_quiet(self, names: tuple[str, ...], quiet_s: float) -> None:
+        """Clear those of ``names`` that are active but have not been raised again for ``quiet_s``."""
+        now = time.monotonic()
+        with self._lock:
+            quiet = [n for n in names if n in self._active and now - self._last.get(n, now) >= quiet_s]
+        for name in quiet:
+            self.clear(name)
 
     def active(self) -> dict[str, str]:
         with self._lock:
