@@ -21,8 +21,14 @@ if [[ $want_tests -eq 1 ]]; then
 fi
 if (( ${#apt_packages[@]} )); then
   echo "bootstrap: installing system packages: ${apt_packages[*]}"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${apt_packages[@]}" >/dev/null
+  # A freshly booted machine often has another apt process (unattended upgrades) holding the lock:
+  # wait for it (apt's own lock timeout) instead of failing at once.
+  apt_wait=(-o DPkg::Lock::Timeout=600)
+  if [[ -e /var/lib/dpkg/lock-frontend ]] && command -v fuser >/dev/null 2>&1 && $SUDO fuser /var/lib/dpkg/lock-frontend >/dev/null 2>&1; then
+    echo "bootstrap: another apt process holds the package lock; waiting for it (up to 10 minutes)"
+  fi
+  $SUDO apt-get "${apt_wait[@]}" update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get "${apt_wait[@]}" install -y -qq --no-install-recommends "${apt_packages[@]}" >/dev/null
   # The packaged broker starts a system service on port 1883; qcloop starts its own brokers.
 fi
 
