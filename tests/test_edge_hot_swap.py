@@ -61,7 +61,9 @@ def announce(broker, ann):
 
 
 def sign_in_place(version_dir, key):
-    """As the trainer's release does: the manifest on disk carries the trainer's signature."""
+    """As the trainer's release does: the manifest on disk carries the trainer's signature (key or key file)."""
+    if not hasattr(key, "sign"):
+        key = load_private_key(key)
     write_manifest(version_dir / "manifest.json", sign(load_manifest(version_dir / "manifest.json"), key))
 
 
