@@ -60,6 +60,9 @@ class Ingest:
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
         c.on_publish = self._on_publish
+        c.on_subscribe = self._on_subscribe
+        self._subs_lock = threading.Lock()
+        self._subs_pending: set[int] = set()
         c.max_queued_messages_set(0)  # verdicts published while disconnected wait for the reconnect
         self.client = c
         # Verdicts go out from the store's verdict_outbox (written with the verdict) and leave it on PUBACK.
@@ -121,12 +124,25 @@ class Ingest:
         if reason_code != 0:
             log.error("broker refused the connection: %s", reason_code)
             return
-        client.subscribe(self.topics.all_reviews(), qos=1)
+        topics = [self.topics.all_reviews()]
         if self.cfg.mqtt.subscribe_status:
-            client.subscribe(f"{self.cfg.mqtt.prefix}/+/+/status", qos=1)
-            client.subscribe(self.topics.train_status(), qos=1)
-        self.connected.set()
-        self.send_verdicts()  # those ruled while the broker was away, or before a restart
+            topics += [f"{self.cfg.mqtt.prefix}/+/+/status", self.topics.train_status()]
+        # Connected means subscribed: what an edge publishes after ``connected`` is set is received.
+        with self._subs_lock:
+            self._subs_pending = {mid for t in topics if (mid := client.subscribe(t, qos=1)[1]) is not None}
+            nothing_pending = not self._subs_pending
+        if nothing_pending:  # no subscription could be sent: the reconnect will try again
+            log.warning("could not subscribe after connecting to %s:%s", self.cfg.mqtt.host, self.cfg.mqtt.port)
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: Any, props: Any) -> None:
+        with self._subs_lock:
+            self._subs_pending.discard(mid)
+            done = not self._subs_pending
+        if done and not self.connected.is_set():
+            self.connected.set()
+            # Verdicts ruled while the broker was away, or before a restart; off the network thread,
+            # which must not wait on the database.
+            threading.Thread(target=self.send_verdicts, name="station-verdicts", daemon=True).start()
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, props: Any) -> None:
         self.connected.clear()

@@ -197,7 +197,7 @@ def test_the_deadline_runs_from_the_trigger_not_from_the_capture(tmp_path):
 
 
 class _SlowShadow:
-    """A shadow candidate whose every score takes 10 ms (the work of a bigger model), around a real detector."""
+    """A shadow candidate whose every score takes 20 ms (the work of a bigger model), around a real detector."""
 
     def __init__(self, inner, version="2.0.0"):
         self.inner, self._version = inner, version
@@ -215,7 +215,7 @@ class _SlowShadow:
     def infer(self, tensor):
         import time
 
-        time.sleep(0.010)  # stands for 10 ms of inference
+        time.sleep(0.020)  # stands for 20 ms of inference: twice the line's 10 ms between parts
         return self.inner.infer(tensor)
 
 
@@ -223,7 +223,7 @@ def test_a_slow_shadow_model_never_delays_a_decision(tmp_path):
     det = make_detector(tmp_path, model_bytes=constant_model_bytes(0.05), thresholds=(0.3, 0.7))
     camera = SyntheticCamera(PartGenerator(seed=3, width=320, height=256), prerender=8)
     p = Pipeline(camera=camera, trigger=SoftwareTrigger(100.0), actuator=SimulatedActuator(), detector=det,
-                 decision=DecisionSection(audit_rate=0.0, seed=1, deadline_ms=30), line="L1", camera_name="c1",
+                 decision=DecisionSection(audit_rate=0.0, seed=1, deadline_ms=100), line="L1", camera_name="c1",
                  outbox=Outbox(tmp_path / "outbox"), max_parts=120)
     p.shadow = _SlowShadow(det)
     decisions = []
