@@ -145,6 +145,12 @@ class Pipeline:
         # Milliseconds: an edge restarted within the same second must not number its parts again.
         self._run_id = f"{time.time_ns() // 1_000_000:x}"
         self._lock = threading.Lock()
+        # Actuation in trigger order (_actuate_in_trigger_order): each part's place, and decisions waiting
+        # for the parts before them.
+        self._order_lock = threading.Lock()
+        self._seq_of: dict[str, int] = {}
+        self._ready: dict[int, tuple[str, str]] = {}
+        self._next_seq = 1
         # Counters read by status, health and tests.
         self.triggered = 0
         self._missed_seen = 0  # the trigger's missed count already turned into decisions
@@ -226,7 +232,26 @@ class Pipeline:
 
     def _next_part_id(self) -> str:
         self.triggered += 1
-        return f"{self.camera_name}-{self._run_id}-{self.triggered:07d}"
+        part_id = f"{self.camera_name}-{self._run_id}-{self.triggered:07d}"
+        with self._order_lock:
+            self._seq_of[part_id] = self.triggered
+        return part_id
+
+    def _actuate_in_trigger_order(self, part_id: str, action: str) -> None:
+        """Hand decisions to the actuator in the order the parts were triggered, whichever thread decided
+        them: a reject gate tracks parts by their order on the belt, so a fail-safe decided at once by the
+        line thread (queue full, camera fault, missed trigger) waits for the parts before it, which are
+        decided within their own deadlines."""
+        with self._order_lock:
+            seq = self._seq_of.pop(part_id, None)
+            if seq is None:  # not a part this pipeline triggered: nothing to keep in order with
+                self.actuator.actuate(part_id, action)
+                return
+            self._ready[seq] = (part_id, action)
+            while self._next_seq in self._ready:
+                pid, act = self._ready.pop(self._next_seq)
+                self.actuator.actuate(pid, act)
+                self._next_seq += 1
 
     def _reject_without_frame(self, part_id: str, why: str, mono: float) -> None:
         stub = Frame(part_id, time.time(), mono, np.zeros((0, 0), np.uint8), triggered_mono=mono)
@@ -364,7 +389,7 @@ class Pipeline:
 
     def _finish(self, frame: Frame, ruling: Ruling, score: float | None, model_version: str) -> Decision:
         """The one place a part's decision is made final: actuate, count, publish, queue review."""
-        self.actuator.actuate(frame.part_id, ruling.action)
+        self._actuate_in_trigger_order(frame.part_id, ruling.action)
         latency = time.monotonic() - frame.part_mono  # from the trigger: what the line waits
         decision = Decision(
             frame.part_id,
