@@ -19,7 +19,7 @@ from qcloop.wire import Action, Band
 PASS: Final = "PASS"
 HOLD: Final = "HOLD"
 REJECT: Final = "REJECT"
-FAIL_SAFE_DETAILS = ("late", "camera-fault", "model-error", "queue-full", "shutdown", "missed-trigger")
+FAIL_SAFE_DETAILS = ("late", "camera-fault", "stale-frame", "model-error", "queue-full", "shutdown", "missed-trigger")
 
 
 @dataclass(frozen=True)

@@ -265,7 +265,7 @@ class Pipeline:
             self._reject_without_frame(part_id, "late", arrived)
             return
         try:
-            frame = self.camera.capture(part_id)
+            frame = self.camera.capture(part_id, not_before=arrived)
         except CameraError as exc:
             now = time.monotonic()
             alarms = self.metrics.alarms
@@ -276,6 +276,12 @@ class Pipeline:
                 self.metrics.camera_detect.set(self.camera_detect_s)
             alarms.raise_("camera", f"camera fault: {exc}")
             self._reject_without_frame(part_id, "camera-fault", arrived)
+            return
+        if frame.captured_mono < arrived:
+            # A frame grabbed before the trigger shows whatever was in front of the camera then: the part
+            # before, or an empty belt. Deciding on it would be deciding on the wrong part.
+            self.metrics.alarms.raise_("camera", "the camera returned a frame grabbed before its part's trigger")
+            self._reject_without_frame(part_id, "stale-frame", arrived)
             return
         frame = replace(frame, triggered_mono=arrived)
         self.metrics.alarms.clear("camera")

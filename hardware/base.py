@@ -47,9 +47,12 @@ class Frame:
 class Camera(Protocol):
     """Delivers one frame per part. Raises hardware.errors.CameraError when it cannot:
     no frame, an unreadable frame, or a stale frame (the same image again, or one older
-    than the camera's staleness limit)."""
+    than the camera's staleness limit). ``not_before`` is the part's trigger time
+    (``time.monotonic()``): a camera that grabs continuously returns a frame grabbed at or
+    after it, waiting up to its staleness limit, since an earlier frame shows the part
+    before; a camera that grabs on demand captures after it anyway."""
 
-    def capture(self, part_id: str) -> Frame: ...
+    def capture(self, part_id: str, not_before: float | None = None) -> Frame: ...
 
     def close(self) -> None: ...
 

@@ -53,7 +53,7 @@ class SyntheticCamera:
         self._closed = False
         self._cache = [generator.render(i) for i in range(prerender)]
 
-    def capture(self, part_id: str) -> Frame:
+    def capture(self, part_id: str, not_before: float | None = None) -> Frame:
         with self._lock:
             if self._closed:
                 raise CameraError("no frame: synthetic camera is closed")
@@ -108,7 +108,7 @@ class FolderCamera:
             return self.files
         return [self.files[i] for i in self._rng.permutation(len(self.files))]
 
-    def capture(self, part_id: str) -> Frame:
+    def capture(self, part_id: str, not_before: float | None = None) -> Frame:
         with self._lock:
             if self._next >= len(self._order):
                 if not self.loop:
@@ -154,7 +154,7 @@ class VideoFileCamera:
         self._lock = threading.Lock()
         self._index = 0
 
-    def capture(self, part_id: str) -> Frame:
+    def capture(self, part_id: str, not_before: float | None = None) -> Frame:
         with self._lock:
             if self._cap is None:
                 raise CameraError(f"no frame: video camera {self.path} is closed")
@@ -244,20 +244,22 @@ time ``capture`` handed it over, so latency is measured from the sensor.
             self._ended = True
             self._cond.notify_all()
 
-    def capture(self, part_id: str) -> Frame:
+    def capture(self, part_id: str, not_before: float | None = None) -> Frame:
         deadline = time.monotonic() + self.stale_after_s
         with self._cond:
             while True:
                 latest = self._latest
-                if latest is not None and latest[0] > self._returned and time.monotonic() - latest[3] <= self.stale_after_s:
-                    break  # a fresh frame
+                if (latest is not None and latest[0] > self._returned
+                        and time.monotonic() - latest[3] <= self.stale_after_s
+                        and (not_before is None or latest[3] >= not_before)):
+                    break  # a fresh frame, grabbed after the part's trigger
                 remaining = deadline - time.monotonic()
                 if self._stop.is_set():
                     raise CameraError(f"no frame: camera {self.source!r} is closed")
                 if remaining <= 0 or self._ended:
                     if latest is None:
                         raise CameraError(f"no frame from camera {self.source!r} within {self.stale_after_s} s")
-                    why = "source ended" if self._ended else f"none within {self.stale_after_s} s"
+                    why = "source ended" if self._ended else f"none after the trigger within {self.stale_after_s} s"
                     raise CameraError(f"stale: no new frame from camera {self.source!r} ({why})")
                 self._cond.wait(remaining)
             seq, image, wall, mono = latest
@@ -289,8 +291,8 @@ class ArtefactCamera:
         self._rng = np.random.default_rng(seed)
         self._lock = threading.Lock()
 
-    def capture(self, part_id: str) -> Frame:
-        frame = self.camera.capture(part_id)
+    def capture(self, part_id: str, not_before: float | None = None) -> Frame:
+        frame = self.camera.capture(part_id, not_before)
         with self._lock:
             if self._rng.random() >= self.rate:
                 return frame
@@ -326,8 +328,8 @@ class StaleGuard:
         sample = np.ascontiguousarray(image[::sy, ::sx])
         return hashlib.blake2b(sample.tobytes(), digest_size=16).digest() + bytes(str(image.shape), "ascii")
 
-    def capture(self, part_id: str) -> Frame:
-        frame = self.camera.capture(part_id)
+    def capture(self, part_id: str, not_before: float | None = None) -> Frame:
+        frame = self.camera.capture(part_id, not_before)
         fp = self.fingerprint(frame.image)
         if fp == self._last:
             self._repeats += 1

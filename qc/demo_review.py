@@ -61,8 +61,8 @@ class TruthBook:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._out = self.path.open("a")
 
-    def capture(self, part_id: str) -> Frame:
-        frame = self.camera.capture(part_id)
+    def capture(self, part_id: str, not_before: float | None = None) -> Frame:
+        frame = self.camera.capture(part_id, not_before)
         if frame.truth is not None:
             with self._lock:
                 self._recent[part_id] = frame.truth

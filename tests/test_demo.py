@@ -79,7 +79,7 @@ class _Camera:
     def __init__(self, truths):
         self.truths = truths
 
-    def capture(self, part_id):
+    def capture(self, part_id, not_before=None):
         import numpy as np
 
         from hardware.base import Frame

@@ -50,7 +50,7 @@ class FaultyCamera:
             self.fault_began, self.fault_began_wall = time.monotonic(), time.time()
         self.mode = mode
 
-    def capture(self, part_id: str) -> Frame:
+    def capture(self, part_id: str, not_before: float | None = None) -> Frame:
         if self.mode == "stopped" and not self._resumed.wait(self.stale_after_s):
             raise CameraError(f"no frame from the camera within {self.stale_after_s} s")
         if self.mode == "frozen" and self._last is not None:

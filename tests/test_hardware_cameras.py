@@ -1,6 +1,8 @@
 """Camera backends against real files: images and a video the tests write themselves."""
 from __future__ import annotations
 
+import time
+
 import cv2
 import numpy as np
 import pytest
@@ -173,7 +175,7 @@ class _Frozen:
         self.n = 0
         self.closed = False
 
-    def capture(self, part_id):
+    def capture(self, part_id, not_before=None):
         self.n += 1
         return Frame(part_id, 0.0, 0.0, _image(min(self.n, 3) * 10))
 
@@ -197,3 +199,16 @@ def test_stale_guard_lets_a_moving_line_through():
     guard = StaleGuard(SyntheticCamera(PartGenerator(width=96, height=96), prerender=2), repeat_limit=2)
     for i in range(6):
         guard.capture(str(i))
+
+
+def test_a_grabbing_camera_returns_no_frame_from_before_the_trigger(tmp_path):
+    path = tmp_path / "live.avi"
+    _write_video(path, n=10)
+    cam = OpenCVCamera(str(path), stale_after_s=0.5)
+    try:
+        cam.capture("warm-up")  # the grabber runs; its latest frame is now behind us
+        trigger = time.monotonic()
+        frame = cam.capture("part", not_before=trigger)
+        assert frame.captured_mono >= trigger  # grabbed after the part arrived, not the frame before it
+    finally:
+        cam.close()

@@ -169,7 +169,7 @@ class _HangingCamera:
         self.camera, self.hang_on, self.hang_s, self.n = camera, hang_on, hang_s, 0
         self._never = threading.Event()
 
-    def capture(self, part_id):
+    def capture(self, part_id, not_before=None):
         self.n += 1
         if self.n == self.hang_on:
             self._never.wait(self.hang_s)  # the fault being injected: the driver does not return for a while
@@ -250,3 +250,29 @@ def test_a_slow_shadow_model_never_delays_a_decision(tmp_path):
     assert p.shadow_parts > 0  # the shadow did score parts ...
     assert p.shadow_parts + p.shadow_skipped == 120  # ... and every part is either scored or counted as skipped
     assert p.shadow_disagreements == 0  # the same model: it agrees wherever it scored
+
+
+class _BufferedCamera:
+    """A camera that hands out the frame it grabbed a second ago, whatever the trigger says."""
+
+    def __init__(self):
+        self.inner = SyntheticCamera(PartGenerator(seed=3, width=320, height=256), prerender=4)
+
+    def capture(self, part_id, not_before=None):
+        import dataclasses
+        import time
+
+        frame = self.inner.capture(part_id)
+        return dataclasses.replace(frame, captured_mono=time.monotonic() - 1.0)
+
+    def close(self):
+        self.inner.close()
+
+
+def test_a_frame_grabbed_before_its_trigger_is_not_that_parts_frame(tmp_path):
+    det = make_detector(tmp_path, model_bytes=constant_model_bytes(0.05), thresholds=(0.3, 0.7))
+    p, actuator, decisions, _ = run_pipeline(det, 20, tmp_path, camera=_BufferedCamera(), rate=50.0,
+                                             backpressure=False)
+    assert_one_decision_each(20, actuator, decisions)
+    assert {(d.action, d.fail_safe) for d in decisions} == {("REJECT", "stale-frame")}  # never PASS on it
+    assert "before its part's trigger" in p.metrics.alarms.active()["camera"]
