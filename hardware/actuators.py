@@ -164,30 +164,49 @@ class _QueuedWriter:
 
 
 class ModbusActuator(_QueuedWriter):
-    """Reject (and hold) coils of a PLC over Modbus TCP, via pymodbus 3."""
+    """Reject (and hold) coils of a PLC over Modbus TCP, via pymodbus 3.
+
+    With ``result_register`` set, every part's result also goes to the PLC the way reject gates
+    track parts: three holding registers from ``result_register`` hold the part's sequence number
+    (high word, low word; 1 for the first part, in trigger order) and its action (``ACTION_CODES``:
+    1 PASS, 2 HOLD, 3 REJECT). With ``ready_coil`` and ``ack_coil`` the result is handed over: the
+    edge waits for "result acknowledged" to be clear (the PLC took the previous result), writes the
+    registers, sets "result ready", waits for the PLC to set "result acknowledged", then clears
+    "result ready" (the PLC then clears its acknowledgement): each wait at most ``handshake_timeout_s``.
+    A result not acknowledged in time is a fault (alarmed by the edge), and the next one follows.
+    """
+
+    ACTION_CODES = {"PASS": 1, "HOLD": 2, "REJECT": 3}
 
     def __init__(self, host: str, port: int = 502, unit: int = 1, reject_coil: int = 0,
                  hold_coil: int | None = None, pulse_ms: int = 0, timeout_s: float = 1.0,
-                 queue_size: int = 256):
+                 queue_size: int = 256, result_register: int | None = None, ready_coil: int | None = None,
+                 ack_coil: int | None = None, handshake_timeout_s: float = 1.0):
         try:
             from pymodbus.client import ModbusTcpClient
         except ImportError as exc:
             raise ActuatorError("the Modbus actuator needs pymodbus: pip install 'pymodbus>=3.6'") from exc
         if pulse_ms < 0 or timeout_s <= 0:
             raise ActuatorError(f"pulse_ms must be >= 0 and timeout_s > 0, got {pulse_ms} and {timeout_s}")
+        if (ready_coil is None) != (ack_coil is None) or (ready_coil is not None and result_register is None):
+            raise ActuatorError("the result handshake needs result_register, ready_coil and ack_coil together")
         self.host, self.port, self.unit = host, port, unit
         self.reject_coil, self.hold_coil = reject_coil, hold_coil
         self.pulse_s = pulse_ms / 1000.0
+        self.result_register, self.ready_coil, self.ack_coil = result_register, ready_coil, ack_coil
+        self.handshake_timeout_s = handshake_timeout_s
+        self.sequence = 0  # the last part's number sent to the PLC (trigger order: the pipeline keeps it)
         # retries=0: a late reject is worse than a counted fault; the pipeline alarms on faults.
         self._client = ModbusTcpClient(host, port=port, timeout=timeout_s, retries=0)
         super().__init__(f"modbus-{host}:{port}", queue_size)
 
     def actuate(self, part_id: str, action: str) -> None:
         _check_action(action)
-        if self.pulse_s and action == "PASS":
-            return
-        if action == "HOLD" and self.hold_coil is None and self.pulse_s:
-            return
+        if self.result_register is None:  # coils only: nothing to write for a PASS in pulse mode
+            if self.pulse_s and action == "PASS":
+                return
+            if action == "HOLD" and self.hold_coil is None and self.pulse_s:
+                return
         self.submit((part_id, action))
 
     def _write_coil(self, coil: int, value: bool) -> None:
@@ -203,8 +222,51 @@ class ModbusActuator(_QueuedWriter):
             self._client.close()  # reconnect on the next command
             raise
 
+    def _send_result(self, register: int, part_id: str, action: str) -> None:
+        """The part's number and action in the result registers, then the ready/acknowledge handshake."""
+        from pymodbus.exceptions import ModbusException
+
+        self.sequence += 1
+        seq = self.sequence & 0xFFFFFFFF
+        try:
+            if not self._client.connected and not self._client.connect():
+                raise ActuatorError(f"cannot connect to Modbus server {self.host}:{self.port}")
+            if self.ack_coil is not None:
+                # Four-phase handshake: the PLC has taken the previous result (acknowledge cleared)
+                # before this one is offered, or a fast line would run two results into one.
+                self._wait_coil(self.ack_coil, False, f"the PLC still acknowledges the result before {seq}")
+            reply = self._client.write_registers(register, [seq >> 16, seq & 0xFFFF,
+                                                                        self.ACTION_CODES[action]], device_id=self.unit)
+            if reply.isError():
+                raise ActuatorError(f"Modbus server {self.host}:{self.port} refused the result registers: {reply}")
+        except (ModbusException, OSError) as exc:
+            self._client.close()
+            raise ActuatorError(f"cannot write the result of part {part_id}: {exc}") from exc
+        if self.ready_coil is None or self.ack_coil is None:
+            return
+        self._write_coil(self.ready_coil, True)
+        try:
+            self._wait_coil(self.ack_coil, True, f"the PLC did not acknowledge result {seq} (part {part_id})")
+        finally:
+            self._write_coil(self.ready_coil, False)
+
+    def _wait_coil(self, coil: int, value: bool, what: str) -> None:
+        deadline = time.monotonic() + self.handshake_timeout_s
+        while self._coil_is_set(coil) != value:
+            if time.monotonic() > deadline:
+                raise ActuatorError(f"{what} within {self.handshake_timeout_s} s")
+            time.sleep(0.002)  # polling the PLC's coil, as its scan would
+
+    def _coil_is_set(self, coil: int) -> bool:
+        reply = self._client.read_coils(coil, count=1, device_id=self.unit)
+        if reply.isError():
+            raise ActuatorError(f"Modbus server {self.host}:{self.port} refused reading coil {coil}: {reply}")
+        return bool(reply.bits[0])
+
     def write(self, item: tuple[str, str]) -> None:
         part_id, action = item
+        if self.result_register is not None:
+            self._send_result(self.result_register, part_id, action)
         wanted = {self.reject_coil: action == "REJECT"}
         if self.hold_coil is not None:
             wanted[self.hold_coil] = action == "HOLD"

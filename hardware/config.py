@@ -68,6 +68,12 @@ class ActuatorConfig:
     hold_coil: int = -1  # -1: no hold lane coil
     pulse_ms: int = 0  # 0: coils are levels; > 0: pulse length (gpio: default 50 when 0)
     timeout_s: float = 1.0
+    # modbus, part tracking: holding registers (sequence high, sequence low, action 1/2/3) per part,
+    # and the result-ready / PLC-acknowledge coils of the handshake (-1: not used).
+    result_register: int = -1
+    ready_coil: int = -1
+    ack_coil: int = -1
+    handshake_timeout_s: float = 1.0
     chip: str = "/dev/gpiochip0"
     line: int = 0
 
@@ -81,6 +87,11 @@ class ActuatorConfig:
         if self.hold_coil == self.reject_coil:
             raise field_error("hold_coil", f"must differ from reject_coil ({self.reject_coil})")
         check_range("pulse_ms", self.pulse_ms, 0, 60000)
+        for name in ("result_register", "ready_coil", "ack_coil"):
+            check_range(name, getattr(self, name), -1, 65535)
+        if (self.ready_coil < 0) != (self.ack_coil < 0) or (self.ready_coil >= 0 and self.result_register < 0):
+            raise field_error("ready_coil", "the handshake needs result_register, ready_coil and ack_coil together")
+        check_range("handshake_timeout_s", self.handshake_timeout_s, 0.0, 60.0, lo_open=True)
         check_range("timeout_s", self.timeout_s, 0.0, 60.0, lo_open=True)
         check_range("line", self.line, 0)
 

@@ -51,7 +51,11 @@ def make_actuator(cfg: ActuatorConfig) -> Actuator:
     if cfg.type == "modbus":
         return actuators.ModbusActuator(cfg.host, port=cfg.port, unit=cfg.unit, reject_coil=cfg.reject_coil,
                                         hold_coil=None if cfg.hold_coil < 0 else cfg.hold_coil,
-                                        pulse_ms=cfg.pulse_ms, timeout_s=cfg.timeout_s)
+                                        pulse_ms=cfg.pulse_ms, timeout_s=cfg.timeout_s,
+                                        result_register=None if cfg.result_register < 0 else cfg.result_register,
+                                        ready_coil=None if cfg.ready_coil < 0 else cfg.ready_coil,
+                                        ack_coil=None if cfg.ack_coil < 0 else cfg.ack_coil,
+                                        handshake_timeout_s=cfg.handshake_timeout_s)
     if cfg.type == "gpio":
         return actuators.GpioActuator(cfg.chip, cfg.line, pulse_ms=cfg.pulse_ms or 50)
     return actuators.SimulatedActuator()

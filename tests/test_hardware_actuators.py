@@ -36,7 +36,7 @@ def _wait_for(condition, timeout: float = 10.0, what: str = "condition") -> None
 
 
 class ModbusServer:
-    """A real pymodbus TCP server with 16 coils, on its own event loop thread."""
+    """A real pymodbus TCP server with 16 coils and 16 holding registers, on its own event loop thread."""
 
     def __init__(self, port: int):
         self.port = port
@@ -51,7 +51,8 @@ class ModbusServer:
 
         async def main():
             self._loop = asyncio.get_running_loop()
-            device = ModbusDeviceContext(co=ModbusSequentialDataBlock(1, [False] * 16))
+            device = ModbusDeviceContext(co=ModbusSequentialDataBlock(1, [False] * 16),
+                                         hr=ModbusSequentialDataBlock(1, [0] * 16))
             self._server = ModbusTcpServer(ModbusServerContext(devices=device), address=("127.0.0.1", self.port))
             await self._server.serve_forever(background=True)
             self._ready.set()
@@ -270,6 +271,7 @@ def test_modbus_actuator_from_config(plc):
     ('[trigger]\nrate_hz = "fast"\n', "[trigger].rate_hz: must be a number"),
     ('[actuator]\ntype = "relay"\n', "[actuator].type: must be one of"),
     ('[camera]\ntype = "folder"\n', "[camera].path: camera type 'folder' needs a path"),
+    ('[actuator]\ntype = "modbus"\nready_coil = 5\n', "[actuator].ready_coil: the handshake needs result_register"),
     ('[camera]\ntype = "opencv"\n', "[camera].source"),
     ('[camera]\nrepeat_limit = 1\n', "[camera].repeat_limit"),
     ('[actuator]\nhold_coil = 0\n', "[actuator].hold_coil: must differ"),
@@ -279,3 +281,69 @@ def test_bad_config_names_the_key(text, key):
     with pytest.raises(ConfigError) as err:
         _load(text)
     assert key in str(err.value) and "hw.toml" in str(err.value)
+
+
+class _PlcProgram:
+    """What a reject gate's PLC does with the handshake: on "result ready" it reads the part's number
+    and action, keeps them, sets "acknowledged", and clears it once "ready" drops."""
+
+    def __init__(self, port: int, result_register: int, ready_coil: int, ack_coil: int, answer: bool = True):
+        from pymodbus.client import ModbusTcpClient
+
+        self.client = ModbusTcpClient("127.0.0.1", port=port, timeout=2)
+        assert self.client.connect()
+        self.reg, self.ready, self.ack, self.answer = result_register, ready_coil, ack_coil, answer
+        self.results: list[tuple[int, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._scan, daemon=True)
+        self._thread.start()
+
+    def _scan(self) -> None:
+        acked = False
+        while not self._stop.is_set():
+            ready = self.client.read_coils(self.ready, count=1, device_id=1).bits[0]
+            if ready and not acked and self.answer:
+                hi, lo, code = self.client.read_holding_registers(self.reg, count=3, device_id=1).registers
+                self.results.append(((hi << 16) | lo, code))
+                self.client.write_coil(self.ack, True, device_id=1)
+                acked = True
+            elif not ready and acked:
+                self.client.write_coil(self.ack, False, device_id=1)
+                acked = False
+            self._stop.wait(0.001)  # a PLC scan cycle
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.client.close()
+
+
+def test_modbus_gives_the_plc_each_parts_number_and_result_with_a_handshake(plc):
+    program = _PlcProgram(plc.port, result_register=4, ready_coil=5, ack_coil=6)
+    act = ModbusActuator("127.0.0.1", port=plc.port, reject_coil=0, result_register=4, ready_coil=5, ack_coil=6)
+    try:
+        for i, action in enumerate(["PASS", "REJECT", "HOLD", "PASS", "REJECT"]):
+            act.actuate(f"part-{i}", action)
+        assert act.flush(10)
+        assert act.faults == 0
+        assert program.results == [(1, 1), (2, 3), (3, 2), (4, 1), (5, 3)]  # numbered in order, every part
+        assert plc.coils()[0] is True  # and the reject coil follows the last result
+    finally:
+        act.close()
+        program.stop()
+
+
+def test_a_result_the_plc_does_not_acknowledge_is_a_fault_and_the_next_follows(plc):
+    program = _PlcProgram(plc.port, result_register=4, ready_coil=5, ack_coil=6, answer=False)
+    act = ModbusActuator("127.0.0.1", port=plc.port, reject_coil=0, result_register=4, ready_coil=5, ack_coil=6,
+                         handshake_timeout_s=0.1)
+    try:
+        act.actuate("part-0", "REJECT")
+        act.actuate("part-1", "PASS")
+        assert act.flush(10)
+        assert act.faults == 2
+        assert "did not acknowledge result 2" in act.fault()
+        assert plc.coils()[5] is False  # "result ready" is not left set
+    finally:
+        act.close()
+        program.stop()
