@@ -177,6 +177,22 @@ def m007_session_versions(db: Database) -> None:
     """)
 
 
+@migrations()
+def m008_alarm_acks(db: Database) -> None:
+    # An engineer's acknowledgement of an active alarm (the edge's or the station's): seen, being handled.
+    # It ends with the alarm: when the alarm clears, or comes back with another message, it is asked again.
+    _run(db, """
+    CREATE TABLE alarm_acks (
+        source TEXT NOT NULL,
+        name TEXT NOT NULL,
+        message TEXT NOT NULL,
+        user TEXT NOT NULL,
+        time REAL NOT NULL,
+        PRIMARY KEY (source, name)
+    );
+    """)
+
+
 def _run(db: Database, script: str) -> None:
     """Run statements one by one: executescript() would COMMIT the migration's transaction."""
     buf = ""

@@ -212,3 +212,22 @@ def trainer(db: Store) -> dict[str, Any] | None:
         },
     }
 
+
+def alarms(db: Store, station_alarms: dict[str, str]) -> list[dict[str, Any]]:
+    """Every active alarm, the station's and each edge's (from its last status), with its acknowledgement:
+    one an engineer acknowledged stays listed, marked; an acknowledgement of an alarm that has since
+    cleared or changed its message no longer counts."""
+    active: list[tuple[str, str, str]] = [("station", n, m) for n, m in sorted(station_alarms.items())]
+    for r in db.conn.execute("SELECT line, camera, state, payload FROM edge_status ORDER BY line, camera"):
+        status = _stored_status(r["payload"])
+        if status is not None and r["state"] not in ("offline", "stopped"):
+            active += [(f"{r['line']}/{r['camera']}", n, m) for n, m in sorted(status.alarms.items())]
+    acks = db.alarm_acks()
+    out = []
+    for source, name, message in active:
+        ack = acks.get((source, name))
+        if ack is not None and ack["message"] != message:
+            ack = None  # acknowledged as it was; it has changed since
+        out.append({"source": source, "name": name, "message": message,
+                    "acked_by": ack["user"] if ack else None, "acked_at": ack["time"] if ack else None})
+    return out

@@ -299,6 +299,18 @@ class Store:
         return self.conn.execute("SELECT * FROM verdicts WHERE review_id = ? AND undone = 0 ORDER BY seq",
                                  (review_id,)).fetchall()
 
+    # ------------------------------------------------------------------ alarms
+    def acknowledge_alarm(self, source: str, name: str, message: str, user: str) -> None:
+        """An engineer has seen the active alarm ``name`` of ``source`` (an edge "line/camera" or "station")."""
+        with self.write() as conn:
+            conn.execute("INSERT INTO alarm_acks (source, name, message, user, time) VALUES (?,?,?,?,?)"
+                         " ON CONFLICT(source, name) DO UPDATE SET message = excluded.message, user = excluded.user,"
+                         " time = excluded.time", (source, name, message, user, time.time()))
+            self._audit(conn, user, "alarm-acknowledged", f"{source}:{name}", {"message": message[:500]})
+
+    def alarm_acks(self) -> dict[tuple[str, str], sqlite3.Row]:
+        return {(r["source"], r["name"]): r for r in self.conn.execute("SELECT * FROM alarm_acks")}
+
     # ------------------------------------------------------------------ lines
     def set_line_critical(self, line: str, critical: bool, user: str) -> None:
         with self.write() as conn:

@@ -172,3 +172,32 @@ def test_the_dashboard_shows_a_shadow_models_agreement_with_the_live_one(tmp_pat
     login(c, ENGINEER[0], ENGINEER[2])
     html = c.get("/dashboard").get_data(as_text=True)
     assert "0.2.0: 97.0% agree on 400 parts, 3 skipped" in html
+
+
+def test_edge_alarms_show_on_the_dashboard_and_an_engineer_can_acknowledge_them(tmp_path):
+    from tests.station_support import page_csrf
+
+    app, cfg = make_station(tmp_path)
+    store = Store(cfg.db_path)
+    down = "reject actuator failing: cannot connect to Modbus server 192.0.2.10:502"
+    store.upsert_edge_status("line1", "cam1", wire.EdgeStatus("running", alarms={"actuator": down}))
+    c = app.test_client()
+    login(c, ENGINEER[0], ENGINEER[2])
+    html = c.get("/dashboard").get_data(as_text=True)
+    alarm = html[html.index('id="alarm-line1-cam1-actuator"'):].split("</div>")[0]
+    assert down in alarm
+    assert "Acknowledge" in alarm
+    token = page_csrf(c, "/dashboard")
+    r = c.post("/dashboard/alarms/ack", data={"source": "line1/cam1", "name": "actuator", "csrf_token": token})
+    assert r.status_code == 302
+    alarm = c.get("/dashboard").get_data(as_text=True).split('id="alarm-line1-cam1-actuator"')[1].split("</div>")[0]
+    assert f"acknowledged by {ENGINEER[0]}" in alarm  # still listed: the cause has not gone
+    # The alarm comes back with another message: the acknowledgement no longer counts.
+    store.upsert_edge_status("line1", "cam1", wire.EdgeStatus("running", alarms={"actuator": down + " (again)"}))
+    alarm = c.get("/dashboard").get_data(as_text=True).split('id="alarm-line1-cam1-actuator"')[1].split("</div>")[0]
+    assert "acknowledged by" not in alarm
+    # The cause goes: the edge's status has no alarm, and neither has the dashboard.
+    store.upsert_edge_status("line1", "cam1", wire.EdgeStatus("running"))
+    assert 'id="alarm-line1-cam1-actuator"' not in c.get("/dashboard").get_data(as_text=True)
+    r = c.post("/dashboard/alarms/ack", data={"source": "line1/cam1", "name": "actuator", "csrf_token": token})
+    assert r.status_code == 404  # nothing active to acknowledge

@@ -32,7 +32,7 @@ def page():
                            trainer=reports.trainer(db),
                            windows=list(WINDOWS), oldest=present.age_words(s["oldest_age_s"]),
                            retrain=request.args.get("retrain", ""),
-                           alarms=station_health(current_app.extensions["station"].publisher)["alarms"],
+                           alarms=reports.alarms(db, station_health(current_app.extensions["station"].publisher)["alarms"]),
                            can_retrain=current_app.extensions["station"].publisher is not None)
 
 
@@ -49,3 +49,18 @@ def retrain():
     publisher.publish_retrain_request(msg)  # the ingest's session: same broker, same credentials
     get_db().audit(g.user.name, "setting", "retrain", {"requested": True, "reason": reason})
     return redirect(url_for("dashboard.page", retrain="sent"))
+
+
+@bp.route("/dashboard/alarms/ack", methods=["POST"])
+@require("engineer")
+def acknowledge_alarm():
+    """An engineer acknowledges an active alarm: it stays listed until its cause goes, marked as seen."""
+    source, name = request.form.get("source", "")[:200], request.form.get("name", "")[:100]
+    db = get_db()
+    current = {(a["source"], a["name"]): a for a in
+               reports.alarms(db, station_health(current_app.extensions["station"].publisher)["alarms"])}
+    alarm = current.get((source, name))
+    if alarm is None:
+        return render_template("error.html", message=f"no active alarm {name!r} of {source!r} to acknowledge"), 404
+    db.acknowledge_alarm(source, name, alarm["message"], g.user.name)
+    return redirect(url_for("dashboard.page"))
