@@ -28,15 +28,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     edge.add_argument("--quiet", action="store_true", help="no progress on stderr")
     edge.set_defaults(func=lambda args: importlib.import_module("qc.bench_edge").main_json(args))
 
-    faults = cmds.add_parser("faults", help="kill the broker, the edge or the station mid-stream; count lost and "
-                             "duplicated reviews", description="Fault scenarios on loopback with a real mosquitto "
-                             "(persistence on) and the edge and station as processes: broker-kill, edge-kill, "
-                             "station-kill, station-away. Prints sent, stored, lost, duplicates and recovery_s per "
+    faults = cmds.add_parser("faults", help="kill the broker, the edge or the station mid-stream, take the PLC away; "
+                             "count lost and duplicated reviews", description="Fault scenarios on loopback with a real "
+                             "mosquitto (persistence on) and the edge and station as processes: broker-kill, edge-kill, "
+                             "station-kill, station-away, actuator-down (a Modbus PLC the edge hands each part's result "
+                             "to is stopped and restarted: the actuator alarm must rise and clear, and the PLC must see "
+                             "the results in trigger order). Prints sent, stored, lost, duplicates and recovery_s per "
                              "scenario; lost and duplicates must be 0.")
     faults.add_argument("--json", action="store_true", help="print one JSON object")
     faults.add_argument("--reviews", type=int, default=2000, help="reviews (= parts) per scenario (default 2000)")
     faults.add_argument("--scenario", action="append", choices=("broker-kill", "edge-kill", "station-kill",
-                        "station-away"), help="run only this scenario (repeatable; default: all four)")
+                        "station-away", "actuator-down"), help="run only this scenario (repeatable; default: all five)")
     faults.add_argument("--keep", type=Path, default=None, metavar="DIR",
                         help="work in DIR and keep it (configs, logs, databases) for inspection")
     faults.add_argument("--quiet", action="store_true", help="no progress on stderr")

@@ -68,6 +68,19 @@ def test_station_away_longer_than_the_broker_queue_is_served_from_the_edge_outbo
     assert r.reviews_unwritten == 0
 
 
+@needs_mosquitto
+def test_a_plc_away_for_a_while_is_alarmed_and_cleared_and_sees_results_in_trigger_order(tmp_path):
+    r = run_scenario("actuator-down", REVIEWS, tmp_path)
+    f = r.fault
+    assert f["stopped"] == "plc"
+    assert f["cleared_after_s"] < 30  # the actuator alarm rose (waited on) and cleared once the PLC answered
+    assert f["in_trigger_order"], f  # the PLC read each part's number once, in trigger order
+    assert f["valid_actions"], f
+    assert 0 < f["plc_results"] < REVIEWS  # results reached it before and after the outage ...
+    assert f["missed_by_plc"] > 0  # ... and the outage cost some, counted as actuator faults
+    check_delivery(r)  # every part still decided once, no review lost or duplicated
+
+
 def test_unknown_scenario_and_too_few_reviews_are_refused(tmp_path):
     with pytest.raises(FaultRigError, match="unknown fault scenario 'power-cut'"):
         run_scenario("power-cut", REVIEWS, tmp_path)

@@ -13,7 +13,12 @@ Scenarios (``SCENARIOS``):
 2. ``edge-kill``: the edge is SIGKILLed with a non-empty outbox and restarted on the same data;
 3. ``station-kill``: the station is SIGKILLed while ingesting and restarted;
 4. ``station-away``: the station stops for longer than the broker's queue for it carries
-   (``max_queued_messages`` is small), so the broker drops messages, and comes back.
+   (``max_queued_messages`` is small), so the broker drops messages, and comes back;
+5. ``actuator-down``: the edge hands each part's result to a Modbus PLC on loopback
+   (qc.faults.plc, with the ready/acknowledge handshake); the PLC stops while 40 parts are
+   decided and returns. The edge's actuator alarm must rise and clear, every part is still
+   decided once, and the PLC must have read the part numbers in trigger order
+   (``in_trigger_order``, ``missed_by_plc`` for the outage).
 
 "Mid-stream" is after a third of the reviews are stored, never after a fixed time. Before
 the broker or the edge is killed the station is paused (SIGSTOP) until 40 durable reviews

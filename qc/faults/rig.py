@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from edge.journal import JournalSummary, read_journal
 from qc.broker import MosquittoBroker, free_port, terminate
@@ -86,6 +87,8 @@ class FaultRig:
             (self.work / d).mkdir(parents=True, exist_ok=True)
         self.edge_metrics_port = free_port()
         self.station_port = free_port()
+        self.plc_port: int | None = None  # a Modbus PLC the edge actuates (qc.faults.plc), when a scenario needs one
+        self.plc: Any = None
         self._runs = Counter()
 
     # ------------------------------------------------------------------ paths
@@ -139,7 +142,10 @@ class FaultRig:
             "queue_size = 256\n\n"
             f'[mqtt]\nhost = "{b.host}"\nport = {b.port}\nkeepalive_s = 5\n'
             f"reconnect_max_s = {o.reconnect_max_s}\npublish_results = false\nstatus_every_s = 1\n\n"
-            f'[metrics]\nhost = "127.0.0.1"\nport = {self.edge_metrics_port}\n')
+            f'[metrics]\nhost = "127.0.0.1"\nport = {self.edge_metrics_port}\n'
+            + ("" if self.plc_port is None else
+               f'\n[actuator]\ntype = "modbus"\nhost = "127.0.0.1"\nport = {self.plc_port}\nreject_coil = 0\n'
+               "result_register = 4\nready_coil = 5\nack_coil = 6\ntimeout_s = 0.2\nhandshake_timeout_s = 0.5\n"))
         return path
 
     def start_edge(self, parts: int) -> subprocess.Popen:
@@ -149,11 +155,17 @@ class FaultRig:
         return self.edge
 
     def edge_health(self) -> dict | None:
+        """The edge's /healthz answer (also while it answers 503, naming its alarms); None when it is not up."""
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.edge_metrics_port}/healthz", timeout=2) as r:
                 return json.loads(r.read())
+        except urllib.error.HTTPError as err:
+            try:
+                return json.loads(err.read())
+            except ValueError:
+                return None
         except (urllib.error.URLError, OSError, ValueError):
-            return None  # not up yet, or answering 503 while unhealthy
+            return None  # not up yet
 
     def wait_edge_connected(self, timeout: float = 60.0) -> None:
         self.wait(lambda: (self.edge_health() or {}).get("broker_connected") is True, timeout,

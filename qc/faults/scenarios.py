@@ -14,9 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from edge.journal import read_journal
+from qc.broker import free_port
 from qc.faults.rig import DroppedCounter, FaultRig, FaultRigError, RigOptions
 
-SCENARIOS = ("broker-kill", "edge-kill", "station-kill", "station-away")
+SCENARIOS = ("broker-kill", "edge-kill", "station-kill", "station-away", "actuator-down")
+#: actuator-down: parts decided while the PLC is unreachable, before it returns.
+PARTS_WHILE_DOWN = 40
 #: The broker's queue per client in station-away: far less than the reviews made while away.
 AWAY_QUEUE = 10
 #: Reviews left undelivered (station paused) when the broker or the edge is killed.
@@ -54,7 +57,13 @@ def run_scenario(name: str, reviews: int, work: Path, options: RigOptions | None
         options = replace(options, max_queued_messages=AWAY_QUEUE)
     rig = FaultRig(Path(work), options, say=lambda msg: say(f"{name}: {msg}"))
     stream_s = reviews / options.rate_hz
+    plc = None
     try:
+        if name == "actuator-down":
+            from qc.faults.plc import LoopbackPlc
+
+            rig.plc_port = free_port()
+            plc = rig.plc = LoopbackPlc(rig.plc_port).start()
         rig.start_broker()
         rig.start_station()
         rig.start_edge(parts=reviews)
@@ -69,8 +78,12 @@ def run_scenario(name: str, reviews: int, work: Path, options: RigOptions | None
         rig.say(f"recovered in {recovery_s:.2f} s; letting the line finish")
         rig.wait(lambda: rig.edge.poll() is not None, 3 * stream_s + 600, "the edge to finish and drain")
         counts = rig.count()
+        if plc is not None:
+            fault.update(_order(plc.results, counts.journal.parts))
     finally:
         rig.close()
+        if plc is not None:
+            plc.stop()
     return ScenarioResult(
         name=name, sent=len(counts.sent), stored=counts.stored, lost=counts.lost, duplicates=counts.duplicates,
         recovery_s=round(recovery_s, 3), parts=counts.journal.parts,
@@ -165,8 +178,39 @@ def _station_away(rig: FaultRig, reviews: int) -> tuple[dict, float, frozenset]:
              "dropped_by_broker": drops, "sent_while_away": made}, restarted, baseline)
 
 
+def _actuator_down(rig: FaultRig, reviews: int) -> tuple[dict, float, frozenset]:
+    """The PLC goes away for a while: every part is still decided, the actuator alarm rises and clears."""
+    plc = rig.plc
+    seen_before = len(plc.results)
+    plc.stop()
+    down = time.monotonic()
+    rig.say("PLC stopped; waiting for the edge's actuator alarm")
+    rig.wait(lambda: "actuator" in ((rig.edge_health() or {}).get("alarms") or {}), 30,
+             "the edge's actuator alarm", proc=rig.edge)
+    alarm_after_s = time.monotonic() - down
+    parts_at = read_journal(rig.journal_path).parts
+    rig.wait(lambda: read_journal(rig.journal_path).parts >= min(reviews, parts_at + PARTS_WHILE_DOWN), 60,
+             f"{PARTS_WHILE_DOWN} parts decided with the PLC down", proc=rig.edge)
+    plc.start()
+    restarted = time.monotonic()
+    rig.say("PLC back; waiting for the alarm to clear")
+    rig.wait(lambda: "actuator" not in ((rig.edge_health() or {}).get("alarms") or {}), 30,
+             "the actuator alarm to clear", proc=rig.edge)
+    return ({"stopped": "plc", "alarm_after_s": round(alarm_after_s, 2), "down_s": round(restarted - down, 2),
+             "cleared_after_s": round(time.monotonic() - restarted, 2), "results_before": seen_before},
+            restarted, _sent_now(rig))
+
+
+def _order(results: list[tuple[int, int]], parts: int) -> dict:
+    """What the PLC saw: each part's number at most once and in trigger order, the outage's gap counted."""
+    numbers = [n for n, _ in results]
+    return {"plc_results": len(numbers), "in_trigger_order": all(b > a for a, b in zip(numbers, numbers[1:])),
+            "valid_actions": all(code in (1, 2, 3) for _, code in results),
+            "missed_by_plc": parts - len(set(numbers))}
+
+
 _FAULTS = {"broker-kill": _broker_kill, "edge-kill": _edge_kill, "station-kill": _station_kill,
-           "station-away": _station_away}
+           "station-away": _station_away, "actuator-down": _actuator_down}
 
 
 def _outbox_depth(path: Path) -> int:
