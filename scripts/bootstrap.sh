@@ -6,6 +6,8 @@
 #   scripts/bootstrap.sh --tests    # also what the tests need (Chromium for the UI test)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/apt.sh
+source scripts/apt.sh
 
 want_tests=0
 [[ "${1:-}" == "--tests" ]] && want_tests=1
@@ -21,14 +23,7 @@ if [[ $want_tests -eq 1 ]]; then
 fi
 if (( ${#apt_packages[@]} )); then
   echo "bootstrap: installing system packages: ${apt_packages[*]}"
-  # A freshly booted machine often has another apt process (unattended upgrades) holding the lock:
-  # wait for it (apt's own lock timeout) instead of failing at once.
-  apt_wait=(-o DPkg::Lock::Timeout=600)
-  if [[ -e /var/lib/dpkg/lock-frontend ]] && command -v fuser >/dev/null 2>&1 && $SUDO fuser /var/lib/dpkg/lock-frontend >/dev/null 2>&1; then
-    echo "bootstrap: another apt process holds the package lock; waiting for it (up to 10 minutes)"
-  fi
-  $SUDO apt-get "${apt_wait[@]}" update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get "${apt_wait[@]}" install -y -qq --no-install-recommends "${apt_packages[@]}" >/dev/null
+  apt_install "${apt_packages[@]}"
   # The packaged broker starts a system service on port 1883; qcloop starts its own brokers.
 fi
 
