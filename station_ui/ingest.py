@@ -66,8 +66,14 @@ class Ingest:
         c.max_queued_messages_set(0)  # verdicts published while disconnected wait for the reconnect
         self.client = c
         # Verdicts go out from the store's verdict_outbox (written with the verdict) and leave it on PUBACK.
-        self._verdicts_lock = threading.Lock()
+        # Locks: paho calls on_publish while holding its own message lock, so no lock here is ever held
+        # while calling paho (that would deadlock a publish against a PUBACK arriving at the same time).
+        self._send_lock = threading.Lock()  # one sender at a time; never taken by a paho callback
+        self._map_lock = threading.Lock()  # the two maps below, held only for dict updates
+        self._db_lock = threading.Lock()  # the verdict store's connection, held only around SQLite
         self._verdicts_in_flight: dict[int, int] = {}  # MQTT message id -> verdict_outbox row
+        self._acked_early: set[int] = set()  # PUBACKs that came before their publish() returned
+        self._sending = False
         self._verdict_store: Store | None = None
 
     # ---------------------------------------------------------------- lifecycle
@@ -88,10 +94,11 @@ class Ingest:
         self._stop.set()
         if self._worker:
             self._worker.join(10)
-        with self._verdicts_lock:
+        with self._db_lock:
             if self._verdict_store is not None:
                 self._verdict_store.close()
                 self._verdict_store = None
+        with self._map_lock:
             self._verdicts_in_flight.clear()
 
     def stats(self) -> dict[str, int]:
@@ -271,30 +278,55 @@ class Ingest:
     def send_verdicts(self) -> int:
         """Publish every queued verdict message not already on its way; return how many went out now."""
         sent = 0
-        with self._verdicts_lock:
+        with self._send_lock:
             try:
-                store = self._verdict_store or Store(self.cfg.db_path, migrate=False, station=self.cfg.station.name)
-                self._verdict_store = store
-                rows = store.unsent_verdicts()
+                with self._db_lock:
+                    if self._verdict_store is None:
+                        self._verdict_store = Store(self.cfg.db_path, migrate=False, station=self.cfg.station.name)
+                    rows = self._verdict_store.unsent_verdicts()
             except (sqlite3.Error, StoreError) as exc:
                 log.warning("cannot read the verdicts waiting to be sent: %s", exc)
                 return 0
-            waiting = set(self._verdicts_in_flight.values())
-            for row in rows:
-                if row["id"] in waiting:
-                    continue
-                info = self.client.publish(self.topics.verdict(row["line"]), row["payload"], qos=1)
-                self._verdicts_in_flight[info.mid] = row["id"]
-                sent += 1
+            with self._map_lock:
+                waiting = set(self._verdicts_in_flight.values())
+                self._sending = True
+            acked_now = []
+            try:
+                for row in rows:
+                    if row["id"] in waiting:
+                        continue
+                    info = self.client.publish(self.topics.verdict(row["line"]), row["payload"], qos=1)
+                    with self._map_lock:
+                        if info.mid in self._acked_early:  # its PUBACK beat publish() back here
+                            self._acked_early.discard(info.mid)
+                            acked_now.append(row["id"])
+                        else:
+                            self._verdicts_in_flight[info.mid] = row["id"]
+                    sent += 1
+            finally:
+                with self._map_lock:
+                    self._sending = False
+                    self._acked_early.clear()
+            self._mark_sent(acked_now)
         return sent
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason_code: Any, props: Any) -> None:
-        with self._verdicts_lock:
+        with self._map_lock:
             row = self._verdicts_in_flight.pop(mid, None)
-            if row is None or self._verdict_store is None:
-                return  # a review-ack or a retrain request: nothing kept for those
+            if row is None:
+                if self._sending:
+                    self._acked_early.add(mid)  # perhaps a verdict whose publish() has not returned yet
+                return  # else a review-ack or a retrain request: nothing kept for those
+        self._mark_sent([row])
+
+    def _mark_sent(self, rows: list[int]) -> None:
+        if not rows:
+            return
+        with self._db_lock:
+            if self._verdict_store is None:
+                return
             try:
-                self._verdict_store.verdicts_sent([row])
+                self._verdict_store.verdicts_sent(rows)
             except (sqlite3.Error, StoreError) as exc:  # sent again after a restart: a duplicate, not a loss
                 log.warning("could not mark a sent verdict: %s", exc)
 
