@@ -63,23 +63,30 @@ class LoopbackPlc:
 
     def _scan(self) -> None:
         from pymodbus.client import ModbusTcpClient
+        from pymodbus.exceptions import ModbusException
 
         client = ModbusTcpClient("127.0.0.1", port=self.port, timeout=2)
         client.connect()
-        acked = False
         try:
-            while not self._stop.is_set():
-                ready = client.read_coils(READY_COIL, count=1, device_id=1)
-                if ready.isError():
-                    continue
-                if ready.bits[0] and not acked:
-                    regs = client.read_holding_registers(RESULT_REGISTER, count=3, device_id=1).registers
-                    self.results.append(((regs[0] << 16) | regs[1], regs[2]))
-                    client.write_coil(ACK_COIL, True, device_id=1)
-                    acked = True
-                elif not ready.bits[0] and acked:
-                    client.write_coil(ACK_COIL, False, device_id=1)
-                    acked = False
-                self._stop.wait(0.001)  # the scan cycle
+            self._scan_until_stopped(client)
+        except (ModbusException, OSError):
+            if not self._stop.is_set():  # the server going away at stop() is how the scan ends
+                raise
         finally:
             client.close()
+
+    def _scan_until_stopped(self, client: Any) -> None:
+        acked = False
+        while not self._stop.is_set():
+            ready = client.read_coils(READY_COIL, count=1, device_id=1)
+            if ready.isError():
+                continue
+            if ready.bits[0] and not acked:
+                regs = client.read_holding_registers(RESULT_REGISTER, count=3, device_id=1).registers
+                self.results.append(((regs[0] << 16) | regs[1], regs[2]))
+                client.write_coil(ACK_COIL, True, device_id=1)
+                acked = True
+            elif not ready.bits[0] and acked:
+                client.write_coil(ACK_COIL, False, device_id=1)
+                acked = False
+            self._stop.wait(0.001)  # the scan cycle
