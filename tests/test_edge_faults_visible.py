@@ -11,9 +11,9 @@ from edge.service import EdgeService
 from hardware.actuators import ModbusActuator
 from models.onnx_build import constant_model_bytes
 from qc.broker import free_port
+from qc.faults.plc import LoopbackPlc
 from tests.models_support import build_version
 from tests.test_edge_service import write_config
-from tests.test_hardware_actuators import ModbusServer
 from tests.waiting import wait_until
 
 
@@ -49,7 +49,7 @@ def test_an_unreachable_plc_is_an_alarm_a_metric_and_a_degraded_healthz_until_it
         assert f"127.0.0.1:{port}" in body["alarms"]["actuator"]
         assert "qc_actuator_faults_total" in service.metrics.exposition().decode()
         assert service.metrics.actuator_faults._value.get() > 0
-        plc = ModbusServer(port).start()  # the PLC is back
+        plc = LoopbackPlc(port, program=False).start()  # the PLC is back
         assert wait_until(lambda: "actuator" not in _healthz(service)[1]["alarms"], 15)  # the alarm clears
     finally:
         service.stop()

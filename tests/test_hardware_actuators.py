@@ -1,7 +1,6 @@
 """Actuators against a real pymodbus TCP server on loopback; triggers; config and factory."""
 from __future__ import annotations
 
-import asyncio
 import socket
 import threading
 import time
@@ -15,6 +14,7 @@ from hardware.config import CameraConfig, HardwareConfig
 from hardware.errors import ActuatorError, TriggerError
 from hardware.factory import make_actuator, make_camera, make_trigger
 from hardware.triggers import GpioTrigger, SoftwareTrigger
+from qc.faults.plc import LoopbackPlc
 from qcloop import configfile
 from qcloop.errors import ConfigError
 
@@ -35,59 +35,37 @@ def _wait_for(condition, timeout: float = 10.0, what: str = "condition") -> None
         time.sleep(0.01)
 
 
-class ModbusServer:
-    """A real pymodbus TCP server with 16 coils and 16 holding registers, on its own event loop thread."""
+@pytest.fixture
+def make_plc():
+    """Loopback PLCs (qc.faults.plc) with ``coils()`` to read coils 0-7 as the line sees them."""
+    from pymodbus.client import ModbusTcpClient
 
-    def __init__(self, port: int):
-        self.port = port
-        self._ready = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._server = None
-        self._thread = threading.Thread(target=self._run, daemon=True)
+    made = []
 
-    def _run(self) -> None:
-        from pymodbus.datastore import ModbusDeviceContext, ModbusSequentialDataBlock, ModbusServerContext
-        from pymodbus.server import ModbusTcpServer
+    def make(program: bool = False, answer: bool = True) -> LoopbackPlc:
+        server = LoopbackPlc(_free_port(), program=program, answer=answer).start()
+        reader = ModbusTcpClient("127.0.0.1", port=server.port, timeout=2)
+        assert reader.connect()
 
-        async def main():
-            self._loop = asyncio.get_running_loop()
-            device = ModbusDeviceContext(co=ModbusSequentialDataBlock(1, [False] * 16),
-                                         hr=ModbusSequentialDataBlock(1, [0] * 16))
-            self._server = ModbusTcpServer(ModbusServerContext(devices=device), address=("127.0.0.1", self.port))
-            await self._server.serve_forever(background=True)
-            self._ready.set()
-            await self._server.serving
+        def coils() -> list[bool]:
+            reply = reader.read_coils(0, count=8, device_id=1)
+            assert not reply.isError(), reply
+            return list(reply.bits[:8])
 
-        asyncio.run(main())
+        server.coils = coils
+        made.append((server, reader))
+        return server
 
-    def start(self) -> ModbusServer:
-        self._thread.start()
-        assert self._ready.wait(10), "modbus server did not start"
-        return self
-
-    def stop(self) -> None:
-        if self._loop and self._server:
-            asyncio.run_coroutine_threadsafe(self._server.shutdown(), self._loop).result(5)
-        self._thread.join(5)
+    yield make
+    for server, reader in made:
+        reader.close()
+        server.stop()
 
 
 @pytest.fixture
-def plc():
-    server = ModbusServer(_free_port()).start()
-    from pymodbus.client import ModbusTcpClient
-
-    reader = ModbusTcpClient("127.0.0.1", port=server.port, timeout=2)
-    assert reader.connect()
-
-    def coils() -> list[bool]:
-        reply = reader.read_coils(0, count=8, device_id=1)
-        assert not reply.isError(), reply
-        return list(reply.bits[:8])
-
-    server.coils = coils
-    yield server
-    reader.close()
-    server.stop()
+def plc(make_plc):
+    """The Modbus server alone: the PLC's coils and registers, no program."""
+    return make_plc()
 
 
 def test_simulated_actuator_records_calls_from_threads():
@@ -144,7 +122,7 @@ def test_modbus_dead_server_counts_faults_and_reconnects():
         act.actuate("p1", "REJECT")
         assert act.flush(10)
         assert act.faults == 1
-        server = ModbusServer(port).start()  # the PLC comes back: the next command gets through
+        server = LoopbackPlc(port, program=False).start()  # the PLC comes back: the next command gets through
         try:
             act.actuate("p2", "REJECT")
             assert act.flush(10)
@@ -283,58 +261,22 @@ def test_bad_config_names_the_key(text, key):
     assert key in str(err.value) and "hw.toml" in str(err.value)
 
 
-class _PlcProgram:
-    """What a reject gate's PLC does with the handshake: on "result ready" it reads the part's number
-    and action, keeps them, sets "acknowledged", and clears it once "ready" drops."""
-
-    def __init__(self, port: int, result_register: int, ready_coil: int, ack_coil: int, answer: bool = True):
-        from pymodbus.client import ModbusTcpClient
-
-        self.client = ModbusTcpClient("127.0.0.1", port=port, timeout=2)
-        assert self.client.connect()
-        self.reg, self.ready, self.ack, self.answer = result_register, ready_coil, ack_coil, answer
-        self.results: list[tuple[int, int]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._scan, daemon=True)
-        self._thread.start()
-
-    def _scan(self) -> None:
-        acked = False
-        while not self._stop.is_set():
-            ready = self.client.read_coils(self.ready, count=1, device_id=1).bits[0]
-            if ready and not acked and self.answer:
-                hi, lo, code = self.client.read_holding_registers(self.reg, count=3, device_id=1).registers
-                self.results.append(((hi << 16) | lo, code))
-                self.client.write_coil(self.ack, True, device_id=1)
-                acked = True
-            elif not ready and acked:
-                self.client.write_coil(self.ack, False, device_id=1)
-                acked = False
-            self._stop.wait(0.001)  # a PLC scan cycle
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.client.close()
-
-
-def test_modbus_gives_the_plc_each_parts_number_and_result_with_a_handshake(plc):
-    program = _PlcProgram(plc.port, result_register=4, ready_coil=5, ack_coil=6)
+def test_modbus_gives_the_plc_each_parts_number_and_result_with_a_handshake(make_plc):
+    plc = make_plc(program=True)  # the reject gate's program: result in registers 4-6, ready 5, ack 6
     act = ModbusActuator("127.0.0.1", port=plc.port, reject_coil=0, result_register=4, ready_coil=5, ack_coil=6)
     try:
         for i, action in enumerate(["PASS", "REJECT", "HOLD", "PASS", "REJECT"]):
             act.actuate(f"part-{i}", action)
         assert act.flush(10)
         assert act.faults == 0
-        assert program.results == [(1, 1), (2, 3), (3, 2), (4, 1), (5, 3)]  # numbered in order, every part
+        assert plc.results == [(1, 1), (2, 3), (3, 2), (4, 1), (5, 3)]  # numbered in order, every part
         assert plc.coils()[0] is True  # and the reject coil follows the last result
     finally:
         act.close()
-        program.stop()
 
 
-def test_a_result_the_plc_does_not_acknowledge_is_a_fault_and_the_next_follows(plc):
-    program = _PlcProgram(plc.port, result_register=4, ready_coil=5, ack_coil=6, answer=False)
+def test_a_result_the_plc_does_not_acknowledge_is_a_fault_and_the_next_follows(make_plc):
+    plc = make_plc(program=True, answer=False)
     act = ModbusActuator("127.0.0.1", port=plc.port, reject_coil=0, result_register=4, ready_coil=5, ack_coil=6,
                          handshake_timeout_s=0.1)
     try:
@@ -346,4 +288,3 @@ def test_a_result_the_plc_does_not_acknowledge_is_a_fault_and_the_next_follows(p
         assert plc.coils()[5] is False  # "result ready" is not left set
     finally:
         act.close()
-        program.stop()

@@ -1,6 +1,7 @@
 """A PLC on loopback for the fault rig: a real pymodbus TCP server and the program a reject gate runs.
 
-The program scans like a PLC: on "result ready" it reads the part's number and action from the
+Also the Modbus server the tests drive the actuator against (``program=False``). The program scans
+like a PLC: on "result ready" it reads the part's number and action from the
 holding registers (hardware.actuators.ModbusActuator), keeps them, sets "acknowledged", and clears
 it once "ready" drops. ``results`` is what the PLC saw, in the order it saw it: the fault bench
 checks it for trigger order and counts what an outage cost.
@@ -17,8 +18,10 @@ RESULT_REGISTER, READY_COIL, ACK_COIL, REJECT_COIL = 4, 5, 6, 0
 
 
 class LoopbackPlc:
-    def __init__(self, port: int):
-        self.port = port
+    def __init__(self, port: int, program: bool = True, answer: bool = True):
+        """``program`` False: the Modbus server alone (coils and registers, no scan); ``answer`` False:
+        the program sees "result ready" but never acknowledges (a PLC that has stopped taking results)."""
+        self.port, self.program, self.answer = port, program, answer
         self.results: list[tuple[int, int]] = []  # (part number, action code), as the PLC read them
         self._ready = threading.Event()
         self._stop = threading.Event()
@@ -33,9 +36,11 @@ class LoopbackPlc:
         server.start()
         if not self._ready.wait(10):
             raise FaultRigError(f"the loopback PLC did not start on port {self.port}")
-        scan = threading.Thread(target=self._scan, name="plc-scan", daemon=True)
-        scan.start()
-        self._threads = [server, scan]
+        self._threads = [server]
+        if self.program:
+            scan = threading.Thread(target=self._scan, name="plc-scan", daemon=True)
+            scan.start()
+            self._threads.append(scan)
         return self
 
     def stop(self) -> None:
@@ -81,7 +86,7 @@ class LoopbackPlc:
             ready = client.read_coils(READY_COIL, count=1, device_id=1)
             if ready.isError():
                 continue
-            if ready.bits[0] and not acked:
+            if ready.bits[0] and not acked and self.answer:
                 regs = client.read_holding_registers(RESULT_REGISTER, count=3, device_id=1).registers
                 self.results.append(((regs[0] << 16) | regs[1], regs[2]))
                 client.write_coil(ACK_COIL, True, device_id=1)
