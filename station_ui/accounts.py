@@ -105,8 +105,15 @@ def authenticate(store: Store, name: str, secret: str) -> User | None:
 
 def session_version(store: Store, name: str) -> int | None:
     """The number a live session of ``name`` must carry; None when the user is gone or disabled."""
-    row = store.conn.execute("SELECT session_version FROM users WHERE name = ? AND disabled = 0", (name,)).fetchone()
-    return None if row is None else int(row["session_version"])
+    session = current_session(store, name)
+    return None if session is None else session[1]
+
+
+def current_session(store: Store, name: str) -> tuple[str, int] | None:
+    """(role, session version) a live session of ``name`` must match, in one read; None when gone or disabled."""
+    row = store.conn.execute("SELECT role, session_version FROM users WHERE name = ? AND disabled = 0",
+                             (name,)).fetchone()
+    return None if row is None else (row["role"], int(row["session_version"]))
 
 
 def end_sessions(store: Store, name: str, *, by: str, why: str) -> None:

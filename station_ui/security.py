@@ -51,8 +51,7 @@ def load_user() -> None:
     name, role = session.get("user"), session.get("role")
     if not name or not role:
         return
-    current = accounts.get_user(get_db(), name)
-    if current is None or current.role != role or session.get("sv") != accounts.session_version(get_db(), name):
+    if accounts.current_session(get_db(), name) != (role, session.get("sv")):  # one read per request
         session.clear()
         return
     idle = current_app.extensions["station"].cfg.web.idle_logout_s
