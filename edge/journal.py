@@ -3,8 +3,12 @@
 Optional (``[edge].journal = true``); the file is ``<data_dir>/decisions.jsonl``, one JSON
 object per line:
 
-    {"k": "d", "part": "cam1-...-0000042", "action": "HOLD", "review": "<uuid>" | null, "t": 1.7e9}
-        written at actuation: the part's one decision, and the id its review will carry
+    {"k": "d", "part": "cam1-...-0000042", "n": 42, "action": "HOLD", "review": "<uuid>" | null,
+     "why": "late", "t": 1.7e9}
+        written at actuation: the part's one decision, its place in trigger order ("n", the number
+        the PLC is given with its result; absent for a part the pipeline did not trigger), the id
+        its review will carry, and why it failed safe ("why": late, queue-full, missed-trigger, ...;
+        absent when it was decided by the model)
     {"k": "r", "id": "<uuid>", "part": "cam1-...-0000042"}
         written once that review is durable in the outbox (from then on the outbox owns it)
 
@@ -44,8 +48,17 @@ class DecisionJournal:
             raise EdgeError(f"cannot open the decisions journal {self.path}: {exc}") from exc
         self._lock = threading.Lock()
 
-    def decision(self, part_id: str, action: str, review_id: str | None) -> None:
-        self._append({"k": "d", "part": part_id, "action": action, "review": review_id, "t": round(time.time(), 3)})
+    def decision(
+        self, part_id: str, action: str, review_id: str | None, number: int | None = None, fail_safe: str = ""
+    ) -> None:
+        line: dict = {"k": "d", "part": part_id}
+        if number is not None:
+            line["n"] = number
+        line.update(action=action, review=review_id)
+        if fail_safe:
+            line["why"] = fail_safe
+        line["t"] = round(time.time(), 3)
+        self._append(line)
 
     def review(self, review_id: str, part_id: str) -> None:
         self._append({"k": "r", "id": review_id, "part": part_id})
@@ -76,6 +89,8 @@ class JournalSummary:
     promised: frozenset = frozenset()  # review ids named at actuation
     stored: frozenset = frozenset()  # review ids written to the outbox
     torn_lines: int = 0
+    fail_safes: Counter = field(default_factory=Counter)  # why -> parts that failed safe for it
+    action_by_number: dict = field(default_factory=dict)  # place in trigger order -> action
 
     @property
     def parts(self) -> int:
@@ -92,6 +107,8 @@ def read_journal(path: str | Path) -> JournalSummary:
     actions: Counter = Counter()
     promised: set[str] = set()
     stored: set[str] = set()
+    fail_safes: Counter = Counter()
+    by_number: dict[int, str] = {}
     torn = 0
     try:
         raw = Path(path).read_bytes()
@@ -108,8 +125,12 @@ def read_journal(path: str | Path) -> JournalSummary:
                 actions[obj["action"]] += 1
                 if obj.get("review"):
                     promised.add(obj["review"])
+                if obj.get("why"):
+                    fail_safes[obj["why"]] += 1
+                if "n" in obj:
+                    by_number[int(obj["n"])] = obj["action"]
             elif kind == "r":
                 stored.add(obj["id"])
         except (ValueError, KeyError, TypeError):
             torn += 1  # a power cut mid-line; whole lines before it still count
-    return JournalSummary(decisions, actions, frozenset(promised), frozenset(stored), torn)
+    return JournalSummary(decisions, actions, frozenset(promised), frozenset(stored), torn, fail_safes, by_number)

@@ -237,21 +237,23 @@ class Pipeline:
             self._seq_of[part_id] = self.triggered
         return part_id
 
-    def _actuate_in_trigger_order(self, part_id: str, action: str) -> None:
+    def _actuate_in_trigger_order(self, part_id: str, action: str) -> int | None:
         """Hand decisions to the actuator in the order the parts were triggered, whichever thread decided
         them: a reject gate tracks parts by their order on the belt, so a fail-safe decided at once by the
         line thread (queue full, camera fault, missed trigger) waits for the parts before it, which are
-        decided within their own deadlines."""
+        decided within their own deadlines. Returns the part's place in trigger order (None for a part
+        this pipeline did not trigger)."""
         with self._order_lock:
             seq = self._seq_of.pop(part_id, None)
             if seq is None:  # not a part this pipeline triggered: nothing to keep in order with
                 self.actuator.actuate(part_id, action)
-                return
+                return None
             self._ready[seq] = (part_id, action)
             while self._next_seq in self._ready:
                 pid, act = self._ready.pop(self._next_seq)
                 self.actuator.actuate(pid, act)
                 self._next_seq += 1
+            return seq
 
     def _reject_without_frame(self, part_id: str, why: str, mono: float) -> None:
         stub = Frame(part_id, time.time(), mono, np.zeros((0, 0), np.uint8), triggered_mono=mono)
@@ -395,7 +397,7 @@ class Pipeline:
 
     def _finish(self, frame: Frame, ruling: Ruling, score: float | None, model_version: str) -> Decision:
         """The one place a part's decision is made final: actuate, count, publish, queue review."""
-        self._actuate_in_trigger_order(frame.part_id, ruling.action)
+        number = self._actuate_in_trigger_order(frame.part_id, ruling.action)
         latency = time.monotonic() - frame.part_mono  # from the trigger: what the line waits
         decision = Decision(
             frame.part_id,
@@ -421,7 +423,7 @@ class Pipeline:
         # The review id is fixed at actuation, so the journal can name the review a part is owed.
         review_id = wire.new_review_id() if ruling.review and frame.image.size and self.outbox else None
         if self.journal:
-            self.journal.decision(frame.part_id, ruling.action, review_id)
+            self.journal.decision(frame.part_id, ruling.action, review_id, number, ruling.fail_safe or "")
         for listener in self.listeners:
             listener(decision)
         if review_id and ruling.review:

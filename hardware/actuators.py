@@ -195,7 +195,11 @@ class ModbusActuator(_QueuedWriter):
         self.pulse_s = pulse_ms / 1000.0
         self.result_register, self.ready_coil, self.ack_coil = result_register, ready_coil, ack_coil
         self.handshake_timeout_s = handshake_timeout_s
-        self.sequence = 0  # the last part's number sent to the PLC (trigger order: the pipeline keeps it)
+        # The last part's number given out: numbered as actuate() is called (the pipeline calls it in
+        # trigger order), so a command dropped on the way leaves a gap the PLC can see instead of
+        # shifting every later part's number by one.
+        self.sequence = 0
+        self._sequence_lock = threading.Lock()
         # retries=0: a late reject is worse than a counted fault; the pipeline alarms on faults.
         self._client = ModbusTcpClient(host, port=port, timeout=timeout_s, retries=0)
         super().__init__(f"modbus-{host}:{port}", queue_size)
@@ -207,7 +211,12 @@ class ModbusActuator(_QueuedWriter):
                 return
             if action == "HOLD" and self.hold_coil is None and self.pulse_s:
                 return
-        self.submit((part_id, action))
+            self.submit((part_id, action, None))
+            return
+        with self._sequence_lock:
+            self.sequence += 1
+            seq = self.sequence & 0xFFFFFFFF
+        self.submit((part_id, action, seq))
 
     def _write_coil(self, coil: int, value: bool) -> None:
         from pymodbus.exceptions import ModbusException
@@ -222,12 +231,10 @@ class ModbusActuator(_QueuedWriter):
             self._client.close()  # reconnect on the next command
             raise
 
-    def _send_result(self, register: int, part_id: str, action: str) -> None:
+    def _send_result(self, register: int, part_id: str, action: str, seq: int) -> None:
         """The part's number and action in the result registers, then the ready/acknowledge handshake."""
         from pymodbus.exceptions import ModbusException
 
-        self.sequence += 1
-        seq = self.sequence & 0xFFFFFFFF
         try:
             if not self._client.connected and not self._client.connect():
                 raise ActuatorError(f"cannot connect to Modbus server {self.host}:{self.port}")
@@ -263,10 +270,10 @@ class ModbusActuator(_QueuedWriter):
             raise ActuatorError(f"Modbus server {self.host}:{self.port} refused reading coil {coil}: {reply}")
         return bool(reply.bits[0])
 
-    def write(self, item: tuple[str, str]) -> None:
-        part_id, action = item
-        if self.result_register is not None:
-            self._send_result(self.result_register, part_id, action)
+    def write(self, item: tuple[str, str, int | None]) -> None:
+        part_id, action, seq = item
+        if self.result_register is not None and seq is not None:
+            self._send_result(self.result_register, part_id, action, seq)
         wanted = {self.reject_coil: action == "REJECT"}
         if self.hold_coil is not None:
             wanted[self.hold_coil] = action == "HOLD"

@@ -33,12 +33,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                              "mosquitto (persistence on) and the edge and station as processes: broker-kill, edge-kill, "
                              "station-kill, station-away, actuator-down (a Modbus PLC the edge hands each part's result "
                              "to is stopped and restarted: the actuator alarm must rise and clear, and the PLC must see "
-                             "the results in trigger order). Prints sent, stored, lost, duplicates and recovery_s per "
-                             "scenario; lost and duplicates must be 0.")
+                             "the results in trigger order), order (an edge with a model slower than the line freezes "
+                             "for a second: late, queue-full and missed-trigger parts, and the PLC must get every result "
+                             "in trigger order under its own part's number). Prints sent, stored, lost, duplicates and "
+                             "recovery_s per scenario; lost, duplicates and PLC results out of order must be 0.")
     faults.add_argument("--json", action="store_true", help="print one JSON object")
     faults.add_argument("--reviews", type=int, default=2000, help="reviews (= parts) per scenario (default 2000)")
+    # The names of qc.faults.scenarios.SCENARIOS (a test keeps them equal), without importing the rig for --help.
     faults.add_argument("--scenario", action="append", choices=("broker-kill", "edge-kill", "station-kill",
-                        "station-away", "actuator-down"), help="run only this scenario (repeatable; default: all five)")
+                        "station-away", "actuator-down", "order"), help="run only this scenario (repeatable; default: all)")
     faults.add_argument("--keep", type=Path, default=None, metavar="DIR",
                         help="work in DIR and keep it (configs, logs, databases) for inspection")
     faults.add_argument("--quiet", action="store_true", help="no progress on stderr")

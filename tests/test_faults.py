@@ -1,6 +1,6 @@
-"""Fault scenarios 1-4: a real mosquitto (persistence on), the edge and the station as processes.
+"""Fault scenarios (qc.faults): a real mosquitto (persistence on), the edge and the station as processes.
 
-Each scenario kills (or stops) one part mid-stream and checks, from the edge's decisions
+Each scenario kills, stops or stalls one part mid-stream and checks, from the edge's decisions
 journal and the station's database, that no review was lost or stored twice and that every
 part got exactly one decision; and that the fault really happened.
 """
@@ -75,10 +75,37 @@ def test_a_plc_away_for_a_while_is_alarmed_and_cleared_and_sees_results_in_trigg
     assert f["stopped"] == "plc"
     assert f["cleared_after_s"] < 30  # the actuator alarm rose (waited on) and cleared once the PLC answered
     assert f["in_trigger_order"], f  # the PLC read each part's number once, in trigger order
-    assert f["valid_actions"], f
+    assert f["actions_mismatched"] == 0, f  # and under each number the action of that very part
     assert 0 < f["plc_results"] < REVIEWS  # results reached it before and after the outage ...
     assert f["missed_by_plc"] > 0  # ... and the outage cost some, counted as actuator faults
     check_delivery(r)  # every part still decided once, no review lost or duplicated
+
+
+@needs_mosquitto
+def test_a_stalled_edge_with_a_slow_model_hands_the_plc_every_result_in_trigger_order(tmp_path):
+    r = run_scenario("order", REVIEWS, tmp_path)
+    f = r.fault
+    assert f["stalled"] == "edge"
+    # The run had every kind of fail-safe that is decided out of the inspection's order ...
+    assert all(f["fail_safes"].get(k, 0) > 0 for k in ("late", "queue-full", "missed-trigger")), f
+    # ... and the PLC still read every part once, in trigger order, each under its own number.
+    assert f["in_trigger_order"] and f["actions_mismatched"] == 0, f
+    assert f["plc_results"] == REVIEWS and f["missed_by_plc"] == 0, f
+    check_delivery(r)
+
+
+def test_the_bench_offers_every_scenario():
+    import argparse
+
+    from qc.cli import build_parser
+
+    def sub(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+        group = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        return group.choices[name]
+
+    faults = sub(sub(build_parser(), "bench"), "faults")
+    scenario = next(a for a in faults._actions if a.dest == "scenario")
+    assert tuple(scenario.choices) == SCENARIOS
 
 
 def test_unknown_scenario_and_too_few_reviews_are_refused(tmp_path):

@@ -288,3 +288,24 @@ def test_a_result_the_plc_does_not_acknowledge_is_a_fault_and_the_next_follows(m
         assert plc.coils()[5] is False  # "result ready" is not left set
     finally:
         act.close()
+
+
+def test_a_result_dropped_on_the_way_leaves_a_gap_in_the_numbers_not_a_shift(make_plc):
+    # A PLC tracks parts by their numbers: if a dropped command shifted the numbers, every later
+    # result would be read as the part before's, and a reject would land on the wrong part.
+    plc = make_plc(program=True, answer=False)
+    act = ModbusActuator("127.0.0.1", port=plc.port, reject_coil=0, result_register=4, ready_coil=5, ack_coil=6,
+                         handshake_timeout_s=10, queue_size=1)
+    try:
+        act.actuate("part-1", "REJECT")
+        _wait_for(lambda: plc.coils()[5], what="part 1 offered to the PLC")  # the writer holds part 1
+        act.actuate("part-2", "PASS")  # waits in the queue
+        act.actuate("part-3", "HOLD")  # the queue is full: dropped, counted
+        assert act.faults == 1 and "queue full" in act.fault()
+        plc.answer = True  # the PLC takes results again
+        _wait_for(lambda: len(plc.results) == 2, what="parts 1 and 2 taken by the PLC")
+        act.actuate("part-4", "HOLD")
+        assert act.flush(10)
+        assert plc.results == [(1, 3), (2, 1), (4, 2)]  # part 3 is missing; part 4 is still number 4
+    finally:
+        act.close()

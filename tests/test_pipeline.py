@@ -8,6 +8,7 @@ import pytest
 
 from edge.config import DecisionSection
 from edge.detector import Detector
+from edge.journal import DecisionJournal, read_journal
 from edge.outbox import Outbox
 from edge.pipeline import Pipeline
 from hardware.actuators import SimulatedActuator
@@ -296,7 +297,8 @@ def test_actuation_keeps_trigger_order_across_late_queue_full_and_missed_parts(t
     actuator = SimulatedActuator()
     p = Pipeline(camera=camera, trigger=_BurstTrigger(120), actuator=actuator, detector=det,
                  decision=DecisionSection(queue_size=1, deadline_ms=200, audit_rate=0.0), line="L1",
-                 camera_name="c1", outbox=Outbox(tmp_path / "outbox"), max_parts=140)
+                 camera_name="c1", outbox=Outbox(tmp_path / "outbox"), max_parts=140,
+                 journal=DecisionJournal(tmp_path / "decisions.jsonl"))
     decisions = []
     p.listeners.append(decisions.append)
     p.start()
@@ -307,3 +309,8 @@ def test_actuation_keeps_trigger_order_across_late_queue_full_and_missed_parts(t
     actuated = [c[0] for c in actuator.calls]
     assert actuated == sorted(actuated, key=lambda pid: int(pid.rsplit("-", 1)[1]))  # and kept their places
     assert len(actuated) == len(set(actuated)) == p.triggered
+    # The journal names each part's place in trigger order (the number a PLC is given) and why it failed safe.
+    p.journal.close()
+    journal = read_journal(tmp_path / "decisions.jsonl")
+    assert journal.action_by_number == {n: call[1] for n, call in enumerate(actuator.calls, start=1)}
+    assert journal.fail_safes == Counter(d.fail_safe for d in decisions if d.fail_safe)

@@ -1,4 +1,5 @@
-"""Fault scenarios: crash the broker, the edge or the station mid-stream and count every review.
+"""Fault scenarios: crash the broker, the edge or the station mid-stream, take the PLC away, stall
+the edge; count every review and check every result the PLC got.
 
 One harness (used by ``tests/test_faults.py`` and ``qc bench faults``) runs a real
 mosquitto with persistence, the edge (``qc edge run``) and the station
@@ -18,7 +19,13 @@ Scenarios (``SCENARIOS``):
    (qc.faults.plc, with the ready/acknowledge handshake); the PLC stops while 40 parts are
    decided and returns. The edge's actuator alarm must rise and clear, every part is still
    decided once, and the PLC must have read the part numbers in trigger order
-   (``in_trigger_order``, ``missed_by_plc`` for the outage).
+   (``in_trigger_order``, ``missed_by_plc`` for the outage);
+6. ``order``: the edge runs a model slower than the line (qc.faults.rig.SLOW_MODEL) with a
+   200 ms deadline and an inspection queue of 2, so parts fail safe as late and queue-full, and
+   freezes for a second (SIGSTOP), so parts pass unread (missed-trigger) and are read after their
+   deadline. The PLC must read every part's result once, in trigger order, and under each number
+   the action the journal says the edge decided for that part (``actions_mismatched`` 0);
+   ``fail_safes`` counts each kind, and the scenario fails if one did not happen.
 
 "Mid-stream" is after a third of the reviews are stored, never after a fixed time. Before
 the broker or the edge is killed the station is paused (SIGSTOP) until 40 durable reviews

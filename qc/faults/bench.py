@@ -1,8 +1,9 @@
 """`qc bench faults`: the four fault scenarios with a few thousand reviews each, as figures.
 
 Prints ``{"scenarios": [{"name", "sent", "stored", "lost", "duplicates", "recovery_s", ...}]}``
-with --json (progress on stderr); exits 1 when any scenario lost or duplicated a review
-or decided a part twice.
+with --json (progress on stderr); exits 1 when any scenario lost or duplicated a review,
+decided a part twice, or (the scenarios with a PLC) gave the PLC a result out of trigger order
+or under another part's number.
 """
 from __future__ import annotations
 
@@ -41,5 +42,11 @@ def main(args: Any) -> int:
         for r in results:
             print(f"{r['name']:>14}: sent {r['sent']:>6}  stored {r['stored']:>6}  lost {r['lost']}  "
                   f"duplicates {r['duplicates']}  recovery {r['recovery_s']:.2f} s  fault {r['fault']}")
-    bad = any(r["lost"] or r["duplicates"] or r["parts_double_decided"] or r["unknown"] for r in results)
+    bad = any(r["lost"] or r["duplicates"] or r["parts_double_decided"] or r["unknown"] or _out_of_order(r)
+              for r in results)
     return 1 if bad else 0
+
+
+def _out_of_order(result: dict) -> bool:
+    fault = result["fault"]
+    return "in_trigger_order" in fault and (not fault["in_trigger_order"] or fault["actions_mismatched"] > 0)

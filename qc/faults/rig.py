@@ -28,6 +28,9 @@ from qcloop.errors import QcError
 
 LINE, CAMERA = "faults", "cam1"
 STATION_CLIENT_ID = "qc-faults-station"
+#: A real CNN (input size, width, depth) several times slower per part than the line's period at
+#: 40 parts/s on a two-core box: an edge given a model it cannot run at line rate.
+SLOW_MODEL = ((768, 768), 64, 3)
 
 
 class FaultRigError(QcError):
@@ -41,6 +44,9 @@ class RigOptions:
     max_in_flight: int = 64
     max_queued_messages: int | None = None  # the broker's per-client queue (None: the rig's large default)
     reconnect_max_s: float = 1.0
+    deadline_ms: float = 10000.0  # trigger to decision; far beyond the line's needs unless a scenario tightens it
+    queue_size: int = 64  # frames waiting for inference
+    slow_model: bool = False  # run a model slower than the line's period (SLOW_MODEL) instead of the built-in one
 
 
 @dataclass(frozen=True)
@@ -131,11 +137,11 @@ class FaultRig:
         path = self.work / "edge" / "edge.toml"
         path.write_text(
             f'[edge]\nline = "{LINE}"\ncamera = "{CAMERA}"\ndata_dir = "data"\njournal = true\n\n'
-            "[model]\nseed_builtin = true\nwarmup = 1\n\n"
+            f"[model]\nseed_builtin = {'false' if o.slow_model else 'true'}\nwarmup = 1\n\n"
             # Every score is in the uncertain band (HOLD, review); a saturated score of 1.0 is
             # REJECT, and audit_rate 1 sends that for review too: one review per part.
             "[decision]\npass_below = 0.0\nreject_above = 1.0\naudit_rate = 1.0\n"
-            "deadline_ms = 10000\nqueue_size = 64\n\n"
+            f"deadline_ms = {o.deadline_ms}\nqueue_size = {o.queue_size}\n\n"
             "[camera]\ntype = \"synthetic\"\nseed = 3\n\n"
             f"[trigger]\ntype = \"software\"\nrate_hz = {o.rate_hz}\n\n"
             f"[outbox]\nresend_after_s = {o.resend_after_s}\nmax_in_flight = {o.max_in_flight}\n"
@@ -148,7 +154,26 @@ class FaultRig:
                "result_register = 4\nready_coil = 5\nack_coil = 6\ntimeout_s = 0.2\nhandshake_timeout_s = 0.5\n"))
         return path
 
+    def install_slow_model(self) -> None:
+        """Put SLOW_MODEL in the edge's registry as its live model (the registry trusts what is on its
+        disk when the edge has no public key, as the rig's edge has not)."""
+        from models.manifest import InputSpec, OutputSpec, Thresholds, make_manifest
+        from models.onnx_build import tiny_cnn_bytes
+        from models.registry import Registry
+
+        registry = Registry(self.work / "edge" / "data" / "models")
+        if registry.current_version() is not None:
+            return  # a restarted edge keeps its model
+        (h, w), width, depth = SLOW_MODEL
+        data = tiny_cnn_bytes(input_hw=(h, w), width=width, depth=depth)
+        manifest = make_manifest("0.9.0-slow", data, InputSpec("image", (1, 1, h, w), colour="gray"),
+                                 Thresholds(0.3, 0.7), output=OutputSpec("score"))
+        registry.add(manifest, data)
+        registry.set_current(manifest.version, reason="fault rig: a model slower than the line")
+
     def start_edge(self, parts: int) -> subprocess.Popen:
+        if self.options.slow_model:
+            self.install_slow_model()
         cfg = self.write_edge_config()
         self.edge = self._spawn("edge", ["edge", "run", "--config", str(cfg), "--parts", str(parts),
                                          "--drain", "600", "--quiet"])

@@ -6,6 +6,7 @@ drain its outbox, and counts (definitions in qc.faults).
 """
 from __future__ import annotations
 
+import signal
 import sqlite3
 import time
 from collections.abc import Callable
@@ -13,13 +14,23 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from edge.journal import read_journal
+from edge.journal import JournalSummary, read_journal
+from hardware.actuators import ModbusActuator
 from qc.broker import free_port
 from qc.faults.rig import DroppedCounter, FaultRig, FaultRigError, RigOptions
 
-SCENARIOS = ("broker-kill", "edge-kill", "station-kill", "station-away", "actuator-down")
+SCENARIOS = ("broker-kill", "edge-kill", "station-kill", "station-away", "actuator-down", "order")
+#: The scenarios whose edge hands each part's result to a PLC (qc.faults.plc), checked for trigger order.
+WITH_PLC = ("actuator-down", "order")
 #: actuator-down: parts decided while the PLC is unreachable, before it returns.
 PARTS_WHILE_DOWN = 40
+#: order: how long the edge box freezes (SIGSTOP). At 40 parts/s that is 40 parts, more than the
+#: trigger's backlog of 16 holds: the rest are missed triggers, and the 16 are read after their deadline.
+STALL_S = 1.0
+#: order: the deadline and inspection queue of an edge whose model is slower than the line (SLOW_MODEL).
+ORDER_DEADLINE_MS, ORDER_QUEUE = 200.0, 2
+#: order: the fail-safes the scenario must provoke, or its order check proves nothing.
+ORDER_FAIL_SAFES = ("late", "queue-full", "missed-trigger")
 #: The broker's queue per client in station-away: far less than the reviews made while away.
 AWAY_QUEUE = 10
 #: Reviews left undelivered (station paused) when the broker or the edge is killed.
@@ -55,11 +66,13 @@ def run_scenario(name: str, reviews: int, work: Path, options: RigOptions | None
     options = options or RigOptions()
     if name == "station-away":
         options = replace(options, max_queued_messages=AWAY_QUEUE)
+    if name == "order":
+        options = replace(options, slow_model=True, deadline_ms=ORDER_DEADLINE_MS, queue_size=ORDER_QUEUE)
     rig = FaultRig(Path(work), options, say=lambda msg: say(f"{name}: {msg}"))
     stream_s = reviews / options.rate_hz
     plc = None
     try:
-        if name == "actuator-down":
+        if name in WITH_PLC:
             from qc.faults.plc import LoopbackPlc
 
             rig.plc_port = free_port()
@@ -79,7 +92,12 @@ def run_scenario(name: str, reviews: int, work: Path, options: RigOptions | None
         rig.wait(lambda: rig.edge.poll() is not None, 3 * stream_s + 600, "the edge to finish and drain")
         counts = rig.count()
         if plc is not None:
-            fault.update(_order(plc.results, counts.journal.parts))
+            fault.update(_order(plc.results, counts.journal))
+        if name == "order":
+            missing = [k for k in ORDER_FAIL_SAFES if not counts.journal.fail_safes.get(k)]
+            if missing:
+                raise FaultRigError(f"the order scenario provoked no {', '.join(missing)} parts "
+                                    f"(fail-safes {dict(counts.journal.fail_safes)}): its order check proves nothing")
     finally:
         rig.close()
         if plc is not None:
@@ -201,16 +219,38 @@ def _actuator_down(rig: FaultRig, reviews: int) -> tuple[dict, float, frozenset]
             restarted, _sent_now(rig))
 
 
-def _order(results: list[tuple[int, int]], parts: int) -> dict:
-    """What the PLC saw: each part's number at most once and in trigger order, the outage's gap counted."""
+def _edge_stall(rig: FaultRig, reviews: int) -> tuple[dict, float, frozenset]:
+    """The edge box freezes (SIGSTOP: a swap storm, a thermal stop) on a line whose model is too slow for it.
+
+    Its model already makes parts wait (late) and overflow the inspection queue (queue-full); the stall
+    adds parts that passed while nobody read the trigger (missed-trigger) and parts read after their
+    deadline. The PLC must still get every result in trigger order, each under its own part's number.
+    """
+    parts_at = read_journal(rig.journal_path).parts
+    rig.edge.send_signal(signal.SIGSTOP)
+    try:
+        time.sleep(STALL_S)  # the fault is the stall's length itself
+    finally:
+        rig.edge.send_signal(signal.SIGCONT)
+    restarted = time.monotonic()
+    rig.say(f"edge stalled {STALL_S:.1f} s after {parts_at} parts and resumed")
+    return {"stalled": "edge", "stall_s": STALL_S, "parts_at_stall": parts_at}, restarted, _sent_now(rig)
+
+
+def _order(results: list[tuple[int, int]], journal: JournalSummary) -> dict:
+    """What the PLC saw against what the edge decided: each number at most once, in trigger order, and
+    under each number the action the edge decided for that very part (a result shifted by one part, or
+    two parts swapped, would show as a mismatch); the parts it never got are counted (an outage)."""
     numbers = [n for n, _ in results]
+    codes = ModbusActuator.ACTION_CODES
+    mismatched = sum(1 for n, code in results if codes.get(journal.action_by_number.get(n, "")) != code)
     return {"plc_results": len(numbers), "in_trigger_order": all(b > a for a, b in zip(numbers, numbers[1:])),
-            "valid_actions": all(code in (1, 2, 3) for _, code in results),
-            "missed_by_plc": parts - len(set(numbers))}
+            "actions_mismatched": mismatched, "missed_by_plc": journal.parts - len(set(numbers)),
+            "fail_safes": dict(sorted(journal.fail_safes.items()))}
 
 
 _FAULTS = {"broker-kill": _broker_kill, "edge-kill": _edge_kill, "station-kill": _station_kill,
-           "station-away": _station_away, "actuator-down": _actuator_down}
+           "station-away": _station_away, "actuator-down": _actuator_down, "order": _edge_stall}
 
 
 def _outbox_depth(path: Path) -> int:
