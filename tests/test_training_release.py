@@ -121,6 +121,10 @@ def test_gate_promotes_a_better_candidate_refuses_a_worse_one_and_logs_both(tmp_
 
     up = gate(better, current, golden, rule, log_dir=data_dir)
     assert up.promoted, up.report()
+    change = up.cost_change  # the cost compared as a pair on the golden set, with its interval
+    assert change["low"] <= change["value"] <= change["high"] < 0, change
+    assert change["value"] == pytest.approx(up.candidate.cost - up.current.cost, abs=1e-4)
+    assert "paired interval" in up.report()
     assert up.candidate.escape_rate == 0.0 and up.candidate.cost < up.current.cost == 0.25
     assert up.current.review_rate == 1.0 and up.candidate.auroc is not None
     down = gate(worse, current, golden, rule, log_dir=data_dir)
@@ -306,6 +310,27 @@ def test_gate_accepts_an_escape_within_budget_when_the_current_model_passes_noth
     assert ok, why
     ok, why = decide(figures("1.0.2", 4, 0.01, 0.01), stuck, rule)  # 0.01 escapes: over budget and worse
     assert not ok and "worse than the current's" in why
+
+
+def test_gate_promotes_a_candidate_the_paired_interval_cannot_tell_apart_and_refuses_one_truly_not_better():
+    """With promote_unless_worse, a candidate is refused on cost only when the paired interval of
+    (candidate - current) does not reach below 0; by default the point estimate must be lower."""
+    from training.gate import GateRule, ModelFigures, decide
+
+    def figures(version, cost):
+        return ModelFigures(version, 0.1, 0.9, 41, 15, 26, 0, 0.0, cost, 0.0, None, cost)
+
+    rule = GateRule(escape_tolerance=1.0, promote_unless_worse=True)
+    current, noisy = figures("1.0.0", 0.19), figures("1.0.1", 0.24)
+    strict = GateRule(escape_tolerance=1.0)  # the default: the point estimate must be lower
+    assert not decide(noisy, current, strict, cost_change={"value": 0.05, "low": -0.12, "high": 0.21})[0]
+    ok, why = decide(noisy, current, rule, cost_change={"value": 0.05, "low": -0.12, "high": 0.21})
+    assert ok and "may be better" in why and "[-0.1200, +0.2100]" in why
+    ok, why = decide(noisy, current, rule, cost_change={"value": 0.05, "low": 0.01, "high": 0.09})  # truly worse
+    assert not ok and "does not reach below 0" in why
+    ok, why = decide(current, current, rule, cost_change={"value": 0.0, "low": 0.0, "high": 0.0})  # the same model
+    assert not ok
+    assert "possibly lower" in rule.describe() and "possibly lower" not in strict.describe()
 
 
 def test_golden_images_keep_their_weight_through_the_manifest(tmp_path, parts):

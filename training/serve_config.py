@@ -72,6 +72,8 @@ class GateSection:
     line_max: int = 400
     line_min: int = 20
     line_tolerance: float = 0.0
+    # true: refuse on cost only when the paired interval says the candidate is not better (training.gate)
+    promote_unless_worse: bool = False
 
     def __post_init__(self) -> None:
         for name in ("escape_tolerance", "review_weight", "escape_budget", "escape_weight", "line_tolerance"):
@@ -82,7 +84,7 @@ class GateSection:
 
     def rule(self) -> GateRule:
         return GateRule(self.escape_tolerance, self.review_weight, self.escape_budget, self.escape_weight,
-                        self.line_tolerance)
+                        self.line_tolerance, self.promote_unless_worse)
 
 
 @_frozen
