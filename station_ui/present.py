@@ -78,6 +78,20 @@ def item_view(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+VERDICT_WORDS = {"real_fault": "Real fault", "not_defect": "Not a defect"}
+STATE_WORDS = {"pending": "Open", "awaiting_confirm": "Waits for a second reviewer", "disputed": "Disputed",
+               "done": "Done"}
+ACTION_WORDS = {"PASS": "Passed", "HOLD": "Held", "REJECT": "Rejected"}
+
+
+def verdict_words(verdict: str | None, kind: str | None, state: str) -> str:
+    """A stored review's outcome as a person reads it: "Not a defect: glare", "Real fault", "Open"."""
+    if not verdict:
+        return STATE_WORDS.get(state, state)
+    words = VERDICT_WORDS.get(verdict, verdict)
+    return f"{words}: {KIND_LABELS.get(kind, kind)}" if kind else words
+
+
 FAULT_CHOICES = list(enumerate(wire.FAULT_KINDS, start=1))
 NOT_DEFECT_CHOICES = list(enumerate(wire.NOT_DEFECT_KINDS, start=1))
 KIND_LABELS = {"glare": "Glare / reflection", "shadow": "Shadow", "dust": "Dust / debris",

@@ -90,8 +90,13 @@ def _per_part(count: int, parts: int) -> float | None:
     return count / parts if parts else None
 
 
+#: Rows on one history page.
+HISTORY_PAGE = 100
+
+
 def history(db: Store, *, part_id: str = "", verdict: str = "", user: str = "", t0: float | None = None,
-            t1: float | None = None, limit: int = 200) -> list[Any]:
+            t1: float | None = None, limit: int = HISTORY_PAGE, offset: int = 0) -> tuple[list[Any], int]:
+    """One page of matching reviews, newest first, and how many match in all."""
     where: list[str] = ["1 = 1"]
     args: list[Any] = []
     if part_id:
@@ -110,10 +115,13 @@ def history(db: Store, *, part_id: str = "", verdict: str = "", user: str = "", 
     if t1 is not None:
         where.append("r.captured_at < ?")
         args.append(t1)
-    return db.conn.execute(
+    clause = " AND ".join(where)
+    total = db.conn.execute(f"SELECT COUNT(*) FROM reviews r WHERE {clause}", args).fetchone()[0]
+    rows = db.conn.execute(
         "SELECT r.*, (SELECT group_concat(v.user, ', ') FROM verdicts v WHERE v.review_id = r.id AND v.undone = 0)"
-        f" AS reviewers FROM reviews r WHERE {' AND '.join(where)} ORDER BY r.captured_at DESC LIMIT ?",
-        [*args, limit]).fetchall()
+        f" AS reviewers FROM reviews r WHERE {clause} ORDER BY r.captured_at DESC LIMIT ? OFFSET ?",
+        [*args, limit, offset]).fetchall()
+    return rows, total
 
 
 def record(db: Store, review_id: str) -> dict[str, Any]:

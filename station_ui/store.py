@@ -197,8 +197,6 @@ class Store:
         allowed = wire.FAULT_KINDS if verdict == "real_fault" else wire.NOT_DEFECT_KINDS
         if kind and kind not in allowed:
             raise StoreError(f"kind {kind!r} is not one of {allowed} for {verdict}")
-        if verdict == "not_defect" and not kind:
-            raise StoreError("'not a defect' needs a kind: " + ", ".join(wire.NOT_DEFECT_KINDS))
         now = now or time.time()
         with self.write() as conn:
             row = conn.execute("SELECT * FROM reviews WHERE id = ?", (review_id,)).fetchone()

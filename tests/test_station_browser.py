@@ -6,7 +6,7 @@ import threading
 
 import paho.mqtt.client as mqtt
 import pytest
-from station_support import CHROMIUM, OPERATOR, make_header, make_jpeg, open_review_screen
+from station_support import CHROMIUM, ENGINEER, OPERATOR, make_header, make_jpeg, open_review_screen
 
 from qcloop import wire
 from station_ui import accounts
@@ -60,7 +60,7 @@ def test_review_by_tap_and_key_and_live_queue(tmp_path, broker):
             fault = page.locator("button.verdict.fault")
             box = fault.bounding_box()
             assert box and box["height"] >= 64  # a gloved finger's target
-            assert page.locator("button.verdict.notdefect").bounding_box()["height"] >= 64
+            assert page.locator("button.verdict.notdefect:not(.quick)").bounding_box()["height"] >= 64
             fault.click()
             page.locator('#kinds-real_fault button[data-kind="crack"]').click()
             expect(count).to_have_text("2")
@@ -83,4 +83,82 @@ def test_review_by_tap_and_key_and_live_queue(tmp_path, broker):
     finally:
         edge.disconnect()
         edge.loop_stop()
+        server.stop()
+
+
+@pytest.mark.parametrize("viewport", [(1280, 800), (1920, 1080)])
+def test_saved_undo_and_key_help_stay_in_view_and_not_a_defect_takes_one_tap(tmp_path, viewport):
+    from playwright.sync_api import expect, sync_playwright
+    from station_support import add_reviews
+
+    from station_ui.server import StationServer
+
+    cfg = config_for(tmp_path / "st", mqtt={"enabled": False}, web={"port": 0, "threads": 8})
+    store = Store(cfg.db_path)
+    accounts.add_user(store, OPERATOR[0], OPERATOR[1], OPERATOR[2])
+    headers = add_reviews(store, 3, tmp_path / "img")
+    server = StationServer(cfg).start()
+    try:
+        with sync_playwright() as p:
+            browser, page = open_review_screen(p, server.url, viewport=viewport)
+            width, height = viewport
+
+            def in_view(selector: str) -> None:
+                box = page.locator(selector).bounding_box()
+                assert box is not None, selector
+                assert box["y"] >= 0 and box["y"] + box["height"] <= height, (selector, box, viewport)
+                assert box["x"] >= 0 and box["x"] + box["width"] <= width, (selector, box, viewport)
+
+            expect(page.locator(f'article[data-id="{headers[0].id}"]')).to_be_visible()
+            quick = page.locator("button.verdict.quick")
+            assert quick.bounding_box()["height"] >= 64  # a gloved finger's target
+            in_view("button.verdict.quick")
+            quick.click()  # one tap: not a defect, no kind
+            expect(page.locator("#status")).to_have_text("Saved.")
+            expect(page.locator("#undo")).to_be_visible()
+            for selector in ("#status", "#undo", "p.keys", "button.verdict.fault"):
+                in_view(selector)
+            expect(page.locator(f'article[data-id="{headers[1].id}"]')).to_be_visible()
+            page.keyboard.press("d")  # the same by key
+            expect(page.locator(f'article[data-id="{headers[2].id}"]')).to_be_visible()
+            page.keyboard.press("n")
+            page.keyboard.press("0")  # "not a defect", then no kind
+            expect(page.locator("#empty")).to_be_visible()
+            browser.close()
+        rows = {h.id: store.get_review(h.id) for h in headers}
+        assert [(rows[h.id]["final_verdict"], rows[h.id]["final_kind"] or "") for h in headers] == [
+            ("not_defect", "")] * 3
+    finally:
+        server.stop()
+
+
+def test_dashboard_window_toggles_and_retrain_are_labelled_touch_targets(tmp_path, broker):
+    from playwright.sync_api import expect, sync_playwright
+
+    from station_ui.server import StationServer
+
+    cfg = config_for(tmp_path / "st", mqtt={"host": broker.host, "port": broker.port, "client_id": "st-dash"},
+                     web={"port": 0, "threads": 8})
+    store = Store(cfg.db_path)
+    accounts.add_user(store, ENGINEER[0], ENGINEER[1], ENGINEER[2])
+    server = StationServer(cfg).start()
+    try:
+        with sync_playwright() as p:
+            browser, page = open_review_screen(p, server.url, user=ENGINEER)
+            page.goto(server.url + "dashboard")
+            expect(page.locator("#window-label")).to_have_text("Figures of the last")
+            toggles = page.locator("#window-form button.toggle")
+            assert toggles.all_inner_texts() == ["24 hours", "7 days", "30 days"]
+            for box in (t.bounding_box() for t in toggles.all()):
+                assert box["height"] >= 44 and box["width"] >= 88, box  # a gloved finger's target
+            expect(toggles.nth(0)).to_have_attribute("aria-pressed", "true")
+            toggles.nth(1).click()
+            expect(page.locator('#window-form button[value="7d"]')).to_have_attribute("aria-pressed", "true")
+            expect(page.locator('#window-form button[value="24h"]')).to_have_attribute("aria-pressed", "false")
+            retrain = page.locator("#retrain-form button[type=submit]")
+            expect(retrain).to_have_text("Retrain now")
+            assert retrain.bounding_box()["height"] >= 44
+            expect(page.locator('label[for="retrain-reason"]')).to_be_visible()
+            browser.close()
+    finally:
         server.stop()

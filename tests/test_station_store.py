@@ -65,10 +65,18 @@ def test_verdict_counts_once_and_undo(tmp_path):
 def test_bad_verdict_input_is_named(tmp_path):
     store = Store(tmp_path / "s.db")
     (h,) = add_reviews(store, 1, tmp_path / "img")
-    with pytest.raises(StoreError, match="needs a kind"):
-        store.record_verdict(h.id, "not_defect", "", "ann")
     with pytest.raises(StoreError, match="'scratchy'"):
         store.record_verdict(h.id, "real_fault", "scratchy", "ann")
+    with pytest.raises(StoreError, match="'crack' is not one of"):
+        store.record_verdict(h.id, "not_defect", "crack", "ann")  # a fault's kind for "not a defect"
+
+
+def test_not_a_defect_can_be_ruled_in_one_tap_without_a_kind(tmp_path):
+    store = Store(tmp_path / "s.db")
+    (h,) = add_reviews(store, 1, tmp_path / "img")
+    outcome = store.record_verdict(h.id, "not_defect", "", "ann")
+    assert outcome.counted and outcome.message.kind == ""
+    assert store.get_review(h.id)["final_verdict"] == "not_defect"
 
 
 def test_audit_log_is_append_only(tmp_path):

@@ -177,6 +177,7 @@ def test_engineer_screens_and_admin_setting_is_audited(station):
     assert "olga" in dash
     hist = c.get("/history?part_id=PART-77&verdict=real_fault").get_data(as_text=True)
     assert hist.count("PART-77</a>") == 1
+    assert "Real fault: Pit" in hist and "real_fault" not in hist.split("</form>")[-1]  # words, not codes
     rec = c.get(f"/history/{hs[0].id}").get_data(as_text=True)
     assert "pass_below" in rec
     assert "olga" in rec
@@ -188,3 +189,36 @@ def test_engineer_screens_and_admin_setting_is_audited(station):
     token = page_csrf(c2, "/admin/")
     assert c2.post("/admin/lines", data={"line": "line1", "critical": "1", "csrf_token": token}).status_code == 302
     assert store.audit_entries(1)[0]["action"] == "setting"
+
+
+def test_history_pages_through_every_match_and_counts_them(station):
+    import re
+
+    from station_ui import reports
+
+    app, cfg = station
+    store = Store(cfg.db_path)
+    n = reports.HISTORY_PAGE * 2 + 7
+    hs = add_reviews(store, n, cfg.image_dir, t0=1_000_000.0)
+    store.record_verdict(hs[-1].id, "not_defect", "glare", "olga")
+    c = app.test_client()
+    login(c, *ENGINEER[::2])
+    seen = []
+    page, pages = 1, None
+    while True:
+        html = c.get(f"/history?page={page}").get_data(as_text=True)
+        seen += re.findall(r'href="/history/([0-9a-f-]{36})"', html)
+        pages = pages or int(re.search(r"Page 1 of (\d+)", html).group(1))
+        if 'rel="next"' not in html:
+            break
+        page += 1
+    assert pages == 3 and page == 3
+    assert f"of {n:,}" in html and f"Reviews {2 * reports.HISTORY_PAGE + 1:,}&ndash;{n:,}" in html
+    assert len(seen) == len(set(seen)) == n  # every review once, none lost between pages
+    assert seen[0] == hs[-1].id  # newest first
+    first = c.get("/history").get_data(as_text=True)
+    assert "Not a defect: Glare / reflection" in first and "Open" in first
+    filtered = c.get("/history?verdict=not_defect&page=1").get_data(as_text=True)
+    assert "Reviews 1&ndash;1 of 1" in filtered and 'rel="next"' not in filtered
+    assert c.get("/history?page=0").status_code == 400
+    assert c.get("/history?page=x").status_code == 400

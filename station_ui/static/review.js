@@ -113,7 +113,7 @@
     var t = ev.target.closest("button");
     if (t) {
       if (t.classList.contains("back")) back();
-      else if (t.classList.contains("kind")) send(t.dataset.verdict, t.dataset.kind);
+      else if (t.classList.contains("kind") || t.classList.contains("quick")) send(t.dataset.verdict, t.dataset.kind);
       else if (t.classList.contains("verdict")) choose(t.dataset.verdict);
       return;
     }
@@ -137,10 +137,11 @@
     var k = ev.key;
     if (k === "f" || k === "F") choose("real_fault");
     else if (k === "n" || k === "N") choose("not_defect");
+    else if (!mode && (k === "d" || k === "D")) send("not_defect", "");
     else if (k === "u" || k === "U") undo();
     else if (k === "z" || k === "Z") { var img = document.getElementById("frame-img"); if (img) zoomAt(img, null); }
     else if (k === "Escape") back();
-    else if (mode && (k === "Enter" || k === "0") && mode === "real_fault") send("real_fault", "");
+    else if (mode && (k === "Enter" || k === "0")) send(mode, "");
     else if (mode && /^[1-9]$/.test(k)) {
       var b = document.querySelectorAll("#kinds-" + mode + " button.kind[data-kind]:not(.plain)")[parseInt(k, 10) - 1];
       if (b) send(mode, b.dataset.kind);

@@ -14,12 +14,14 @@ from station_ui.security import require
 
 bp = Blueprint("dashboard", __name__)
 WINDOWS = {"24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
+WINDOW_WORDS = {"24h": "24 hours", "7d": "7 days", "30d": "30 days"}
 
 
 @bp.route("/dashboard")
 @require("engineer")
 def page():
     window = request.args.get("window", "24h")
+    window = window if window in WINDOWS else "24h"
     since = time.time() - WINDOWS.get(window, 86400)
     db = get_db()
     s = reports.summary(db, since)
@@ -30,7 +32,7 @@ def page():
     }
     return render_template("dashboard.html", s=s, edges=reports.edges(db), models=reports.models(db), charts=charts, window=window,
                            trainer=reports.trainer(db),
-                           windows=list(WINDOWS), oldest=present.age_words(s["oldest_age_s"]),
+                           windows=list(WINDOW_WORDS.items()), oldest=present.age_words(s["oldest_age_s"]),
                            retrain=request.args.get("retrain", ""),
                            alarms=reports.alarms(db, station_health(current_app.extensions["station"].publisher)["alarms"]),
                            can_retrain=current_app.extensions["station"].publisher is not None)

@@ -5,7 +5,7 @@ import datetime as dt
 
 from flask import Blueprint, abort, render_template, request
 
-from station_ui import reports
+from station_ui import present, reports
 from station_ui.db import get_db
 from station_ui.errors import ReviewNotFound
 from station_ui.security import require
@@ -23,13 +23,26 @@ def _date(name: str) -> float | None:
         abort(400, description=f"{name} must be a date like 2024-05-01 or 2024-05-01T13:00, got {raw!r}")
 
 
+def _page() -> int:
+    raw = request.args.get("page", "1").strip() or "1"
+    if not raw.isdigit() or int(raw) < 1:
+        abort(400, description=f"page must be a whole number from 1, got {raw!r}")
+    return int(raw)
+
+
 @bp.route("/history")
 @require("engineer")
 def search():
     a = request.args
-    rows = reports.history(get_db(), part_id=a.get("part_id", "").strip(), verdict=a.get("verdict", ""),
-                           user=a.get("user", "").strip(), t0=_date("from"), t1=_date("to"))
-    return render_template("history.html", rows=rows, a=a)
+    page, size = _page(), reports.HISTORY_PAGE
+    rows, total = reports.history(get_db(), part_id=a.get("part_id", "").strip(), verdict=a.get("verdict", ""),
+                                  user=a.get("user", "").strip(), t0=_date("from"), t1=_date("to"),
+                                  limit=size, offset=(page - 1) * size)
+    pages = max(1, -(-total // size))
+    query = {k: v for k, v in a.items() if k != "page" and v}
+    return render_template("history.html", rows=rows, a=a, total=total, page=page, pages=pages,
+                           first=(page - 1) * size + 1 if rows else 0, last=(page - 1) * size + len(rows),
+                           query=query, verdict_words=present.verdict_words, action_words=present.ACTION_WORDS)
 
 
 @bp.route("/history/<review_id>")
