@@ -1,12 +1,19 @@
-"""How a review is shown to a reviewer: words for image-quality hints, and audit blinding.
+"""How a review is shown to a reviewer: why it was asked, in words; image-quality hints; audit blinding.
+
+The screen says why the model asked ("score 0.41 in the review band 0.30-0.70 of model
+1.2.0; 14 % saturated pixels: glare likely"), with the thresholds.
 
 Audit items (confident decisions sampled for a second look) are presented exactly
-like uncertain ones: the reason reads the same and the band is not shown for
-either, so a reviewer cannot tell which items measure them and the escape
-estimate stays unbiased. Only fail-safe items say why they are different.
+like uncertain ones: the reason reads the same, and the score shown is drawn inside the
+item's review band as a live uncertain item's would be (seeded by the review id, so a
+reload shows the same number), so a reviewer cannot tell which items measure them (a
+score of 0.004 would say "the model is sure", and invite agreeing with it) and the
+escape estimate stays unbiased. The true score is kept and shown to engineers in the
+history. Only fail-safe items say why they are different.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Mapping
@@ -32,7 +39,17 @@ def quality_words(quality: Mapping[str, Any]) -> list[str]:
         out.append(f"dark frame (mean brightness {mean:.0f} of 255)")
     elif mean is not None and mean > 215:
         out.append(f"very bright frame (mean brightness {mean:.0f} of 255)")
-    return out or ["no image-quality warnings"]
+    return out or [NO_WARNINGS]
+
+
+NO_WARNINGS = "no image-quality warnings"
+
+
+def _threshold_words(thresholds: Mapping[str, Any]) -> str | None:
+    lo, hi = _num(thresholds.get("pass_below")), _num(thresholds.get("reject_above"))
+    if lo is None or hi is None:
+        return None
+    return f"pass below {lo:.2f}, review {lo:.2f}\u2013{hi:.2f}, reject from {hi:.2f}"
 
 
 def _num(v: Any) -> float | None:
@@ -58,10 +75,39 @@ def age_words(seconds: float | None) -> str:
     return f"{s // 86400} d {s % 86400 // 3600} h"
 
 
+def shown_score(review_id: str, reason: str, score: float | None, thresholds: Mapping[str, Any]) -> float | None:
+    """The score a reviewer sees: the true one, except for an audit, whose score is drawn inside its
+    review band (uniformly, seeded by the review id) as an uncertain item's would lie."""
+    if reason != "audit" or score is None:
+        return score
+    lo, hi = _num(thresholds.get("pass_below")), _num(thresholds.get("reject_above"))
+    if lo is None or hi is None or not 0.0 <= lo < hi <= 1.0:
+        return None  # no band to draw from: show no score rather than the telling one
+    u = int.from_bytes(hashlib.sha256(f"shown-score:{review_id}".encode()).digest()[:8], "big") / 2.0**64
+    return lo + (hi - lo) * (0.05 + 0.9 * u)  # not on the band's edges, where an uncertain score rarely lies
+
+
+def why_asked(score: float | None, thresholds: Mapping[str, Any], model: str, hints: list[str]) -> str:
+    """Why the model asked, in words, with the thresholds and the image-quality hints."""
+    lo, hi = _num(thresholds.get("pass_below")), _num(thresholds.get("reject_above"))
+    of_model = f"of model {model}" if model else "(no model)"
+    if score is None:
+        words = f"no score {of_model}"
+    elif lo is not None and hi is not None:
+        words = f"score {score:.2f} in the review band {lo:.2f}\u2013{hi:.2f} {of_model}"
+    else:
+        words = f"score {score:.2f} {of_model}"
+    warnings = [h for h in hints if h != NO_WARNINGS]
+    return "; ".join([words, *warnings])
+
+
 def item_view(row: Mapping[str, Any]) -> dict[str, Any]:
     """The fields the review screen shows for one stored review."""
     quality = json.loads(row["quality"] or "{}")
+    thresholds = json.loads(row["thresholds"] or "{}")
     failsafe = row["reason"] == "fail-safe"
+    score = shown_score(row["id"], row["reason"], row["score"], thresholds)
+    hints = quality_words(quality)
     return {
         "id": row["id"],
         "part_id": row["part_id"],
@@ -69,11 +115,13 @@ def item_view(row: Mapping[str, Any]) -> dict[str, Any]:
         "camera": row["camera"],
         "captured": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["captured_at"])),
         "captured_at": row["captured_at"],
-        "score": "-" if row["score"] is None else f"{row['score']:.3f}",
+        "score": "-" if score is None else f"{score:.3f}",
         "band": row["band"] if failsafe else None,
         "model": row["model"] or "-",
         "why": why_sent(row["reason"], row["detail"]),
-        "hints": quality_words(quality),
+        "asked": None if failsafe else why_asked(score, thresholds, row["model"], hints),
+        "thresholds": _threshold_words(thresholds),
+        "hints": hints,
         "awaiting_confirm": row["state"] == "awaiting_confirm",
     }
 

@@ -103,20 +103,51 @@ def test_verdict_undo_and_publish(station):
 def test_audit_items_look_exactly_like_uncertain_ones(station):
     app, cfg = station
     store = Store(cfg.db_path)
-    (u,) = add_reviews(store, 1, cfg.image_dir, reason="uncertain", band="uncertain", part_id="PX")
-    (a,) = add_reviews(store, 1, cfg.image_dir, reason="audit", band="uncertain", part_id="PX", t0=0.0)
+    (u,) = add_reviews(store, 1, cfg.image_dir, reason="uncertain", band="uncertain", part_id="PX", score=0.512)
+    # An audit: a confident PASS (score 0.004, far below the band 0.3-0.7) sampled for a second look.
+    (a,) = add_reviews(store, 1, cfg.image_dir, reason="audit", band="uncertain", part_id="PX", t0=0.0,
+                       score=0.004, action_taken="HOLD")
     c = app.test_client()
     login(c, *OPERATOR[::2])
 
     def fragment(rid):
         html = c.get("/review/item").get_json()["html"]
         assert rid in html
-        return re.sub(r"[0-9a-f-]{36}", "ID", re.sub(r"Captured</dt><dd>[^<]*", "", html))
+        return html
+
+    def shown(html):
+        return float(re.search(r'class="score">([0-9.]+)<', html).group(1))
+
+    def blind(html):  # everything but the ids, the capture time and the score's digits
+        html = re.sub(r"Captured</dt><dd>[^<]*", "", html)
+        return re.sub(r"[0-9a-f-]{36}", "ID", re.sub(r"score\"?>?\s?[0-9.]+", "score N", html))
 
     audit_html = fragment(a.id)  # captured earlier, so it comes first
     assert "audit" not in audit_html.lower()
+    assert "0.004" not in audit_html  # the true score would say "the model is sure"
+    assert 0.3 < shown(audit_html) < 0.7  # drawn inside the band, as an uncertain item's lies
+    assert fragment(a.id) == audit_html  # the same number on every look
     store.record_verdict(a.id, "not_defect", "glare", "erik")
-    assert fragment(u.id) == audit_html
+    uncertain_html = fragment(u.id)
+    assert shown(uncertain_html) == 0.512  # an uncertain item shows its own score
+    assert blind(uncertain_html) == blind(audit_html)
+    c2 = app.test_client()
+    login(c2, *ENGINEER[::2])
+    assert "0.004" in c2.get(f"/history/{a.id}").get_data(as_text=True)  # engineers see the truth
+
+
+def test_the_review_screen_says_why_the_model_asked_in_words_with_the_thresholds(station):
+    app, cfg = station
+    store = Store(cfg.db_path)
+    add_reviews(store, 1, cfg.image_dir, score=0.41, model="1.2.0",
+                thresholds={"pass_below": 0.30, "reject_above": 0.55},
+                quality={"saturated": 0.14, "dark": 0.0, "mean": 120.0, "sharpness": 300.0})
+    c = app.test_client()
+    login(c, *OPERATOR[::2])
+    html = c.get("/review").get_data(as_text=True)
+    assert ("Why you see it: score 0.41 in the review band 0.30\u20130.55 of model 1.2.0; "
+            "14 % saturated pixels: glare likely") in html
+    assert "pass below 0.30, review 0.30\u20130.55, reject from 0.55" in html
 
 
 def test_export_api_needs_token_and_pages_by_cursor(station):
