@@ -14,6 +14,7 @@ from typing import Any
 from qcloop import wire
 from qcloop.errors import WireError
 from qcloop.versions import version_key
+from station_ui import present
 from station_ui.store import Store
 
 
@@ -26,7 +27,7 @@ def summary(db: Store, since: float) -> dict[str, Any]:
     out["per_reviewer"] = [(r[0], r[1]) for r in c.execute(
         "SELECT user, count(*) FROM verdicts WHERE undone = 0 AND time >= ? GROUP BY user ORDER BY 2 DESC",
         (since,))]
-    out["verdict_mix"] = [(f"{r[0]} {r[1] or ''}".strip(), r[2]) for r in c.execute(
+    out["verdict_mix"] = [(present.verdict_words(r[0], r[1], "done"), r[2]) for r in c.execute(
         "SELECT final_verdict, final_kind, count(*) FROM reviews WHERE decided_at >= ? GROUP BY 1, 2 ORDER BY 3 DESC",
         (since,))]
     pairs = c.execute(

@@ -17,7 +17,9 @@ def bar_chart(items: list[tuple[str, float]], *, title: str, unit: str = "", wid
     for i, (label, value) in enumerate(items):
         y = 24 + i * (bar_h + 6)
         w = max(1, int(room * value / top))
-        parts.append(f'<text x="0" y="{y + bar_h - 6}">{escape(label)[:22]}</text>'
+        fits = max(4, label_w // 7)  # characters of 12 px text in the label column
+        shown = label if len(label) <= fits else label[:fits - 1] + "\u2026"
+        parts.append(f'<text x="0" y="{y + bar_h - 6}"><title>{escape(label)}</title>{escape(shown)}</text>'
                      f'<rect x="{label_w}" y="{y}" width="{w}" height="{bar_h}" fill="{color}"/>'
                      f'<text x="{label_w + w + 6}" y="{y + bar_h - 6}">{_fmt(value)}{escape(unit)}</text>')
     parts.append("</svg>")

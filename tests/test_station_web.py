@@ -205,6 +205,7 @@ def test_engineer_screens_and_admin_setting_is_audited(station):
     dash = c.get("/dashboard").get_data(as_text=True)
     assert "<svg" in dash
     assert "Verdicts per reviewer" in dash
+    assert "Real fault: Pit" in dash and "real_fault pit" not in dash  # the verdict mix in words
     assert "olga" in dash
     hist = c.get("/history?part_id=PART-77&verdict=real_fault").get_data(as_text=True)
     assert hist.count("PART-77</a>") == 1
@@ -253,3 +254,12 @@ def test_history_pages_through_every_match_and_counts_them(station):
     assert "Reviews 1&ndash;1 of 1" in filtered and 'rel="next"' not in filtered
     assert c.get("/history?page=0").status_code == 400
     assert c.get("/history?page=x").status_code == 400
+
+
+def test_chart_labels_are_shortened_whole_and_escaped():
+    from station_ui import svg
+
+    chart = str(svg.bar_chart([("Not a defect: Glare / reflection & more", 3)], title="t", label_w=140))
+    assert "<title>Not a defect: Glare / reflection &amp; more</title>" in chart  # the full label on hover
+    assert "Not a defect: Glare\u2026</text>" in chart  # cut with an ellipsis, never inside an entity
+    assert "&am<" not in chart and "&amp</text>" not in chart

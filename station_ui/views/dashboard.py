@@ -28,7 +28,7 @@ def page():
     charts = {
         "per_reviewer": svg.bar_chart(s["per_reviewer"], title=f"Verdicts per reviewer ({window})"),
         "per_hour": svg.column_chart(s["per_hour"], title="Items decided per hour"),
-        "mix": svg.bar_chart(s["verdict_mix"], title="Verdicts by kind", color="#c98a2e"),
+        "mix": svg.bar_chart(s["verdict_mix"], title="Verdicts by kind", color="#c98a2e", width=600, label_w=230),
     }
     return render_template("dashboard.html", s=s, edges=reports.edges(db), models=reports.models(db), charts=charts, window=window,
                            trainer=reports.trainer(db),
