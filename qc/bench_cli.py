@@ -56,6 +56,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     station.add_argument("--image-kb", type=int, default=100)
     station.add_argument("--pages", type=int, default=200, help="review page loads timed")
     station.add_argument("--verdicts", type=int, default=300, help="verdicts timed")
+    station.add_argument("--known-answer-rate", type=float, default=0.03,
+                         help="share of the items shown that are known answers (station [review]; default 0.03)")
     station.set_defaults(func=lambda args: importlib.import_module("qc.bench_station").main(args))
 
     from training.cli import register_bench as register_training_benches

@@ -5,7 +5,9 @@
    timed from the first publish until the last one is stored.
 2. With ``--items`` stored reviews (bulk-inserted), the review page
    (``GET /review``: queue count, oldest age, the next item) and a verdict
-   (``POST /review/verdict``, synchronous=FULL) are timed through the real Flask app.
+   (``POST /review/verdict``, synchronous=FULL) are timed through the real Flask app, with
+   known-answer items mixed in (``known_answer``: how many of the timed verdicts answered one)
+   drawn from ``SETTLED`` reviews an engineer ruled first.
 """
 from __future__ import annotations
 
@@ -103,13 +105,18 @@ def bulk_insert(store: Any, n: int, image_path: str) -> None:
     store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # set-up's WAL is not the verdicts' cost
 
 
-def bench_web(work: Path, items: int, pages: int = 200, verdicts: int = 300) -> dict[str, Any]:
-    from station_ui import accounts
+#: Reviews an engineer has ruled before the timing starts: the settled pool known answers are drawn from.
+SETTLED = 300
+
+
+def bench_web(work: Path, items: int, pages: int = 200, verdicts: int = 300,
+              known_answer_rate: float = 0.03) -> dict[str, Any]:
+    from station_ui import accounts, known_answers
     from station_ui.app import create_app
     from station_ui.config import config_for
     from station_ui.store import Store
 
-    cfg = config_for(work / "web", mqtt={"enabled": False})
+    cfg = config_for(work / "web", mqtt={"enabled": False}, review={"known_answer_rate": known_answer_rate})
     store = Store(cfg.db_path, station=cfg.station.name)
     cfg.image_dir.mkdir(parents=True, exist_ok=True)
     img = cfg.image_dir / "bench.jpg"
@@ -118,6 +125,10 @@ def bench_web(work: Path, items: int, pages: int = 200, verdicts: int = 300) -> 
     bulk_insert(store, items, str(img))
     insert_s = time.perf_counter() - t0
     accounts.add_user(store, "bench", "operator", "48213579")
+    accounts.add_user(store, "bench-engineer", "engineer", "bench-engineer-pass")
+    settled = min(SETTLED, max(0, items - verdicts - 1))
+    for row in store.next_items(limit=settled):  # the oldest: the engineer's rulings, settled truth
+        store.record_verdict(row["id"], "not_defect", "glare", "bench-engineer")
     store.close()
     app = create_app(cfg)
     c = app.test_client()
@@ -133,7 +144,10 @@ def bench_web(work: Path, items: int, pages: int = 200, verdicts: int = 300) -> 
     token = re.search(r'name="csrf-token" content="([^"]+)"', html).group(1)
     current = re.search(r'class="item" data-id="([^"]+)"', html).group(1)
     verdict_ms = []
+    served = 0
+    check = Store(cfg.db_path, migrate=False)
     for _ in range(verdicts):
+        served += known_answers.is_known_answer(check, current)
         t = time.perf_counter()
         r = c.post("/review/verdict", json={"review_id": current, "verdict": "not_defect", "kind": "glare"},
                    headers={"X-CSRF-Token": token})
@@ -142,7 +156,10 @@ def bench_web(work: Path, items: int, pages: int = 200, verdicts: int = 300) -> 
         if r.status_code != 200:
             raise RuntimeError(f"verdict failed: {j}")
         current = j["id"]
+    check.close()
     return {"items": items, "bulk_insert_s": round(insert_s, 2),
+            "known_answer": {"rate": known_answer_rate, "settled": settled, "served": served,
+                             "share": round(served / verdicts, 4) if verdicts else None},
             "queue_page_ms_p50": round(statistics.median(page_ms), 2),
             "queue_page_ms_p95": round(_pct(page_ms, 95), 2),
             "verdict_ms_p50": round(statistics.median(verdict_ms), 2),
@@ -153,7 +170,7 @@ def main(args: argparse.Namespace) -> int:
     work = Path(tempfile.mkdtemp(prefix="qc-bench-station-"))
     try:
         out = bench_ingest(work, args.ingest, args.image_kb)
-        out.update(bench_web(work, args.items, args.pages, min(args.verdicts, args.items)))
+        out.update(bench_web(work, args.items, args.pages, min(args.verdicts, args.items), args.known_answer_rate))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     out["targets"] = {"ingest_per_s": ">= 300", "queue_page_ms_p95": "<= 50", "verdict_ms_p99": "<= 20"}

@@ -66,10 +66,26 @@ class WebSection:
 
 
 @dataclass(frozen=True)
+class ReviewSection:
+    # Known-answer items (station_ui.known_answers): this share of the items a reviewer is shown are
+    # settled reviews served again, looking like live ones; they measure the reviewer and never reach a
+    # line or the training set. 0 (the default): none; a plant turns it on (station.example.toml: 0.03).
+    known_answer_rate: float = 0.0
+    known_answer_min_accuracy: float = 0.9  # a reviewer below this on known answers is flagged ...
+    known_answer_min_answers: int = 10  # ... once they have answered at least this many
+
+    def __post_init__(self) -> None:
+        check_range("known_answer_rate", self.known_answer_rate, 0.0, 0.5)
+        check_range("known_answer_min_accuracy", self.known_answer_min_accuracy, 0.0, 1.0)
+        check_range("known_answer_min_answers", self.known_answer_min_answers, 1, 100000)
+
+
+@dataclass(frozen=True)
 class StationConfig:
     station: StationSection = field(default_factory=StationSection)
     mqtt: MqttSection = field(default_factory=MqttSection)
     web: WebSection = field(default_factory=WebSection)
+    review: ReviewSection = field(default_factory=ReviewSection)
     critical_lines: tuple[str, ...] = ()  # lines with the two-person rule for "real fault"
 
     @property

@@ -193,6 +193,29 @@ def m008_alarm_acks(db: Database) -> None:
     """)
 
 
+@migrations()
+def m009_known_answers(db: Database) -> None:
+    # Known-answer items (station_ui.known_answers): a settled review served again to one reviewer under
+    # a fresh id, looking like a live item. The answer measures the reviewer; it never becomes a verdict,
+    # so it never reaches a line, the verdict topic or the export.
+    _run(db, """
+    CREATE TABLE known_answers (
+        id TEXT PRIMARY KEY,
+        source_id TEXT NOT NULL REFERENCES reviews(id),
+        user TEXT NOT NULL,
+        served_at REAL NOT NULL,
+        shown_at REAL NOT NULL,
+        truth TEXT NOT NULL,
+        truth_kind TEXT NOT NULL DEFAULT '',
+        lean TEXT NOT NULL,
+        verdict TEXT,
+        kind TEXT,
+        answered_at REAL
+    );
+    CREATE INDEX known_answers_user ON known_answers (user, answered_at);
+    """)
+
+
 def _run(db: Database, script: str) -> None:
     """Run statements one by one: executescript() would COMMIT the migration's transaction."""
     buf = ""

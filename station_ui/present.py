@@ -77,14 +77,29 @@ def age_words(seconds: float | None) -> str:
 
 def shown_score(review_id: str, reason: str, score: float | None, thresholds: Mapping[str, Any]) -> float | None:
     """The score a reviewer sees: the true one, except for an audit, whose score is drawn inside its
-    review band (uniformly, seeded by the review id) as an uncertain item's would lie."""
+    review band as an uncertain item's would lie (draw_in_band)."""
     if reason != "audit" or score is None:
         return score
-    lo, hi = _num(thresholds.get("pass_below")), _num(thresholds.get("reject_above"))
+    return draw_in_band(review_id, thresholds)
+
+
+def draw_in_band(seed_id: str, thresholds: Mapping[str, Any]) -> float | None:
+    """A score inside the review band (uniformly, seeded by ``seed_id``: the same on every look); None
+    when there is no band to draw from (show no score rather than a telling one)."""
+    lo, hi = band_of(thresholds)
     if lo is None or hi is None or not 0.0 <= lo < hi <= 1.0:
-        return None  # no band to draw from: show no score rather than the telling one
-    u = int.from_bytes(hashlib.sha256(f"shown-score:{review_id}".encode()).digest()[:8], "big") / 2.0**64
+        return None
+    u = int.from_bytes(hashlib.sha256(f"shown-score:{seed_id}".encode()).digest()[:8], "big") / 2.0**64
     return lo + (hi - lo) * (0.05 + 0.9 * u)  # not on the band's edges, where an uncertain score rarely lies
+
+
+def band_of(thresholds: Mapping[str, Any]) -> tuple[float | None, float | None]:
+    return _num(thresholds.get("pass_below")), _num(thresholds.get("reject_above"))
+
+
+def thresholds_of(row: Any) -> dict[str, Any]:
+    """A stored review's thresholds (a JSON column)."""
+    return json.loads(row["thresholds"] or "{}")
 
 
 def why_asked(score: float | None, thresholds: Mapping[str, Any], model: str, hints: list[str]) -> str:
@@ -104,7 +119,7 @@ def why_asked(score: float | None, thresholds: Mapping[str, Any], model: str, hi
 def item_view(row: Mapping[str, Any]) -> dict[str, Any]:
     """The fields the review screen shows for one stored review."""
     quality = json.loads(row["quality"] or "{}")
-    thresholds = json.loads(row["thresholds"] or "{}")
+    thresholds = thresholds_of(row)
     failsafe = row["reason"] == "fail-safe"
     score = shown_score(row["id"], row["reason"], row["score"], thresholds)
     hints = quality_words(quality)

@@ -190,13 +190,18 @@ class Store:
         return lines, cams
 
     # --------------------------------------------------------------- verdicts
-    def record_verdict(self, review_id: str, verdict: str, kind: str, user: str, now: float | None = None) -> VerdictOutcome:
-        """Record one reviewer's ruling; raise AlreadyDecided when it cannot count."""
+    @staticmethod
+    def check_verdict(verdict: str, kind: str) -> None:
+        """Raise StoreError naming a verdict or kind that is not one of the wire's."""
         if verdict not in wire.VERDICTS:
             raise StoreError(f"verdict must be one of {wire.VERDICTS}, got {verdict!r}")
         allowed = wire.FAULT_KINDS if verdict == "real_fault" else wire.NOT_DEFECT_KINDS
         if kind and kind not in allowed:
             raise StoreError(f"kind {kind!r} is not one of {allowed} for {verdict}")
+
+    def record_verdict(self, review_id: str, verdict: str, kind: str, user: str, now: float | None = None) -> VerdictOutcome:
+        """Record one reviewer's ruling; raise AlreadyDecided when it cannot count."""
+        self.check_verdict(verdict, kind)
         now = now or time.time()
         with self.write() as conn:
             row = conn.execute("SELECT * FROM reviews WHERE id = ?", (review_id,)).fetchone()

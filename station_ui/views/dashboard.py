@@ -7,7 +7,7 @@ import time
 from flask import Blueprint, current_app, g, redirect, render_template, request, url_for
 
 from qcloop import wire
-from station_ui import present, reports, svg
+from station_ui import known_answers, present, reports, svg
 from station_ui.db import get_db
 from station_ui.health import station_health
 from station_ui.security import require
@@ -30,7 +30,11 @@ def page():
         "per_hour": svg.column_chart(s["per_hour"], title="Items decided per hour"),
         "mix": svg.bar_chart(s["verdict_mix"], title="Verdicts by kind", color="#c98a2e", width=600, label_w=230),
     }
+    review_cfg = current_app.extensions["station"].cfg.review
+    reviewers = known_answers.figures(db, review_cfg.known_answer_min_accuracy, review_cfg.known_answer_min_answers,
+                                      since)
     return render_template("dashboard.html", s=s, edges=reports.edges(db), models=reports.models(db), charts=charts, window=window,
+                           reviewers=reviewers, review_cfg=review_cfg,
                            trainer=reports.trainer(db),
                            windows=list(WINDOW_WORDS.items()), oldest=present.age_words(s["oldest_age_s"]),
                            retrain=request.args.get("retrain", ""),

@@ -26,7 +26,7 @@ from flask import (
     url_for,
 )
 
-from station_ui import present
+from station_ui import known_answers, present
 from station_ui.db import get_db
 from station_ui.errors import AlreadyDecided, ReviewNotFound, StoreError, UndoRefused
 from station_ui.events import sse_format
@@ -45,9 +45,12 @@ def _filters() -> tuple[str | None, str | None]:
 
 
 def _stats(line: str | None, camera: str | None) -> dict[str, Any]:
-    s = get_db().queue_stats(line, camera, user=g.user.name)
+    db = get_db()
+    s = db.queue_stats(line, camera, user=g.user.name)
+    # A known answer waiting for this reviewer is one of their items, as a live one would be.
+    count = s.count + (1 if s.count and known_answers.pending(db, g.user.name) is not None else 0)
     age = s.oldest_age_s()
-    return {"count": s.count, "oldest_captured_at": s.oldest_captured_at, "oldest_age": present.age_words(age)}
+    return {"count": count, "oldest_captured_at": s.oldest_captured_at, "oldest_age": present.age_words(age)}
 
 
 def _item_html(row: Any) -> str:
@@ -57,8 +60,16 @@ def _item_html(row: Any) -> str:
 
 
 def _next_row(line: str | None, camera: str | None) -> Any:
-    rows = get_db().next_items(g.user.name, line, camera, limit=1)
-    return rows[0] if rows else None
+    """The reviewer's next item: a known answer served to them (station_ui.known_answers), else the oldest
+    live item."""
+    db = get_db()
+    rows = db.next_items(g.user.name, line, camera, limit=1)
+    head = rows[0] if rows else None
+    if head is None:
+        return None  # with no live item waiting, no known answer is shown either
+    ka = known_answers.pending(db, g.user.name) or known_answers.maybe_serve(
+        db, g.user.name, head, current_app.extensions["station"].cfg.review.known_answer_rate, line, camera)
+    return known_answers.as_review(db, ka) if ka is not None else head
 
 
 @bp.route("/review")
@@ -88,9 +99,12 @@ def verdict():
         return jsonify(error="send a JSON object with review_id, verdict and kind"), 400
     state = current_app.extensions["station"]
     line, camera = _filters()
+    item_id, verdict_name, kind = str(body.get("review_id", "")), str(body.get("verdict", "")), \
+        str(body.get("kind", "") or "")
+    if known_answers.is_known_answer(get_db(), item_id):
+        return _known_answer(item_id, verdict_name, kind, line, camera)
     try:
-        out = get_db().record_verdict(str(body.get("review_id", "")), str(body.get("verdict", "")),
-                                      str(body.get("kind", "") or ""), g.user.name)
+        out = get_db().record_verdict(item_id, verdict_name, kind, g.user.name)
     except ReviewNotFound as exc:
         return jsonify(error=str(exc)), 404
     except AlreadyDecided as exc:
@@ -107,11 +121,32 @@ def verdict():
                    id=row["id"] if row is not None else None, stats=_stats(line, camera))
 
 
+def _known_answer(item_id: str, verdict_name: str, kind: str, line: str | None, camera: str | None):
+    """A known answer's verdict: answered as a live one is, kept only for measuring the reviewer."""
+    state = current_app.extensions["station"]
+    db = get_db()
+    try:
+        db.check_verdict(verdict_name, kind)
+    except StoreError as exc:
+        return jsonify(error=str(exc)), 400
+    if not known_answers.answer(db, item_id, g.user.name, verdict_name, kind):
+        row = _next_row(line, camera)
+        return jsonify(error=f"review {item_id} is already done", html=_item_html(row),
+                       id=row["id"] if row is not None else None, stats=_stats(line, camera)), 409
+    row = _next_row(line, camera)
+    return jsonify(ok=True, state="done", counted=True, verdict_id=None,
+                   undo_until=time.time() + state.cfg.web.undo_window_s, html=_item_html(row),
+                   id=row["id"] if row is not None else None, stats=_stats(line, camera))
+
+
 @bp.route("/review/undo", methods=["POST"])
 @require("operator")
 def undo():
     state = current_app.extensions["station"]
     line, camera = _filters()
+    undone = known_answers.undo_if_last(get_db(), g.user.name, state.cfg.web.undo_window_s)
+    if undone is not None:  # the reviewer's last ruling was a known answer: it is their next item again
+        return jsonify(ok=True, html=_item_html(_next_row(line, camera)), id=undone, stats=_stats(line, camera))
     try:
         out = get_db().undo_last(g.user.name, state.cfg.web.undo_window_s)
     except UndoRefused as exc:
@@ -154,8 +189,11 @@ def events():
 @bp.route("/images/<review_id>.jpg")
 @require("operator")
 def image(review_id: str):
-    try:
-        row = get_db().get_review(review_id)
-    except ReviewNotFound:
-        abort(404)
-    return send_file(row["image_path"], mimetype="image/jpeg", max_age=3600)
+    db = get_db()
+    path = known_answers.image_path(db, review_id)  # a known answer shows its source's frame
+    if path is None:
+        try:
+            path = db.get_review(review_id)["image_path"]
+        except ReviewNotFound:
+            abort(404)
+    return send_file(path, mimetype="image/jpeg", max_age=3600)
