@@ -252,6 +252,30 @@ class Store:
                 self._queue_verdict(conn, message, now)
         return VerdictOutcome(vid, review_id, state, counted, message)
 
+    def rule_dispute(self, review_id: str, verdict: str, kind: str, user: str,
+                     now: float | None = None) -> VerdictOutcome:
+        """An engineer's ruling on a disputed two-person item: it counts as the item's final verdict (published
+        and exported like any other). Raise AlreadyDecided unless the item is disputed."""
+        self.check_verdict(verdict, kind)
+        now = now or time.time()
+        with self.write() as conn:
+            row = conn.execute("SELECT * FROM reviews WHERE id = ?", (review_id,)).fetchone()
+            if row is None:
+                raise ReviewNotFound(f"no review with id {review_id!r}")
+            if row["state"] != "disputed":
+                raise AlreadyDecided(f"review {review_id} is {row['state']}, not disputed: there is nothing to rule")
+            vid = cast(int, conn.execute(
+                "INSERT INTO verdicts (review_id, verdict, kind, user, station, time, seq) VALUES (?,?,?,?,?,?,3)",
+                (review_id, verdict, kind, user, self.station, now)).lastrowid)
+            conn.execute("UPDATE reviews SET state = 'done', open = 0, final_verdict = ?, final_kind = ?,"
+                         " final_verdict_id = ?, decided_at = ? WHERE id = ?", (verdict, kind, vid, now, review_id))
+            self._audit(conn, user, "ruling", review_id, {"verdict": verdict, "kind": kind, "verdict_id": vid}, now)
+            message = wire.Verdict(review_id=review_id, verdict=cast(wire.VerdictName, verdict), kind=kind,
+                                   user=user, time=now, station=self.station, line=row["line"],
+                                   camera=row["camera"], part_id=row["part_id"])
+            self._queue_verdict(conn, message, now)
+        return VerdictOutcome(vid, review_id, "done", True, message)
+
     def undo_last(self, user: str, window_s: float = 10.0, now: float | None = None) -> UndoOutcome:
         """Undo this user's most recent live verdict if it is younger than window_s."""
         now = now or time.time()
@@ -269,6 +293,9 @@ class Store:
             conn.execute("UPDATE verdicts SET undone = 1, undone_at = ? WHERE id = ?", (now, v["id"]))
             if v["seq"] == 1:
                 conn.execute("UPDATE reviews SET state = 'pending', open = 1, first_user = NULL, final_verdict = NULL,"
+                             " final_kind = NULL, final_verdict_id = NULL, decided_at = NULL WHERE id = ?", (row["id"],))
+            elif v["seq"] == 3:  # an engineer's ruling on a dispute: disputed again
+                conn.execute("UPDATE reviews SET state = 'disputed', open = 0, final_verdict = NULL,"
                              " final_kind = NULL, final_verdict_id = NULL, decided_at = NULL WHERE id = ?", (row["id"],))
             else:
                 conn.execute("UPDATE reviews SET state = 'awaiting_confirm', open = 1, final_verdict = NULL,"

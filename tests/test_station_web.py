@@ -263,3 +263,38 @@ def test_chart_labels_are_shortened_whole_and_escaped():
     assert "<title>Not a defect: Glare / reflection &amp; more</title>" in chart  # the full label on hover
     assert "Not a defect: Glare\u2026</text>" in chart  # cut with an ellipsis, never inside an entity
     assert "&am<" not in chart and "&amp</text>" not in chart
+
+
+def test_an_engineer_rules_on_a_disputed_item_and_the_ruling_counts_and_is_exported(station):
+    app, cfg = station
+    store = Store(cfg.db_path)
+    store.set_line_critical("line1", True, "ada")
+    (h,) = add_reviews(store, 1, cfg.image_dir, line="line1", part_id="PART-D")
+    store.record_verdict(h.id, "real_fault", "crack", "olga")  # first reviewer: a fault ...
+    store.record_verdict(h.id, "not_defect", "glare", "otto")  # ... the second disagrees
+    assert store.get_review(h.id)["state"] == "disputed"
+    assert h.id not in {r["id"] for r in store.export(0, 100)[0]}  # a dispute teaches nothing yet
+    op = app.test_client()
+    login(op, *OPERATOR[::2])
+    assert op.post(f"/history/{h.id}/rule", data={"verdict": "real_fault", "kind": "crack",
+                                                  "csrf_token": page_csrf(op)}).status_code == 403
+    c = app.test_client()
+    login(c, *ENGINEER[::2])
+    dash = c.get("/dashboard").get_data(as_text=True)
+    assert "PART-D" in dash and "Rule on it" in dash
+    record = c.get(f"/history/{h.id}").get_data(as_text=True)
+    assert 'id="ruling"' in record
+    token = csrf_of(record)
+    r = c.post(f"/history/{h.id}/rule", data={"verdict": "real_fault", "kind": "crack", "csrf_token": token})
+    assert r.status_code == 302
+    row = store.get_review(h.id)
+    assert (row["state"], row["final_verdict"], row["final_kind"]) == ("done", "real_fault", "crack")
+    (exported,) = [e for e in store.export(0, 100)[0] if e["id"] == h.id]
+    assert exported["verdict_user"] == ENGINEER[0]  # the ruling is the label the trainer gets
+    assert store.audit_entries(5, action="ruling")[0]["target"] == h.id
+    assert "Ruled: Real fault: Crack" in c.get(f"/history/{h.id}").get_data(as_text=True)
+    again = c.post(f"/history/{h.id}/rule", data={"verdict": "not_defect", "kind": "", "csrf_token": token})
+    assert again.status_code == 409  # ruled once; not disputed any more
+    assert "PART-D" not in c.get("/dashboard").get_data(as_text=True).split('id="disputed"')[1]
+    undone = store.undo_last(ENGINEER[0], window_s=600)  # the engineer takes the ruling back
+    assert undone.message.undone and store.get_review(h.id)["state"] == "disputed"

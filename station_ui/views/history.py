@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import datetime as dt
 
-from flask import Blueprint, abort, render_template, request
+from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, request, url_for
 
 from station_ui import present, reports
 from station_ui.db import get_db
-from station_ui.errors import ReviewNotFound
+from station_ui.errors import AlreadyDecided, ReviewNotFound, StoreError
 from station_ui.security import require
 
 bp = Blueprint("history", __name__)
@@ -52,4 +52,26 @@ def record(review_id: str):
         rec = reports.record(get_db(), review_id)
     except ReviewNotFound:
         abort(404)
-    return render_template("record.html", rec=rec, r=rec["review"])
+    return render_template("record.html", rec=rec, r=rec["review"], fault_kinds=present.FAULT_CHOICES,
+                           not_defect_kinds=present.NOT_DEFECT_CHOICES, kind_labels=present.KIND_LABELS,
+                           verdict_words=present.verdict_words)
+
+
+@bp.route("/history/<review_id>/rule", methods=["POST"])
+@require("engineer")
+def rule(review_id: str):
+    """An engineer rules on a disputed two-person item: the ruling counts and reaches the lines and the export."""
+    verdict, kind = request.form.get("verdict", ""), request.form.get("kind", "")
+    try:
+        out = get_db().rule_dispute(review_id, verdict, kind, g.user.name)
+    except ReviewNotFound:
+        abort(404)
+    except AlreadyDecided as exc:
+        return render_template("error.html", message=str(exc)), 409
+    except StoreError as exc:
+        return render_template("error.html", message=str(exc)), 400
+    state = current_app.extensions["station"]
+    state.publish(out.message)
+    state.hub.publish("queue", {"decided": review_id})
+    flash(f"Ruled: {present.verdict_words(verdict, kind, 'done')}. It counts as the item's verdict.")
+    return redirect(url_for("history.record", review_id=review_id))
