@@ -168,10 +168,14 @@ class Store:
         return " AND ".join(where), args
 
     def queue_stats(self, line: str | None = None, camera: str | None = None, user: str | None = None) -> QueueStats:
-        # count(*) over a covering partial index, minus this user's own items awaiting a
-        # second reviewer (a small index): a filter on first_user would visit every row.
+        # The open count per line and camera the database keeps (queue_counts, migration 10), minus this
+        # user's own items awaiting a second reviewer (a small index): a filter on first_user would visit
+        # every row, and count(*) of every open row grows with the queue.
         where, args = self._queue_where(line, camera, None)
-        count = self.conn.execute(f"SELECT count(*) FROM reviews WHERE {where}", args).fetchone()[0]
+        counted = [(c, v) for c, v in (("line", line), ("camera", camera)) if v]
+        count = self.conn.execute("SELECT coalesce(sum(n), 0) FROM queue_counts"
+                                  + (" WHERE " + " AND ".join(f"{c} = ?" for c, _ in counted) if counted else ""),
+                                  [v for _, v in counted]).fetchone()[0]
         if user and count:
             count -= self.conn.execute(f"SELECT count(*) FROM reviews WHERE {where} AND first_user = ?",
                                        [*args, user]).fetchone()[0]

@@ -140,3 +140,36 @@ def test_ten_concurrent_verdicts_exactly_one_counts(tmp_path):
     check = Store(path)
     assert len(check.live_verdicts(h.id)) == 1
     assert len(check.audit_entries(action="verdict")) == 1
+
+
+def test_the_queue_count_the_database_keeps_follows_every_open_and_close(tmp_path):
+    store = Store(tmp_path / "s.db")
+    store.set_line_critical("L1", True, "ada")
+    a = add_reviews(store, 4, tmp_path / "img", line="L1", camera="c1")
+    b = add_reviews(store, 3, tmp_path / "img", line="L2", camera="c2")
+
+    def counted(line=None, camera=None):
+        where, args = store._queue_where(line, camera, None)
+        truth = store.conn.execute(f"SELECT count(*) FROM reviews WHERE {where}", args).fetchone()[0]
+        kept = store.queue_stats(line, camera).count
+        assert kept == truth, (line, camera, kept, truth)
+        return kept
+
+    assert (counted(), counted("L1"), counted(camera="c2"), counted("L1", "c2")) == (7, 4, 3, 0)
+    store.record_verdict(b[0].id, "not_defect", "glare", "ann")  # closes
+    store.record_verdict(a[0].id, "real_fault", "crack", "ann")  # critical: stays open for a second reviewer
+    assert (counted(), counted("L2")) == (6, 2)
+    store.record_verdict(a[0].id, "not_defect", "", "bob")  # disagreement: disputed, closed
+    assert counted("L1") == 3
+    store.rule_dispute(a[0].id, "real_fault", "crack", "erik")
+    assert counted() == 5
+    (c,) = add_reviews(store, 1, tmp_path / "img", line="L1", camera="c1")
+    store.record_verdict(c.id, "not_defect", "dust", "cy")
+    store.undo_last("cy", window_s=3600)  # undone: open again
+    assert counted("L1") == 4
+    store.record_verdict(c.id, "not_defect", "dust", "cy")
+    store.undo_last("erik", window_s=3600)  # the ruling back: disputed again, still closed
+    store.conn.execute("DELETE FROM verdicts WHERE review_id = ?", (b[1].id,))
+    with store.write() as conn:
+        conn.execute("DELETE FROM reviews WHERE id = ?", (b[1].id,))  # a removed open review leaves the count
+    assert (counted(), counted("L2"), counted("L1")) == (4, 1, 3)
