@@ -64,8 +64,16 @@ class DecisionSection:
     reject_above: float | None = None
     seed: int | None = None  # audit sampling seed (None: random)
     shadow_review_rate: float = 0.1  # share of shadow-model disagreements sent for review (as audits)
+    # The line's operating mode (edge.decision) until the station's line settings arrive, which replace
+    # these three: in-the-loop holds an uncertain part; with hold_time_s > 0 the edge keeps it in the hold
+    # lane until a verdict releases (PASS) or rejects it, or hold_time_s passes and hold_fallback applies.
+    # 0: the edge does not track held parts (the PLC's hold lane decides on its own).
+    mode: Literal["in-the-loop", "on-the-loop", "out-of-the-loop"] = "in-the-loop"
+    hold_time_s: float = 0.0
+    hold_fallback: Literal["PASS", "REJECT"] = "REJECT"
 
     def __post_init__(self) -> None:
+        check_range("hold_time_s", self.hold_time_s, 0.0, 86400.0)
         check_range("audit_rate", self.audit_rate, 0.0, 1.0)
         check_range("shadow_review_rate", self.shadow_review_rate, 0.0, 1.0)
         check_range("deadline_ms", self.deadline_ms, 0.0, 60_000.0, lo_open=True)

@@ -7,6 +7,13 @@
 
 A share of confident decisions (``audit_rate``) is also sent for review, so escapes
 can be measured. The random draw is an argument, which keeps this function pure.
+
+The line's operating mode (wire.OperatingMode) changes only the uncertain band:
+
+    in-the-loop      HOLD (or ``uncertain_action``), reviewed: the verdict releases or rejects it
+    on-the-loop      decided at once on the model's lean -- PASS below the band's middle, REJECT
+                     from it -- and reviewed afterwards (an overruled PASS is a recall)
+    out-of-the-loop  decided at once on the lean; reviewed only when drawn as an audit
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from qcloop.wire import Action, Band
+from qcloop.wire import Action, Band, OperatingMode
 
 PASS: Final = "PASS"
 HOLD: Final = "HOLD"
@@ -53,13 +60,18 @@ def decide(
     uncertain_action: Action = HOLD,
     audit_rate: float = 0.0,
     draw: float = 1.0,
+    mode: OperatingMode = "in-the-loop",
 ) -> Ruling:
     """Rule on one score. ``draw`` is a uniform random number in [0, 1) for audit sampling."""
+    audit = "audit" if draw < audit_rate else None
     if score >= reject_above:
-        return Ruling(REJECT, "reject", "audit" if draw < audit_rate else None)
+        return Ruling(REJECT, "reject", audit)
     if score >= pass_below:
-        return Ruling(uncertain_action, "uncertain", "uncertain")
-    return Ruling(PASS, "pass", "audit" if draw < audit_rate else None)
+        if mode == "in-the-loop":
+            return Ruling(uncertain_action, "uncertain", "uncertain")
+        lean: Action = REJECT if score >= (pass_below + reject_above) / 2 else PASS
+        return Ruling(lean, "uncertain", "uncertain" if mode == "on-the-loop" else audit)
+    return Ruling(PASS, "pass", audit)
 
 
 def fail_safe(detail: str, has_frame: bool) -> Ruling:

@@ -41,6 +41,14 @@ class EdgeMetrics:
         self.latency = Histogram(
             "qc_decision_latency_seconds", "Trigger to decision", buckets=LATENCY_BUCKETS, registry=r
         )
+        self.holds = Counter(
+            "qc_holds",
+            "Held parts that left the hold lane, by outcome (released, rejected, fallback)",
+            ["outcome"],
+            registry=r,
+        )
+        self.held = Gauge("qc_held_parts", "Parts waiting in the hold lane for a verdict", registry=r)
+        self.mode = Gauge("qc_operating_mode_info", "The line's operating mode (value 1)", ["mode"], registry=r)
         self.outbox_depth = Gauge("qc_outbox_depth", "Reviews waiting for the station's ack", registry=r)
         self.outbox_bytes = Gauge("qc_outbox_bytes", "Bytes of images in the outbox", registry=r)
         self.model = Gauge("qc_model_info", "The model version in use (value 1)", ["version"], registry=r)

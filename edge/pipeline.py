@@ -29,13 +29,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import cv2
 import numpy as np
 
 from edge.config import DecisionSection
-from edge.decision import Decision, Ruling, decide, fail_safe
+from edge.decision import HOLD, Decision, Ruling, decide, fail_safe
 from edge.errors import EdgeError, OutboxError, OutboxFullError
 from edge.journal import DecisionJournal
 from edge.metrics import EdgeMetrics
@@ -127,6 +127,12 @@ class Pipeline:
         self._shadow_jobs: queue.Queue[tuple | None] = queue.Queue(maxsize=8)
         self._shadow_rng = random.Random(None if decision.seed is None else decision.seed + 1)
         self.cfg = decision
+        # The line's operating mode, hold time and fallback: from the config until the station's line
+        # settings arrive (apply_settings). ``holds``: the hold lane (edge.holds), when the service runs one.
+        self.mode: str = decision.mode
+        self.hold_time_s: float = decision.hold_time_s
+        self.hold_fallback: str = decision.hold_fallback
+        self.holds: Any = None
         self.line, self.camera_name = line, camera_name
         self.metrics = metrics or EdgeMetrics()
         self.outbox = outbox
@@ -341,6 +347,7 @@ class Pipeline:
             uncertain_action=self.cfg.uncertain_action,
             audit_rate=self.cfg.audit_rate,
             draw=self._rng.random(),
+            mode=cast(wire.OperatingMode, self.mode),
         )
         if time.monotonic() - frame.part_mono > self.deadline_s:
             ruling = fail_safe("late", True)
@@ -427,8 +434,17 @@ class Pipeline:
         for listener in self.listeners:
             listener(decision)
         if review_id and ruling.review:
+            if ruling.action == HOLD and self.holds is not None and self.hold_time_s > 0:
+                # In the loop: the part waits in the hold lane for the verdict on this very review.
+                self.holds.hold(frame.part_id, review_id, self.hold_time_s, self.hold_fallback)
             self._queue_review(frame, decision, reason=ruling.review, detail=ruling.fail_safe, review_id=review_id)
         return decision
+
+    def apply_settings(self, mode: str, hold_time_s: float, fallback: str) -> None:
+        """The line's operating mode, hold time and fallback, as an engineer set them (from the next part on)."""
+        self.mode, self.hold_time_s, self.hold_fallback = mode, hold_time_s, fallback
+        for m in wire.OPERATING_MODES:
+            self.metrics.mode.labels(m).set(1 if m == mode else 0)
 
     def _queue_review(
         self, frame: Frame, decision: Decision, reason: str, detail: str, review_id: str | None = None

@@ -19,6 +19,7 @@ import cv2
 from edge.config import EdgeConfig
 from edge.decision import Decision
 from edge.detector import Detector
+from edge.holds import HoldLane
 from edge.journal import DecisionJournal
 from edge.link import EdgeLink, ReviewSender
 from edge.metrics import EdgeMetrics, MetricsServer
@@ -39,7 +40,7 @@ log = logging.getLogger(__name__)
 
 
 #: Alarms raised by events, not states: they clear after ALARM_QUIET_S seconds without a new one.
-EVENT_ALARMS = ("late", "queue-full", "missed-trigger", "review-dropped", "review-evicted", "shadow")
+EVENT_ALARMS = ("late", "queue-full", "missed-trigger", "review-dropped", "review-evicted", "shadow", "hold-timeout")
 ALARM_QUIET_S = 30.0
 
 
@@ -92,6 +93,9 @@ class EdgeService:
             max_parts=max_parts,
             journal=self.journal,
         )
+        self.holds = HoldLane(self.actuator, self.metrics)  # in the loop: held parts wait for their verdict
+        self.pipeline.holds = self.holds
+        self.pipeline.apply_settings(cfg.decision.mode, cfg.decision.hold_time_s, cfg.decision.hold_fallback)
         self.tally = ModelTally()  # per model version, for the station's dashboard
         self.pipeline.listeners.append(self.tally.on_decision)
         self.pipeline.review_listeners.append(self.tally.on_review)
@@ -109,7 +113,10 @@ class EdgeService:
             poll_s=cfg.model.follow_registry_s,
         )
         if self.link:
-            self.link.subscribe(self.link.topics.model(cfg.edge.line), self.watcher.on_announcement)
+            topics = self.link.topics
+            self.link.subscribe(topics.model(cfg.edge.line), self.watcher.on_announcement)
+            self.link.subscribe(topics.verdict(cfg.edge.line), self.on_verdict)
+            self.link.subscribe(topics.settings(cfg.edge.line), self.on_settings)
         self.http: MetricsServer | None = None
         if cfg.metrics.port:
             self.http = MetricsServer(self.metrics, self.health, cfg.metrics.host, cfg.metrics.port)
@@ -148,6 +155,7 @@ class EdgeService:
         if self.link:
             self.link.start()
             self.sender.start()  # type: ignore[union-attr]
+        self.holds.start()
         self.pipeline.start()
         self.watcher.start()
         self._status_thread.start()
@@ -155,6 +163,7 @@ class EdgeService:
     def stop(self) -> None:
         self.watcher.stop()
         self.pipeline.stop()
+        self.holds.stop()
         self._stop.set()
         if self.sender:
             self.sender.stop()
@@ -169,6 +178,27 @@ class EdgeService:
             device.close()
         if self.http:
             self.http.stop()
+
+    # ------------------------------------------------------------------ the station's rulings
+    def on_verdict(self, payload: bytes) -> None:
+        """A verdict on the line: a held part it rules on leaves the hold lane (released or rejected)."""
+        verdict = wire.Verdict.decode(payload)
+        if verdict.undone:
+            return  # the part has left the lane already; an undo changes what trains, not the part
+        action = self.holds.rule(verdict.review_id, verdict.verdict)
+        if action is not None:
+            log.info("verdict by %s on held part %s: %s", verdict.user, verdict.part_id, action)
+
+    def on_settings(self, payload: bytes) -> None:
+        """The line's operating mode, hold time and fallback as an engineer set them at the station."""
+        s = wire.LineSettings.decode(payload)
+        if s.line != self.cfg.edge.line:
+            log.warning("ignoring settings for line %r on line %r's topic", s.line, self.cfg.edge.line)
+            return
+        self.pipeline.apply_settings(s.mode, s.hold_time_s if s.mode == "in-the-loop" else 0.0, s.fallback)
+        log.info(
+            "line %s: %s (hold %.0f s, then %s), set by %s", s.line, s.mode, s.hold_time_s, s.fallback, s.user or "-"
+        )
 
     # ------------------------------------------------------------------ reporting
     def _publish_result(self, d: Decision) -> None:
@@ -208,6 +238,9 @@ class EdgeService:
             since=self.started_at,
             by_model=self.tally.snapshot(),
             shadow=self._shadow_counts(),
+            mode=p.mode,
+            held=self.holds.waiting,
+            holds={"released": self.holds.released, "rejected": self.holds.rejected, "fallback": self.holds.fell_back},
         )
 
     def _shadow_counts(self) -> wire.ShadowCounts | None:

@@ -31,12 +31,19 @@ def _check_action(action: str) -> None:
         raise ActuatorError(f"unknown action {action!r}; expected one of {', '.join(ACTIONS)}")
 
 
+def _check_release(action: str) -> None:
+    if action not in ("PASS", "REJECT"):
+        raise ActuatorError(f"a held part is released (PASS) or rejected (REJECT), not {action!r}")
+
+
 class SimulatedActuator:
-    """Records every command as (part_id, action, monotonic time) in ``calls``."""
+    """Records every command as (part_id, action, monotonic time) in ``calls``, held parts' releases
+    in ``released``."""
 
     def __init__(self) -> None:
         self.faults = 0
         self.calls: list[tuple[str, str, float]] = []
+        self.released: list[tuple[str, str, float]] = []
         self.counts: Counter[str] = Counter()
         self._lock = threading.Lock()
 
@@ -45,6 +52,11 @@ class SimulatedActuator:
         with self._lock:
             self.calls.append((part_id, action, time.monotonic()))
             self.counts[action] += 1
+
+    def release(self, part_id: str, action: str) -> None:
+        _check_release(action)
+        with self._lock:
+            self.released.append((part_id, action, time.monotonic()))
 
     def close(self) -> None:
         pass
@@ -163,6 +175,10 @@ class _QueuedWriter:
         raise NotImplementedError
 
 
+#: Held parts whose numbers a Modbus actuator keeps for their release.
+HELD_NUMBERS_KEPT = 10000
+
+
 class ModbusActuator(_QueuedWriter):
     """Reject (and hold) coils of a PLC over Modbus TCP, via pymodbus 3.
 
@@ -200,6 +216,8 @@ class ModbusActuator(_QueuedWriter):
         # shifting every later part's number by one.
         self.sequence = 0
         self._sequence_lock = threading.Lock()
+        # Held parts' numbers, so their release reaches the PLC under the number it tracks them by.
+        self._held: dict[str, int] = {}
         # retries=0: a late reject is worse than a counted fault; the pipeline alarms on faults.
         self._client = ModbusTcpClient(host, port=port, timeout=timeout_s, retries=0)
         super().__init__(f"modbus-{host}:{port}", queue_size)
@@ -216,6 +234,21 @@ class ModbusActuator(_QueuedWriter):
         with self._sequence_lock:
             self.sequence += 1
             seq = self.sequence & 0xFFFFFFFF
+            if action == "HOLD":
+                self._held[part_id] = seq
+                if len(self._held) > HELD_NUMBERS_KEPT:
+                    self._held.pop(next(iter(self._held)))  # the oldest: long since decided by the PLC's own timeout
+        self.submit((part_id, action, seq))
+
+    def release(self, part_id: str, action: str) -> None:
+        """The held part's final result: the same number again, now with PASS (released) or REJECT; the
+        hold coil drops and the reject coil follows the action."""
+        _check_release(action)
+        with self._sequence_lock:
+            seq = self._held.pop(part_id, None)
+        if self.result_register is not None and seq is None:
+            self._fault("%s: release of part %s, which was not held here", self._thread.name, part_id)
+            return
         self.submit((part_id, action, seq))
 
     def _write_coil(self, coil: int, value: bool) -> None:
@@ -315,6 +348,13 @@ class GpioActuator(_QueuedWriter):
 
     def actuate(self, part_id: str, action: str) -> None:
         _check_action(action)
+        if action == "REJECT":
+            self.submit(part_id)
+
+    def release(self, part_id: str, action: str) -> None:
+        """A held part ruled a fault (or left to the fallback REJECT) is pulsed off the hold lane; a released
+        one goes on (the jet stays off)."""
+        _check_release(action)
         if action == "REJECT":
             self.submit(part_id)
 

@@ -114,6 +114,7 @@ def render_acl(cameras: list[Camera] | tuple[Camera, ...], prefix: str = wire.DE
         f"topic read {t.train_status()}",
         f"topic write {p}/+/review-ack",
         f"topic write {t.all_verdicts()}",
+        f"topic write {p}/+/settings",
         f"topic write {t.retrain_request()}",
         "",
         "# The retraining server: learns from verdicts, announces models, reports its status.",
@@ -135,6 +136,7 @@ def render_acl(cameras: list[Camera] | tuple[Camera, ...], prefix: str = wire.DE
             f"topic write {t.review(cam.line, cam.camera)}",
             f"topic read {t.review_ack(cam.line)}",
             f"topic read {t.verdict(cam.line)}",
+            f"topic read {t.settings(cam.line)}",
             f"topic read {t.model(cam.line)}",
         ]
     return "\n".join(out) + "\n"

@@ -46,6 +46,11 @@ NOT_DEFECT_KINDS = ("glare", "shadow", "dust", "mis-trigger", "other")
 #: Of those, the lighting artefacts: what the camera saw on a good part, which the model must learn to ignore.
 LIGHTING_KINDS = ("glare", "shadow", "dust")
 MODEL_MODES = ("live", "shadow")
+#: How a line uses its people (LineSettings): in the loop, an uncertain part is HELD until a verdict
+#: releases or rejects it; on the loop, the edge decides at once and people review afterwards (an
+#: overruled PASS is a recall); out of the loop, the edge decides everything and only audits are reviewed.
+OperatingMode = Literal["in-the-loop", "on-the-loop", "out-of-the-loop"]
+OPERATING_MODES: tuple[str, ...] = get_args(OperatingMode)
 #: Optional kinds for "real fault".
 FAULT_KINDS = ("pit", "crack", "burr", "chip", "porosity", "other")
 
@@ -74,6 +79,10 @@ class Topics:
 
     def model(self, line: str) -> str:
         return f"{self.prefix}/model/{_level(line)}"
+
+    def settings(self, line: str) -> str:
+        """Retained: the line's operating mode, hold time and fallback, set by an engineer at the station."""
+        return f"{self.prefix}/{_level(line)}/settings"
 
     def retrain_request(self) -> str:
         """Station -> trainer: an engineer asked for a retrain now."""
@@ -313,6 +322,23 @@ class RetrainRequest(Message):
 
 
 @dataclass(frozen=True)
+class LineSettings(Message):
+    """Station -> edges (retained, per line): how the line uses its people, as an engineer set it."""
+
+    WHAT: ClassVar[str] = "line settings"
+    line: str
+    mode: OperatingMode = "in-the-loop"
+    hold_time_s: float = field(default=60.0, metadata=bounded(1.0, 86400.0))  # in the loop: wait this long ...
+    fallback: Literal["PASS", "REJECT"] = "REJECT"  # ... then do this with a held part no one ruled
+    user: str = ""
+    time: float = field(default=0.0, metadata=bounded(0.0))
+
+    def __post_init__(self) -> None:
+        if not self.line:
+            raise ValueError("field 'line' must not be empty")
+
+
+@dataclass(frozen=True)
 class PartResult(Message):
     """Edge -> anyone (``[mqtt].publish_results``): one part's decision, as the actuator got it."""
 
@@ -369,6 +395,9 @@ class EdgeStatus(Message):
     since: float = 0.0
     by_model: dict[str, ModelCounts] = field(default_factory=dict)
     shadow: ShadowCounts | None = None  # a candidate scored beside the live model, when one runs
+    mode: str = ""  # the line's operating mode the edge runs in (OPERATING_MODES; "" from older edges)
+    held: int = field(default=0, metadata=bounded(0))  # parts waiting in the hold lane for a verdict
+    holds: dict[str, int] = field(default_factory=dict, metadata=bounded(0))  # released / rejected / fallback
 
 
 # ------------------------------------------------------------------ trainer status

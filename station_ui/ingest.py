@@ -140,6 +140,20 @@ class Ingest:
             nothing_pending = not self._subs_pending
         if nothing_pending:  # no subscription could be sent: the reconnect will try again
             log.warning("could not subscribe after connecting to %s:%s", self.cfg.mqtt.host, self.cfg.mqtt.port)
+        self._publish_all_line_settings()
+
+    def _publish_all_line_settings(self) -> None:
+        """Every line's mode again, retained: a broker that lost its retained messages gets them back."""
+        try:
+            with self._db_lock:
+                if self._verdict_store is None:
+                    self._verdict_store = Store(self.cfg.db_path, migrate=False, station=self.cfg.station.name)
+                settings = self._verdict_store.line_settings()
+        except (sqlite3.Error, StoreError) as exc:
+            log.warning("cannot read the lines' operating modes: %s", exc)
+            return
+        for message in settings:
+            self.publish_line_settings(message)
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: Any, props: Any) -> None:
         with self._subs_lock:
@@ -332,3 +346,7 @@ class Ingest:
 
     def publish_retrain_request(self, message: wire.RetrainRequest) -> None:
         self.client.publish(self.topics.retrain_request(), message.encode(), qos=1)
+
+    def publish_line_settings(self, message: wire.LineSettings) -> None:
+        """Retained, so an edge that starts (or reconnects) later gets its line's mode at once."""
+        self.client.publish(self.topics.settings(message.line), message.encode(), qos=1, retain=True)

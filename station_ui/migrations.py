@@ -243,6 +243,18 @@ def m010_queue_counts(db: Database) -> None:
     """)
 
 
+@migrations()
+def m011_line_modes(db: Database) -> None:
+    # How each line uses its people (wire.LineSettings): set by engineers, audited, sent to the edges retained.
+    _run(db, """
+    ALTER TABLE lines ADD COLUMN mode TEXT NOT NULL DEFAULT 'in-the-loop';
+    ALTER TABLE lines ADD COLUMN hold_time_s REAL NOT NULL DEFAULT 60;
+    ALTER TABLE lines ADD COLUMN fallback TEXT NOT NULL DEFAULT 'REJECT';
+    ALTER TABLE lines ADD COLUMN mode_set_by TEXT NOT NULL DEFAULT '';
+    ALTER TABLE lines ADD COLUMN mode_set_at REAL NOT NULL DEFAULT 0;
+    """)
+
+
 def _run(db: Database, script: str) -> None:
     """Run statements one by one: executescript() would COMMIT the migration's transaction."""
     buf = ""

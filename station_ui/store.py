@@ -352,10 +352,45 @@ class Store:
                          " critical = excluded.critical", (line, int(critical)))
             self._audit(conn, user, "setting", f"line:{line}", {"critical": bool(critical)})
 
+    def set_line_mode(self, line: str, mode: str, hold_time_s: float, fallback: str, user: str,
+                      now: float | None = None) -> wire.LineSettings:
+        """An engineer sets how a line uses its people; audited. Returns the settings to send to its edges."""
+        now = now or time.time()
+        try:
+            settings = wire.LineSettings(line=line, mode=mode, hold_time_s=float(hold_time_s),  # type: ignore[arg-type]
+                                         fallback=fallback, user=user, time=now)  # type: ignore[arg-type]
+            settings = wire.LineSettings.decode(settings.encode())  # the wire's own checks, naming the field
+        except (ValueError, TypeError, wire.WireError) as exc:
+            raise StoreError(f"line {line!r}: {exc}") from exc
+        with self.write() as conn:
+            conn.execute("INSERT INTO lines (name, mode, hold_time_s, fallback, mode_set_by, mode_set_at)"
+                         " VALUES (?,?,?,?,?,?) ON CONFLICT(name) DO UPDATE SET mode = excluded.mode,"
+                         " hold_time_s = excluded.hold_time_s, fallback = excluded.fallback,"
+                         " mode_set_by = excluded.mode_set_by, mode_set_at = excluded.mode_set_at",
+                         (line, settings.mode, settings.hold_time_s, settings.fallback, user, now))
+            self._audit(conn, user, "setting", f"line:{line}", {"mode": settings.mode,
+                                                                "hold_time_s": settings.hold_time_s,
+                                                                "fallback": settings.fallback}, now)
+        return settings
+
+    def line_mode(self, line: str) -> tuple[str, float, str]:
+        """(mode, hold time, fallback) of one line; the defaults when no engineer has set them."""
+        r = self.conn.execute("SELECT mode, hold_time_s, fallback FROM lines WHERE name = ?", (line,)).fetchone()
+        return (r["mode"], r["hold_time_s"], r["fallback"]) if r else ("in-the-loop", 60.0, "REJECT")
+
+    def line_settings(self) -> list[wire.LineSettings]:
+        """Every line an engineer has set a mode for (what the edges are sent, retained)."""
+        return [wire.LineSettings(line=r["name"], mode=r["mode"], hold_time_s=r["hold_time_s"], fallback=r["fallback"],
+                                  user=r["mode_set_by"], time=r["mode_set_at"])
+                for r in self.conn.execute("SELECT * FROM lines WHERE mode_set_at > 0 ORDER BY name")]
+
     def lines(self) -> list[sqlite3.Row]:
+        """Every line seen or configured, with its two-person rule and operating mode (defaults where unset)."""
         return self.conn.execute(
-            "SELECT l.name, coalesce(c.critical, 0) AS critical FROM"
-            " (SELECT DISTINCT line AS name FROM reviews UNION SELECT name FROM lines) l"
+            "SELECT l.name, coalesce(c.critical, 0) AS critical, coalesce(c.mode, 'in-the-loop') AS mode,"
+            " coalesce(c.hold_time_s, 60) AS hold_time_s, coalesce(c.fallback, 'REJECT') AS fallback,"
+            " coalesce(c.mode_set_by, '') AS mode_set_by FROM"
+            " (SELECT DISTINCT line AS name FROM sources UNION SELECT name FROM lines) l"
             " LEFT JOIN lines c ON c.name = l.name ORDER BY l.name").fetchall()
 
     # ----------------------------------------------------------------- export

@@ -44,3 +44,18 @@ def test_fail_safe_rejects_and_reviews_only_with_a_frame(detail):
 def test_unknown_fail_safe_reason_is_refused():
     with pytest.raises(ValueError):
         fail_safe("tired", True)
+
+
+def test_the_operating_mode_changes_only_the_uncertain_band():
+    t = {"pass_below": 0.3, "reject_above": 0.7}
+    for mode in ("in-the-loop", "on-the-loop", "out-of-the-loop"):
+        assert decide(0.1, **t, mode=mode).action == "PASS"  # confident decisions are the same in every mode
+        assert decide(0.9, **t, mode=mode).action == "REJECT"
+        assert decide(0.1, **t, mode=mode, audit_rate=0.5, draw=0.1).review == "audit"
+    assert (decide(0.4, **t).action, decide(0.4, **t).review) == ("HOLD", "uncertain")  # in the loop: held
+    on_low, on_high = decide(0.4, **t, mode="on-the-loop"), decide(0.6, **t, mode="on-the-loop")
+    assert (on_low.action, on_high.action) == ("PASS", "REJECT")  # on the loop: the lean, at once ...
+    assert on_low.review == on_high.review == "uncertain"  # ... and reviewed afterwards
+    out = decide(0.4, **t, mode="out-of-the-loop")
+    assert (out.action, out.review) == ("PASS", None)  # out of the loop: not reviewed ...
+    assert decide(0.4, **t, mode="out-of-the-loop", audit_rate=0.5, draw=0.1).review == "audit"  # ... unless audited

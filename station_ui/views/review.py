@@ -54,7 +54,10 @@ def _stats(line: str | None, camera: str | None) -> dict[str, Any]:
 
 
 def _item_html(row: Any) -> str:
-    return render_template("_item.html", item=present.item_view(row) if row is not None else None,
+    item = present.item_view(row) if row is not None else None
+    if item is not None:
+        item["mode"] = present.mode_words(*get_db().line_mode(row["line"]))
+    return render_template("_item.html", item=item,
                            fault_choices=present.FAULT_CHOICES, not_defect_choices=present.NOT_DEFECT_CHOICES,
                            kind_labels=present.KIND_LABELS)
 
