@@ -24,6 +24,7 @@ class EdgeSection:
     camera: str = "cam1"
     data_dir: Path = Path("var/edge")  # outbox, local model registry
     journal: bool = False  # append every decision and stored review to <data_dir>/decisions.jsonl (audits)
+    lot: str = ""  # the production lot, sent with each review (the station's line settings may set it instead)
 
     def __post_init__(self) -> None:
         for name in ("line", "camera"):

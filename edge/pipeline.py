@@ -133,6 +133,7 @@ class Pipeline:
         self.hold_time_s: float = decision.hold_time_s
         self.hold_fallback: str = decision.hold_fallback
         self.holds: Any = None
+        self.lot = ""  # the production lot, sent with each review
         self.line, self.camera_name = line, camera_name
         self.metrics = metrics or EdgeMetrics()
         self.outbox = outbox
@@ -511,6 +512,7 @@ class Pipeline:
             detail=job.detail,
             width=w,
             height=h,
+            lot=self.lot,
         )
         try:
             self.outbox.put(header, buf.tobytes())  # type: ignore[union-attr]

@@ -96,6 +96,7 @@ class EdgeService:
         self.holds = HoldLane(self.actuator, self.metrics)  # in the loop: held parts wait for their verdict
         self.pipeline.holds = self.holds
         self.pipeline.apply_settings(cfg.decision.mode, cfg.decision.hold_time_s, cfg.decision.hold_fallback)
+        self.pipeline.lot = cfg.edge.lot
         self.tally = ModelTally()  # per model version, for the station's dashboard
         self.pipeline.listeners.append(self.tally.on_decision)
         self.pipeline.review_listeners.append(self.tally.on_review)
@@ -196,6 +197,7 @@ class EdgeService:
             log.warning("ignoring settings for line %r on line %r's topic", s.line, self.cfg.edge.line)
             return
         self.pipeline.apply_settings(s.mode, s.hold_time_s if s.mode == "in-the-loop" else 0.0, s.fallback)
+        self.pipeline.lot = s.lot or self.cfg.edge.lot
         log.info(
             "line %s: %s (hold %.0f s, then %s), set by %s", s.line, s.mode, s.hold_time_s, s.fallback, s.user or "-"
         )

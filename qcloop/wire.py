@@ -134,6 +134,7 @@ class ReviewHeader:
     detail: str = ""  # for fail-safe: why (late, camera-fault, model-error, queue-full)
     width: int = 0
     height: int = 0
+    lot: str = ""  # the production lot the part belongs to ("" when the line does not say): named in a recall
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -155,6 +156,7 @@ _HEADER_TYPES: dict[str, tuple[type, ...]] = {
     "detail": (str,),
     "width": (int,),
     "height": (int,),
+    "lot": (str,),
 }
 REQUIRED_HEADER_FIELDS = (
     "id",
@@ -330,6 +332,7 @@ class LineSettings(Message):
     mode: OperatingMode = "in-the-loop"
     hold_time_s: float = field(default=60.0, metadata=bounded(1.0, 86400.0))  # in the loop: wait this long ...
     fallback: Literal["PASS", "REJECT"] = "REJECT"  # ... then do this with a held part no one ruled
+    lot: str = ""  # the lot the line is running now ("" : the edge's own [edge].lot)
     user: str = ""
     time: float = field(default=0.0, metadata=bounded(0.0))
 

@@ -255,6 +255,28 @@ def m011_line_modes(db: Database) -> None:
     """)
 
 
+@migrations()
+def m012_lots_and_recalls(db: Database) -> None:
+    # A part's lot (from the edge), and recalls: a part the line passed that a reviewer then ruled a real
+    # fault (on the loop, or an audited pass) has left the line; engineers must find it. Kept until acknowledged.
+    _run(db, """
+    ALTER TABLE reviews ADD COLUMN lot TEXT NOT NULL DEFAULT '';
+    ALTER TABLE lines ADD COLUMN lot TEXT NOT NULL DEFAULT '';
+    CREATE TABLE recalls (
+        review_id TEXT PRIMARY KEY REFERENCES reviews(id),
+        part_id TEXT NOT NULL,
+        line TEXT NOT NULL,
+        camera TEXT NOT NULL,
+        captured_at REAL NOT NULL,
+        lot TEXT NOT NULL DEFAULT '',
+        user TEXT NOT NULL,
+        time REAL NOT NULL,
+        acked_by TEXT,
+        acked_at REAL
+    );
+    """)
+
+
 def _run(db: Database, script: str) -> None:
     """Run statements one by one: executescript() would COMMIT the migration's transaction."""
     buf = ""

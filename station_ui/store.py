@@ -132,10 +132,10 @@ class Store:
                 cur = conn.execute(
                     "INSERT OR IGNORE INTO reviews (id, part_id, line, camera, captured_at, model, score, band,"
                     " action_taken, reason, thresholds, quality, detail, width, height, image_path, image_bytes,"
-                    " received_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    " received_at, lot) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (h.id, h.part_id, h.line, h.camera, h.captured_at, h.model, h.score, h.band, h.action_taken,
                      h.reason, json.dumps(h.thresholds), json.dumps(h.quality), h.detail, h.width, h.height,
-                     image_path, nbytes, now))
+                     image_path, nbytes, now, h.lot))
                 out.append(cur.rowcount == 1)
                 if cur.rowcount == 1:
                     conn.execute("INSERT OR IGNORE INTO sources (line, camera) VALUES (?, ?)", (h.line, h.camera))
@@ -254,7 +254,32 @@ class Store:
                                        user=user, time=now, station=self.station, line=row["line"],
                                        camera=row["camera"], part_id=row["part_id"])
                 self._queue_verdict(conn, message, now)
+                self._recall_if_passed(conn, row, verdict, user, now)
         return VerdictOutcome(vid, review_id, state, counted, message)
+
+    def _recall_if_passed(self, conn: sqlite3.Connection, row: sqlite3.Row, verdict: str, user: str,
+                          now: float) -> None:
+        """A part the line passed, ruled a real fault, has left the line: a recall, until acknowledged."""
+        if verdict != "real_fault" or row["action_taken"] != "PASS":
+            return
+        conn.execute("INSERT OR IGNORE INTO recalls (review_id, part_id, line, camera, captured_at, lot, user, time)"
+                     " VALUES (?,?,?,?,?,?,?,?)", (row["id"], row["part_id"], row["line"], row["camera"],
+                                                   row["captured_at"], row["lot"], user, now))
+        self._audit(conn, user, "recall", row["id"], {"part": row["part_id"], "lot": row["lot"]}, now)
+
+    def recalls(self, include_acked: bool = False) -> list[sqlite3.Row]:
+        return self.conn.execute("SELECT * FROM recalls" + ("" if include_acked else " WHERE acked_by IS NULL")
+                                 + " ORDER BY time DESC LIMIT 200").fetchall()
+
+    def acknowledge_recall(self, review_id: str, user: str, now: float | None = None) -> bool:
+        """An engineer has the recall in hand; False if there is no open recall for that review."""
+        now = now or time.time()
+        with self.write() as conn:
+            cur = conn.execute("UPDATE recalls SET acked_by = ?, acked_at = ? WHERE review_id = ? AND acked_by IS NULL",
+                               (user, now, review_id))
+            if cur.rowcount:
+                self._audit(conn, user, "recall-acknowledged", review_id, {}, now)
+        return bool(cur.rowcount)
 
     def rule_dispute(self, review_id: str, verdict: str, kind: str, user: str,
                      now: float | None = None) -> VerdictOutcome:
@@ -278,6 +303,7 @@ class Store:
                                    user=user, time=now, station=self.station, line=row["line"],
                                    camera=row["camera"], part_id=row["part_id"])
             self._queue_verdict(conn, message, now)
+            self._recall_if_passed(conn, row, verdict, user, now)
         return VerdictOutcome(vid, review_id, "done", True, message)
 
     def undo_last(self, user: str, window_s: float = 10.0, now: float | None = None) -> UndoOutcome:
@@ -353,24 +379,25 @@ class Store:
             self._audit(conn, user, "setting", f"line:{line}", {"critical": bool(critical)})
 
     def set_line_mode(self, line: str, mode: str, hold_time_s: float, fallback: str, user: str,
-                      now: float | None = None) -> wire.LineSettings:
-        """An engineer sets how a line uses its people; audited. Returns the settings to send to its edges."""
+                      now: float | None = None, lot: str = "") -> wire.LineSettings:
+        """An engineer sets how a line uses its people (and the lot it runs); audited. Returns the settings to
+        send to its edges."""
         now = now or time.time()
         try:
             settings = wire.LineSettings(line=line, mode=mode, hold_time_s=float(hold_time_s),  # type: ignore[arg-type]
-                                         fallback=fallback, user=user, time=now)  # type: ignore[arg-type]
+                                         fallback=fallback, user=user, time=now, lot=lot.strip()[:100])  # type: ignore[arg-type]
             settings = wire.LineSettings.decode(settings.encode())  # the wire's own checks, naming the field
         except (ValueError, TypeError, wire.WireError) as exc:
             raise StoreError(f"line {line!r}: {exc}") from exc
         with self.write() as conn:
-            conn.execute("INSERT INTO lines (name, mode, hold_time_s, fallback, mode_set_by, mode_set_at)"
-                         " VALUES (?,?,?,?,?,?) ON CONFLICT(name) DO UPDATE SET mode = excluded.mode,"
+            conn.execute("INSERT INTO lines (name, mode, hold_time_s, fallback, mode_set_by, mode_set_at, lot)"
+                         " VALUES (?,?,?,?,?,?,?) ON CONFLICT(name) DO UPDATE SET mode = excluded.mode,"
                          " hold_time_s = excluded.hold_time_s, fallback = excluded.fallback,"
-                         " mode_set_by = excluded.mode_set_by, mode_set_at = excluded.mode_set_at",
-                         (line, settings.mode, settings.hold_time_s, settings.fallback, user, now))
+                         " mode_set_by = excluded.mode_set_by, mode_set_at = excluded.mode_set_at, lot = excluded.lot",
+                         (line, settings.mode, settings.hold_time_s, settings.fallback, user, now, settings.lot))
             self._audit(conn, user, "setting", f"line:{line}", {"mode": settings.mode,
                                                                 "hold_time_s": settings.hold_time_s,
-                                                                "fallback": settings.fallback}, now)
+                                                                "fallback": settings.fallback, "lot": settings.lot}, now)
         return settings
 
     def line_mode(self, line: str) -> tuple[str, float, str]:
@@ -381,7 +408,7 @@ class Store:
     def line_settings(self) -> list[wire.LineSettings]:
         """Every line an engineer has set a mode for (what the edges are sent, retained)."""
         return [wire.LineSettings(line=r["name"], mode=r["mode"], hold_time_s=r["hold_time_s"], fallback=r["fallback"],
-                                  user=r["mode_set_by"], time=r["mode_set_at"])
+                                  user=r["mode_set_by"], time=r["mode_set_at"], lot=r["lot"])
                 for r in self.conn.execute("SELECT * FROM lines WHERE mode_set_at > 0 ORDER BY name")]
 
     def lines(self) -> list[sqlite3.Row]:
@@ -389,7 +416,7 @@ class Store:
         return self.conn.execute(
             "SELECT l.name, coalesce(c.critical, 0) AS critical, coalesce(c.mode, 'in-the-loop') AS mode,"
             " coalesce(c.hold_time_s, 60) AS hold_time_s, coalesce(c.fallback, 'REJECT') AS fallback,"
-            " coalesce(c.mode_set_by, '') AS mode_set_by FROM"
+            " coalesce(c.mode_set_by, '') AS mode_set_by, coalesce(c.lot, '') AS lot FROM"
             " (SELECT DISTINCT line AS name FROM sources UNION SELECT name FROM lines) l"
             " LEFT JOIN lines c ON c.name = l.name ORDER BY l.name").fetchall()
 

@@ -18,10 +18,10 @@ from tests.test_edge_service import write_config
 from tests.waiting import wait_until
 
 
-def _set_mode(client, line, mode, hold_time_s=60, fallback="REJECT"):
+def _set_mode(client, line, mode, hold_time_s=60, fallback="REJECT", lot=""):
     token = page_csrf(client, "/admin/")
     r = client.post("/admin/lines/mode", data={"line": line, "mode": mode, "hold_time_s": str(hold_time_s),
-                                               "fallback": fallback, "csrf_token": token})
+                                               "fallback": fallback, "lot": lot, "csrf_token": token})
     assert r.status_code == 302, r.get_data(as_text=True)
 
 
@@ -47,7 +47,7 @@ def test_a_line_in_the_loop_holds_parts_until_ruled_then_runs_out_of_the_loop_wh
     edge.pipeline.listeners.append(decisions.append)
     try:
         assert station.ingest.connected.wait(10)
-        _set_mode(eng, "L1", "in-the-loop", hold_time_s=2, fallback="REJECT")  # retained: the edge gets it on connect
+        _set_mode(eng, "L1", "in-the-loop", hold_time_s=2, fallback="REJECT", lot="LOT-7")  # retained
         edge.start()
         assert wait_until(lambda: edge.pipeline.hold_time_s == 2.0, 15)  # the station's setting arrived
         assert wait_until(lambda: edge.holds.waiting >= 2, 15)
@@ -58,6 +58,7 @@ def test_a_line_in_the_loop_holds_parts_until_ruled_then_runs_out_of_the_loop_wh
         assert wait_until(lambda: any(store.has_review(r) for r in _review_ids(edge, held)), 15)
         review_id = next(r for r in _review_ids(edge, held) if store.has_review(r))
         part_id = store.get_review(review_id)["part_id"]
+        assert store.get_review(review_id)["lot"] == "LOT-7"  # the lot the station set travels with each review
         token = page_csrf(op)
         r = op.post("/review/verdict", json={"review_id": review_id, "verdict": "not_defect", "kind": "glare"},
                     headers={"X-CSRF-Token": token})
@@ -108,3 +109,33 @@ def test_bad_line_settings_are_refused_naming_the_field(tmp_path):
     s = store.set_line_mode("L1", "on-the-loop", 30, "PASS", "erik")
     assert (s.mode, s.hold_time_s, s.fallback, s.user) == ("on-the-loop", 30.0, "PASS", "erik")
     assert store.line_mode("L1") == ("on-the-loop", 30.0, "PASS") and store.line_mode("L9")[0] == "in-the-loop"
+
+
+def test_a_passed_part_ruled_a_real_fault_raises_a_recall_naming_part_time_and_lot(tmp_path):
+    from station_support import add_reviews, make_station
+
+    app, cfg = make_station(tmp_path)
+    store = Store(cfg.db_path)
+    (passed,) = add_reviews(store, 1, cfg.image_dir, reason="uncertain", action_taken="PASS", part_id="P-OUT",
+                            lot="LOT-42", t0=1_700_000_000.0)
+    (held,) = add_reviews(store, 1, cfg.image_dir, reason="uncertain", action_taken="HOLD", part_id="P-HELD")
+    (fine,) = add_reviews(store, 1, cfg.image_dir, reason="audit", action_taken="PASS", part_id="P-FINE")
+    store.record_verdict(held.id, "real_fault", "crack", "olga")  # held: the line still has it, no recall
+    store.record_verdict(fine.id, "not_defect", "", "olga")  # a pass confirmed: no recall
+    assert store.recalls() == []
+    store.record_verdict(passed.id, "real_fault", "pit", "olga")  # on the loop: the line passed it, it is gone
+    (recall,) = store.recalls()
+    assert (recall["part_id"], recall["lot"], recall["user"]) == ("P-OUT", "LOT-42", "olga")
+    c = app.test_client()
+    login(c, *ENGINEER[::2])
+    dash = c.get("/dashboard").get_data(as_text=True)
+    import time
+
+    assert "RECALL:</strong> part P-OUT" in dash and "lot LOT-42" in dash
+    assert time.strftime("%Y-%m-%d", time.localtime(1_700_000_000.0)) in dash  # and when it was made
+    token = page_csrf(c, "/dashboard")
+    assert c.post("/dashboard/recalls/ack", data={"review_id": passed.id, "csrf_token": token}).status_code == 302
+    assert store.recalls() == [] and store.recalls(include_acked=True)[0]["acked_by"] == ENGINEER[0]
+    assert "RECALL" not in c.get("/dashboard").get_data(as_text=True)
+    assert store.audit_entries(5, action="recall")[0]["target"] == passed.id
+    assert store.audit_entries(5, action="recall-acknowledged")[0]["user"] == ENGINEER[0]

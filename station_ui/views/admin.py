@@ -32,7 +32,8 @@ def set_mode():
         return render_template("error.html", message=f"bad line name {line!r}"), 400
     try:
         settings = get_db().set_line_mode(line, request.form.get("mode", ""), request.form.get("hold_time_s", "60"),
-                                          request.form.get("fallback", "REJECT"), g.user.name)
+                                          request.form.get("fallback", "REJECT"), g.user.name,
+                                          lot=request.form.get("lot", ""))
     except StoreError as exc:
         return render_template("error.html", message=str(exc)), 400
     publisher = current_app.extensions["station"].publisher

@@ -34,7 +34,7 @@ def page():
     reviewers = known_answers.figures(db, review_cfg.known_answer_min_accuracy, review_cfg.known_answer_min_answers,
                                       since)
     return render_template("dashboard.html", s=s, edges=reports.edges(db), models=reports.models(db), charts=charts, window=window,
-                           reviewers=reviewers, review_cfg=review_cfg,
+                           reviewers=reviewers, review_cfg=review_cfg, recalls=db.recalls(),
                            trainer=reports.trainer(db),
                            windows=list(WINDOW_WORDS.items()), oldest=present.age_words(s["oldest_age_s"]),
                            retrain=request.args.get("retrain", ""),
@@ -69,4 +69,14 @@ def acknowledge_alarm():
     if alarm is None:
         return render_template("error.html", message=f"no active alarm {name!r} of {source!r} to acknowledge"), 404
     db.acknowledge_alarm(source, name, alarm["message"], g.user.name)
+    return redirect(url_for("dashboard.page"))
+
+
+@bp.route("/dashboard/recalls/ack", methods=["POST"])
+@require("engineer")
+def acknowledge_recall():
+    """An engineer has a recall in hand (the part is being found): it leaves the dashboard, audited."""
+    review_id = request.form.get("review_id", "")[:100]
+    if not get_db().acknowledge_recall(review_id, g.user.name):
+        return render_template("error.html", message=f"no open recall for review {review_id!r}"), 404
     return redirect(url_for("dashboard.page"))
