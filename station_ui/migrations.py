@@ -277,6 +277,32 @@ def m012_lots_and_recalls(db: Database) -> None:
     """)
 
 
+@migrations()
+def m013_routing(db: Database) -> None:
+    # Routing (station_ui.routing): each review's priority and reviewers, set as it arrives; the queue
+    # is served by priority, then oldest first, through indexes of that order.
+    _run(db, """
+    ALTER TABLE reviews ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE reviews ADD COLUMN reviewers INTEGER NOT NULL DEFAULT 1;
+    CREATE TABLE routing_rules (
+        id INTEGER PRIMARY KEY,
+        line TEXT NOT NULL DEFAULT '',
+        camera TEXT NOT NULL DEFAULT '',
+        reason TEXT NOT NULL DEFAULT '',
+        min_score REAL,
+        max_score REAL,
+        priority INTEGER NOT NULL DEFAULT 0,
+        reviewers INTEGER NOT NULL DEFAULT 1,
+        created_by TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX ix_reviews_route ON reviews(priority DESC, captured_at) WHERE open = 1;
+    CREATE INDEX ix_reviews_route_line ON reviews(line, priority DESC, captured_at) WHERE open = 1;
+    CREATE INDEX ix_reviews_route_cam ON reviews(camera, priority DESC, captured_at) WHERE open = 1;
+    CREATE INDEX ix_reviews_route_lc ON reviews(line, camera, priority DESC, captured_at) WHERE open = 1;
+    """)
+
+
 def _run(db: Database, script: str) -> None:
     """Run statements one by one: executescript() would COMMIT the migration's transaction."""
     buf = ""

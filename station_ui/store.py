@@ -22,7 +22,7 @@ from typing import Any, cast
 from sqlite_utils import Database
 
 from qcloop import wire
-from station_ui import migrations
+from station_ui import migrations, routing
 from station_ui.errors import AlreadyDecided, ReviewNotFound, StoreError, UndoRefused
 
 OPEN_STATES = ("pending", "awaiting_confirm")
@@ -128,14 +128,20 @@ class Store:
         now = received_at or time.time()
         out = []
         with self.write() as conn:
+            rules = self._rules(conn)
+            # Lines an engineer put in the loop: their edges hold uncertain parts until ruled.
+            in_the_loop = {r[0] for r in conn.execute(
+                "SELECT name FROM lines WHERE mode = 'in-the-loop' AND mode_set_at > 0")}
             for h, image_path, nbytes in items:
+                held = h.action_taken == "HOLD" and h.line in in_the_loop
+                priority, reviewers = routing.route(h, rules, held)
                 cur = conn.execute(
                     "INSERT OR IGNORE INTO reviews (id, part_id, line, camera, captured_at, model, score, band,"
                     " action_taken, reason, thresholds, quality, detail, width, height, image_path, image_bytes,"
-                    " received_at, lot) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    " received_at, lot, priority, reviewers) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (h.id, h.part_id, h.line, h.camera, h.captured_at, h.model, h.score, h.band, h.action_taken,
                      h.reason, json.dumps(h.thresholds), json.dumps(h.quality), h.detail, h.width, h.height,
-                     image_path, nbytes, now, h.lot))
+                     image_path, nbytes, now, h.lot, priority, reviewers))
                 out.append(cur.rowcount == 1)
                 if cur.rowcount == 1:
                     conn.execute("INSERT OR IGNORE INTO sources (line, camera) VALUES (?, ?)", (h.line, h.camera))
@@ -143,6 +149,36 @@ class Store:
 
     def insert_review(self, header: wire.ReviewHeader, image_path: str, image_bytes: int = 0) -> bool:
         return self.insert_reviews([(header, image_path, image_bytes)])[0]
+
+    # --------------------------------------------------------------- routing
+    @staticmethod
+    def _rules(conn: sqlite3.Connection) -> list[routing.Rule]:
+        return [routing.Rule(line=r["line"], camera=r["camera"], reason=r["reason"], min_score=r["min_score"],
+                             max_score=r["max_score"], priority=r["priority"], reviewers=r["reviewers"], id=r["id"])
+                for r in conn.execute("SELECT * FROM routing_rules ORDER BY id")]
+
+    def routing_rules(self) -> list[routing.Rule]:
+        return self._rules(self.conn)
+
+    def add_routing_rule(self, rule: routing.Rule, user: str) -> int:
+        """An engineer's rule for reviews arriving from now on; audited."""
+        with self.write() as conn:
+            rid = cast(int, conn.execute(
+                "INSERT INTO routing_rules (line, camera, reason, min_score, max_score, priority, reviewers,"
+                " created_by, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                (rule.line, rule.camera, rule.reason, rule.min_score, rule.max_score, rule.priority, rule.reviewers,
+                 user, time.time())).lastrowid)
+            self._audit(conn, user, "setting", f"routing-rule:{rid}", {"rule": rule.words()})
+        return rid
+
+    def remove_routing_rule(self, rule_id: int, user: str) -> bool:
+        with self.write() as conn:
+            row = conn.execute("SELECT * FROM routing_rules WHERE id = ?", (rule_id,)).fetchone()
+            if row is None:
+                return False
+            conn.execute("DELETE FROM routing_rules WHERE id = ?", (rule_id,))
+            self._audit(conn, user, "setting", f"routing-rule:{rule_id}", {"removed": True})
+        return True
 
     def has_review(self, review_id: str) -> bool:
         return self.conn.execute("SELECT 1 FROM reviews WHERE id = ?", (review_id,)).fetchone() is not None
@@ -179,14 +215,14 @@ class Store:
         if user and count:
             count -= self.conn.execute(f"SELECT count(*) FROM reviews WHERE {where} AND first_user = ?",
                                        [*args, user]).fetchone()[0]
-        rows = self.next_items(user, line, camera)
-        return QueueStats(count, rows[0]["captured_at"] if rows else None)
+        oldest = self.conn.execute(f"SELECT min(captured_at) FROM reviews WHERE {where}", args).fetchone()[0]
+        return QueueStats(count, oldest)
 
     def next_items(self, user: str | None = None, line: str | None = None, camera: str | None = None,
                    limit: int = 1, offset: int = 0) -> list[sqlite3.Row]:
         where, args = self._queue_where(line, camera, user)
-        return self.conn.execute(f"SELECT * FROM reviews WHERE {where} ORDER BY captured_at LIMIT ? OFFSET ?",
-                                 [*args, limit, offset]).fetchall()
+        return self.conn.execute(f"SELECT * FROM reviews WHERE {where} ORDER BY priority DESC, captured_at"
+                                 " LIMIT ? OFFSET ?", [*args, limit, offset]).fetchall()
 
     def queue_filters(self) -> tuple[list[str], list[str]]:
         lines = [r[0] for r in self.conn.execute("SELECT DISTINCT line FROM sources ORDER BY line")]
@@ -229,7 +265,8 @@ class Store:
             final_kind = kind
             if seq == 1:
                 critical = conn.execute("SELECT critical FROM lines WHERE name = ?", (row["line"],)).fetchone()
-                if verdict == "real_fault" and critical and critical[0]:
+                # Two reviewers: a real fault on a critical line, or anything a routing rule asks two for.
+                if (verdict == "real_fault" and critical and critical[0]) or row["reviewers"] == 2:
                     state, counted = "awaiting_confirm", False
                     conn.execute("UPDATE reviews SET state = ?, first_user = ? WHERE id = ?", (state, user, review_id))
                 else:
