@@ -18,10 +18,13 @@ is drawn at random, so following it is automation bias, not judgement.
 """
 from __future__ import annotations
 
+import functools
 import random
 import sqlite3
+import statistics
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from sqlite3 import Row
 from typing import Any
@@ -35,6 +38,10 @@ SOURCE_POOL = 200
 DRAWS = random.Random()
 
 
+#: A gap between two verdicts of one reviewer longer than this is a break, not the time one item took.
+PACE_BREAK_S = 120.0
+
+
 @dataclass(frozen=True)
 class ReviewerFigures:
     user: str
@@ -43,6 +50,10 @@ class ReviewerFigures:
     wrong_lean: int  # answered items whose shown lean was wrong ...
     followed_wrong_lean: int  # ... and the reviewer followed it
     flagged: bool
+    verdicts: int = 0  # live verdicts in the window
+    median_s: float | None = None  # seconds per verdict while working (gaps under PACE_BREAK_S)
+    by_day: tuple[tuple[str, int, int], ...] = ()  # (day, known answers, right): drift over time
+    by_shift_hour: tuple[tuple[int, int, int], ...] = ()  # (hour of the shift from 1, answered, right)
 
     @property
     def accuracy(self) -> float | None:
@@ -162,14 +173,48 @@ def undo_if_last(db: Store, user: str, window_s: float, now: float | None = None
 
 
 def figures(db: Store, min_accuracy: float, min_answers: int, since: float = 0.0) -> list[ReviewerFigures]:
-    """Per reviewer, on the known answers they answered since ``since``."""
-    rows = db.conn.execute(
-        "SELECT user, count(*), sum(verdict = truth), sum(lean != truth), sum(lean != truth AND verdict = lean)"
-        " FROM known_answers WHERE answered_at IS NOT NULL AND answered_at >= ? GROUP BY user ORDER BY user",
-        (since,)).fetchall()
+    """Per reviewer since ``since``: accuracy on known answers, following a wrong lean, pace, and drift --
+    per day, and per hour of the shift (from the reviewer's first ruling of that day)."""
+    answers: dict[str, list[sqlite3.Row]] = {}
+    for r in db.conn.execute("SELECT user, verdict, truth, lean, answered_at FROM known_answers"
+                             " WHERE answered_at IS NOT NULL AND answered_at >= ? ORDER BY answered_at", (since,)):
+        answers.setdefault(r["user"], []).append(r)
+    times: dict[str, list[float]] = {}
+    for user, t in db.conn.execute("SELECT user, time FROM verdicts WHERE undone = 0 AND time >= ? ORDER BY time",
+                                   (since,)):
+        times.setdefault(user, []).append(t)
     out = []
-    for user, answered, correct, wrong_lean, followed in rows:
-        accuracy = (correct or 0) / answered
-        out.append(ReviewerFigures(user, answered, correct or 0, wrong_lean or 0, followed or 0,
-                                   flagged=answered >= min_answers and accuracy < min_accuracy))
+    for user in sorted(set(answers) | set(times)):
+        rows = answers.get(user, [])
+        answered = len(rows)
+        correct = sum(r["verdict"] == r["truth"] for r in rows)
+        wrong_lean = [r for r in rows if r["lean"] != r["truth"]]
+        ruled = sorted(times.get(user, []) + [r["answered_at"] for r in rows])
+        gaps = [b - a for a, b in zip(ruled, ruled[1:]) if b - a < PACE_BREAK_S]
+        out.append(ReviewerFigures(
+            user, answered, correct, len(wrong_lean), sum(r["verdict"] == r["lean"] for r in wrong_lean),
+            flagged=answered >= min_answers and correct / answered < min_accuracy,
+            verdicts=len(times.get(user, [])), median_s=statistics.median(gaps) if gaps else None,
+            by_day=_tally(rows, lambda r: time.strftime("%Y-%m-%d", time.localtime(r["answered_at"]))),
+            by_shift_hour=_tally(rows, functools.partial(_shift_hour_of, ruled=ruled))))
     return out
+
+
+def _shift_hour_of(row: sqlite3.Row, ruled: list[float]) -> int:
+    return _shift_hour(row["answered_at"], ruled)
+
+
+def _shift_hour(t: float, ruled: list[float]) -> int:
+    """Hour of the shift (1, 2, ...) of time ``t``: from the reviewer's first ruling that day."""
+    day = time.strftime("%Y-%m-%d", time.localtime(t))
+    start = next(x for x in ruled if time.strftime("%Y-%m-%d", time.localtime(x)) == day)
+    return int((t - start) // 3600) + 1
+
+
+def _tally(rows: list[sqlite3.Row], key: Callable[[sqlite3.Row], Any]) -> tuple:
+    groups: dict[Any, list[int]] = {}
+    for r in rows:
+        g = groups.setdefault(key(r), [0, 0])
+        g[0] += 1
+        g[1] += r["verdict"] == r["truth"]
+    return tuple((k, n, right) for k, (n, right) in sorted(groups.items()))

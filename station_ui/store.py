@@ -343,6 +343,28 @@ class Store:
             self._recall_if_passed(conn, row, verdict, user, now)
         return VerdictOutcome(vid, review_id, "done", True, message)
 
+    def second_look(self, reviewer: str, since: float, engineer: str, now: float | None = None) -> list[wire.Verdict]:
+        """Send ``reviewer``'s counted first verdicts since ``since`` for a second look: each item waits for a
+        different reviewer again, as under the two-person rule (agreeing counts it again, disagreeing makes it
+        a dispute for an engineer). Its label is withdrawn meanwhile: the messages (undone) to publish."""
+        now = now or time.time()
+        messages = []
+        with self.write() as conn:
+            rows = conn.execute(
+                "SELECT r.*, v.id AS vid FROM reviews r JOIN verdicts v ON v.id = r.final_verdict_id"
+                " WHERE v.user = ? AND v.seq = 1 AND v.time >= ? AND r.state = 'done'", (reviewer, since)).fetchall()
+            for row in rows:
+                conn.execute("UPDATE reviews SET state = 'awaiting_confirm', open = 1, first_user = ?,"
+                             " final_verdict = NULL, final_kind = NULL, final_verdict_id = NULL, decided_at = NULL"
+                             " WHERE id = ?", (reviewer, row["id"]))
+                message = wire.Verdict(review_id=row["id"], verdict=row["final_verdict"], kind=row["final_kind"] or "",
+                                       user=engineer, time=now, station=self.station, line=row["line"],
+                                       camera=row["camera"], part_id=row["part_id"], undone=True)
+                self._queue_verdict(conn, message, now)
+                messages.append(message)
+            self._audit(conn, engineer, "second-look", f"user:{reviewer}", {"since": since, "items": len(rows)}, now)
+        return messages
+
     def undo_last(self, user: str, window_s: float = 10.0, now: float | None = None) -> UndoOutcome:
         """Undo this user's most recent live verdict if it is younger than window_s."""
         now = now or time.time()

@@ -82,7 +82,7 @@ def test_known_answers_look_live_measure_the_reviewer_and_never_leave_the_statio
     exported = {row["id"] for row in store.export(0, 1000)[0]}
     assert not exported & {rid for rid, _ in seen_ka}
     # The reviewer is measured: 2 of 6 right, flagged below 90 % after 3 answers.
-    (olga,) = known_answers.figures(store, 0.9, 3)
+    olga = next(f for f in known_answers.figures(store, 0.9, 3) if f.user == OPERATOR[0])
     assert (olga.user, olga.answered, olga.correct, olga.flagged) == (OPERATOR[0], 6, 2, True)
     eng = app.test_client()
     login(eng, *ENGINEER[::2])
@@ -109,7 +109,7 @@ def test_a_known_answer_is_undone_like_a_verdict_and_shown_again(station):
     assert undone["ok"] and undone["id"] == ka and ka in undone["html"]  # back, as the next item
     assert known_answers.pending(store, OPERATOR[0])["id"] == ka
     assert _post(c, token, "/review/verdict", {"review_id": ka, "verdict": "not_defect", "kind": "glare"}).get_json()["ok"]
-    assert known_answers.figures(store, 0.9, 3)[0].correct == 1
+    assert next(f for f in known_answers.figures(store, 0.9, 3) if f.user == OPERATOR[0]).correct == 1
     assert _post(c, token, "/review/verdict", {"review_id": ka, "verdict": "not_defect", "kind": ""}).status_code == 409
 
 
@@ -132,3 +132,51 @@ def test_no_known_answer_without_a_live_item_a_settled_source_or_for_the_one_who
     ka = known_answers.maybe_serve(store, OPERATOR[0], live_head, 0.5, rng=always)
     assert ka["source_id"] == ruled.id and ka["truth"] == "not_defect" and ka["truth_kind"] == "dust"
     assert ka["shown_at"] < live_head["captured_at"]  # it stands just before the live item it is shown ahead of
+
+
+def test_pace_and_drift_per_day_and_hour_of_the_shift(tmp_path):
+    store = Store(tmp_path / "s.db")
+    import time as _time
+
+    day1 = _time.mktime((2026, 12, 1, 8, 0, 0, 0, 0, -1))  # 08:00 local on two days
+    day2 = day1 + 86400
+    hs = add_reviews(store, 8, tmp_path / "img", t0=1.0)
+    for i, h in enumerate(hs[:4]):  # four verdicts 30 s apart on day 1, then a break
+        store.record_verdict(h.id, "not_defect", "glare", "olga", now=day1 + 30 * i)
+    store.record_verdict(hs[4].id, "not_defect", "", "olga", now=day2)
+    source = add_reviews(store, 1, tmp_path / "img", t0=2.0)[0]
+    store.record_verdict(source.id, "real_fault", "crack", ENGINEER[0], now=day1 - 10)
+    with store.write() as conn:  # known answers answered: day 1 hour 1 right, hour 3 wrong; day 2 right
+        for n, (t, verdict) in enumerate([(day1 + 600, "real_fault"), (day1 + 2.5 * 3600, "not_defect"),
+                                          (day2 + 60, "real_fault")]):
+            conn.execute("INSERT INTO known_answers (id, source_id, user, served_at, shown_at, truth, lean, verdict,"
+                         " answered_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                         (f"ka-{n}", source.id, "olga", t - 5, t - 5, "real_fault", "not_defect", verdict, t))
+    olga = next(f for f in known_answers.figures(store, 0.9, 3) if f.user == "olga")
+    assert olga.verdicts == 5 and olga.median_s == 30.0  # the break and the next day are not the pace
+    assert [(d[5:], n, right) for d, n, right in olga.by_day] == [("12-01", 2, 1), ("12-02", 1, 1)]
+    assert olga.by_shift_hour == ((1, 2, 2), (3, 1, 0))  # tired in the third hour
+    assert (olga.wrong_lean, olga.followed_wrong_lean) == (3, 1)
+
+
+def test_a_second_look_sends_a_reviewers_recent_verdicts_to_another_reviewer(tmp_path):
+    app, cfg = make_station(tmp_path)
+    store = Store(cfg.db_path)
+    hs = add_reviews(store, 3, cfg.image_dir)
+    for h in hs[:2]:
+        store.record_verdict(h.id, "not_defect", "glare", OPERATOR[0])
+    store.record_verdict(hs[2].id, "real_fault", "pit", "otto")
+    eng = app.test_client()
+    login(eng, *ENGINEER[::2])
+    dash = eng.get("/dashboard").get_data(as_text=True)
+    assert "Second look at 2" in dash
+    r = eng.post("/dashboard/second-look", data={"user": OPERATOR[0], "window": "24h",
+                                                 "csrf_token": page_csrf(eng, "/dashboard")})
+    assert r.status_code == 302
+    assert [store.get_review(h.id)["state"] for h in hs] == ["awaiting_confirm", "awaiting_confirm", "done"]
+    assert {h.id for h in hs[:2]}.isdisjoint(e["id"] for e in store.export(0, 100)[0])  # labels withdrawn
+    assert store.next_items(OPERATOR[0]) == []  # not back to the same reviewer ...
+    assert {r["id"] for r in store.next_items("otto", limit=10)} == {h.id for h in hs[:2]}  # ... to another one
+    assert store.record_verdict(hs[0].id, "not_defect", "", "otto").counted  # agreeing: counted again
+    assert store.record_verdict(hs[1].id, "real_fault", "", "otto").state == "disputed"  # else an engineer rules
+    assert store.audit_entries(5, action="second-look")[0]["target"] == f"user:{OPERATOR[0]}"

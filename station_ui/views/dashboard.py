@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from flask import Blueprint, current_app, g, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, flash, g, redirect, render_template, request, url_for
 
 from qcloop import wire
 from station_ui import known_answers, present, reports, svg
@@ -80,3 +80,19 @@ def acknowledge_recall():
     if not get_db().acknowledge_recall(review_id, g.user.name):
         return render_template("error.html", message=f"no open recall for review {review_id!r}"), 404
     return redirect(url_for("dashboard.page"))
+
+
+@bp.route("/dashboard/second-look", methods=["POST"])
+@require("engineer")
+def second_look():
+    """An engineer sends a reviewer's recent verdicts (the window shown) for a second look by another reviewer."""
+    reviewer = request.form.get("user", "")[:100]
+    window = request.form.get("window", "24h")
+    since = time.time() - WINDOWS.get(window, 86400)
+    state = current_app.extensions["station"]
+    messages = get_db().second_look(reviewer, since, g.user.name)
+    for message in messages:
+        state.publish(message)
+    state.hub.publish("queue", {"second_look": reviewer})
+    flash(f"{len(messages)} verdicts of {reviewer} sent for a second look.")
+    return redirect(url_for("dashboard.page", window=window))
