@@ -47,6 +47,24 @@ def _populate(store, image_dir: Path) -> None:
     for h, (verdict, kind) in zip(headers[:5], [("not_defect", "glare"), ("real_fault", "crack"),
                                                  ("not_defect", ""), ("not_defect", "shadow"), ("real_fault", "pit")]):
         store.record_verdict(h.id, verdict, kind, OPERATOR[0])
+    # An edge that ran model 1.1.0 for five hours, then 1.2.0 after a retrain: the Models rates over time.
+    start = now - 8 * 3600
+    counts = {"1.1.0": [0, 0, 0, 0], "1.2.0": [0, 0, 0, 0]}
+    for hour in range(9):
+        model, (review, reject) = ("1.1.0", (0.06, 0.05)) if hour < 5 else ("1.2.0", (0.025, 0.02))
+        if hour:
+            c = counts[model]
+            c[0] += 3600
+            c[1] += int(3600 * (1 - review - reject))
+            c[2] += int(3600 * reject)
+            c[3] += int(3600 * review)
+        status = wire.EdgeStatus("running", line="line1", camera="cam1", model=model, parts=sum(v[0] for v in counts.values()),
+                                 since=start - 60, time=start + hour * 3600, mode="in-the-loop", held=2, by_model={
+                                     m: wire.ModelCounts(parts=v[0], actions={"PASS": v[1], "REJECT": v[2]},
+                                                         reviews={"uncertain": v[3]})
+                                     for m, v in counts.items() if v[0] or m == model})
+        store.upsert_edge_status("line1", "cam1", status, now=start + hour * 3600)
+    store.set_line_mode("line1", "in-the-loop", 60, "REJECT", ENGINEER[0], lot="L-2026-1204")
 
 
 def main(argv: list[str] | None = None) -> int:

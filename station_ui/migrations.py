@@ -303,6 +303,28 @@ def m013_routing(db: Database) -> None:
     """)
 
 
+@migrations()
+def m014_model_samples(db: Database) -> None:
+    # Each edge's counts per model version, sampled from its status every few minutes (store.SAMPLE_EVERY_S):
+    # what the dashboard plots as review, false-reject and escape rates per model over time.
+    _run(db, """
+    CREATE TABLE model_samples (
+        line TEXT NOT NULL,
+        camera TEXT NOT NULL,
+        since REAL NOT NULL,        -- the edge's start: its counts are cumulative from there
+        time REAL NOT NULL,
+        model TEXT NOT NULL,
+        parts INTEGER NOT NULL,
+        pass INTEGER NOT NULL,
+        hold INTEGER NOT NULL,
+        reject INTEGER NOT NULL,
+        uncertain INTEGER NOT NULL,
+        PRIMARY KEY (line, camera, since, model, time)
+    );
+    CREATE INDEX ix_model_samples_time ON model_samples(time);
+    """)
+
+
 def _run(db: Database, script: str) -> None:
     """Run statements one by one: executescript() would COMMIT the migration's transaction."""
     buf = ""

@@ -242,3 +242,60 @@ def alarms(db: Store, station_alarms: dict[str, str]) -> list[dict[str, Any]]:
         out.append({"source": source, "name": name, "message": message,
                     "acked_by": ack["user"] if ack else None, "acked_at": ack["time"] if ack else None})
     return out
+
+
+def model_rates_over_time(db: Store, since: float, bucket_s: float) -> dict[str, list[dict[str, Any]]]:
+    """Per model version, per time bucket since ``since``: parts, review share, and the false-reject and
+    escape rates estimated from that bucket's audits (as ``models`` does for all time). The parts of a
+    bucket are the growth of each edge's counts between its samples (store.SAMPLE_EVERY_S)."""
+    grown: dict[tuple[str, float], dict[str, int]] = {}
+    previous: dict[tuple, Any] = {}
+    rows = db.conn.execute("SELECT * FROM model_samples WHERE time >= ? ORDER BY line, camera, since, model, time",
+                           (since - SAMPLE_WINDOW_S,)).fetchall()
+    first_of_edge: dict[tuple, float] = {}
+    for r in rows:
+        edge = (r["line"], r["camera"], r["since"])
+        first_of_edge[edge] = min(first_of_edge.get(edge, r["time"]), r["time"])
+    zero = {"parts": 0, "pass": 0, "reject": 0, "uncertain": 0}
+    for r in rows:
+        edge = (r["line"], r["camera"], r["since"])
+        series = edge + (r["model"],)
+        before = previous.get(series)
+        previous[series] = r
+        if before is None:
+            # A model first seen after the edge's earlier samples, or on an edge started in the window,
+            # counted from 0; else this sample is only the baseline of an edge that started before the window.
+            if first_of_edge[edge] < r["time"] or r["since"] >= since:
+                before = zero
+            else:
+                continue
+        if r["time"] < since:
+            continue
+        b = grown.setdefault((r["model"], since + (r["time"] - since) // bucket_s * bucket_s), dict(zero))
+        for k in b:
+            b[k] += r[k] - before[k]
+    audits: dict[tuple[Any, ...], tuple[int, int]] = {}
+    for r in db.conn.execute(
+            "SELECT model, action_taken, captured_at, final_verdict FROM reviews WHERE reason = 'audit'"
+            " AND action_taken IN ('PASS', 'REJECT') AND final_verdict IS NOT NULL AND captured_at >= ?", (since,)):
+        at = (r["model"], since + (r["captured_at"] - since) // bucket_s * bucket_s, r["action_taken"])
+        wrong, n = audits.get(at, (0, 0))
+        audits[at] = (wrong + (r["final_verdict"] == _WRONG[r["action_taken"]]), n + 1)
+    out: dict[str, list[dict[str, Any]]] = {}
+    for (model, start), b in sorted(grown.items(), key=lambda kv: (version_key(kv[0][0]), kv[0][1])):
+        parts = b["parts"]
+        if parts <= 0:
+            continue
+
+        def estimate(action: str, count: int, model: str = model, start: float = start, parts: int = parts) -> Any:
+            wrong, n = audits.get((model, start, action), (0, 0))
+            return count / parts * wrong / n if n else None
+
+        out.setdefault(model, []).append({
+            "start": start, "parts": parts, "review_rate": b["uncertain"] / parts,
+            "false_reject_rate": estimate("REJECT", b["reject"]), "escape_rate": estimate("PASS", b["pass"])})
+    return out
+
+
+#: How far before the window a sample is read, so the window's first bucket grows from the one before it.
+SAMPLE_WINDOW_S = 3600.0

@@ -28,6 +28,10 @@ from station_ui.errors import AlreadyDecided, ReviewNotFound, StoreError, UndoRe
 OPEN_STATES = ("pending", "awaiting_confirm")
 
 
+#: How often an edge's per-model counts are kept for the dashboard's rates over time.
+SAMPLE_EVERY_S = 300.0
+
+
 @dataclass(frozen=True)
 class QueueStats:
     count: int
@@ -495,9 +499,26 @@ class Store:
                          " DO UPDATE SET payload = excluded.payload, updated_at = excluded.updated_at",
                          (topic, status.encode().decode(), time.time()))
 
-    def upsert_edge_status(self, line: str, camera: str, status: wire.EdgeStatus) -> None:
+    def upsert_edge_status(self, line: str, camera: str, status: wire.EdgeStatus, now: float | None = None) -> None:
+        now = time.time() if now is None else now
         with self.write() as conn:
             conn.execute("INSERT INTO edge_status (line, camera, state, model, payload, updated_at) VALUES (?,?,?,?,?,?)"
                          " ON CONFLICT(line, camera) DO UPDATE SET state = excluded.state, model = excluded.model,"
                          " payload = excluded.payload, updated_at = excluded.updated_at",
-                         (line, camera, status.state, status.model, status.encode().decode(), time.time()))
+                         (line, camera, status.state, status.model, status.encode().decode(), now))
+            self._sample_models(conn, line, camera, status, now)
+
+    def _sample_models(self, conn: sqlite3.Connection, line: str, camera: str, status: wire.EdgeStatus,
+                       now: float) -> None:
+        """Keep the edge's per-model counts every SAMPLE_EVERY_S (and its last before it stops)."""
+        if not status.by_model:
+            return
+        last = conn.execute("SELECT max(time) FROM model_samples WHERE line = ? AND camera = ? AND since = ?",
+                            (line, camera, status.since)).fetchone()[0]
+        if last is not None and now - last < SAMPLE_EVERY_S and status.state == "running":
+            return
+        conn.executemany(
+            "INSERT OR REPLACE INTO model_samples (line, camera, since, time, model, parts, pass, hold, reject,"
+            " uncertain) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            [(line, camera, status.since, now, model, c.parts, c.actions.get("PASS", 0), c.actions.get("HOLD", 0),
+              c.actions.get("REJECT", 0), c.reviews.get("uncertain", 0)) for model, c in status.by_model.items()])

@@ -49,3 +49,56 @@ def column_chart(items: list[tuple[str, float]], *, title: str, width: int = 640
 
 def _fmt(v: float) -> str:
     return f"{v:.0f}" if float(v).is_integer() or abs(v) >= 100 else f"{v:.2f}"
+
+
+#: Colours of the lines of a line chart, one per series, in order.
+SERIES_COLORS = ("#4f8fd6", "#c98a2e", "#6abf69", "#d65f5f", "#a77bd6", "#5fc4c4")
+
+
+def line_chart(series: dict[str, list[tuple[float, float | None]]], *, title: str, x_labels: dict[float, str],
+               width: int = 640, height: int = 220, percent: bool = True) -> Markup:
+    """One line per named series of (x, y) points (y None: no figure there, a gap), a legend, a shared y axis."""
+    xs = sorted({x for pts in series.values() for x, _ in pts})
+    ys = [y for pts in series.values() for _, y in pts if y is not None]
+    top = max(ys, default=0.0) or 1.0
+    left, plot_w, plot_h, top_px = 50, width - 80, height - 70, 24
+    if not ys:
+        xs = []  # nothing to draw: say so instead of an empty axis
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
+             f'aria-label="{escape(title)}"><text x="0" y="14" font-weight="bold">{escape(title)}</text>',
+             f'<text x="{left - 4}" y="{top_px + 8}" text-anchor="end">{_axis(top, percent)}</text>',
+             f'<text x="{left - 4}" y="{top_px + plot_h}" text-anchor="end">0</text>',
+             f'<line x1="{left}" y1="{top_px + plot_h}" x2="{left + plot_w}" y2="{top_px + plot_h}" stroke="#666"/>']
+    if not xs:
+        parts.append(f'<text x="{left + 10}" y="{top_px + plot_h // 2}">no figures yet</text></svg>')
+        return Markup("".join(parts))
+    span = (xs[-1] - xs[0]) or 1.0
+
+    def px(x: float, y: float) -> tuple[float, float]:
+        return left + plot_w * (x - xs[0]) / span, top_px + plot_h - plot_h * y / top
+
+    for i, (name, pts) in enumerate(series.items()):
+        color = SERIES_COLORS[i % len(SERIES_COLORS)]
+        run: list[str] = []
+        for x, y in sorted(pts) + [(float("inf"), None)]:
+            if y is None:  # a gap ends the line drawn so far
+                if len(run) > 1:
+                    parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{" ".join(run)}"/>')
+                run = []
+                continue
+            cx, cy = px(x, y)
+            run.append(f"{cx:.1f},{cy:.1f}")
+            parts.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="3" fill="{color}"><title>{escape(name)} '
+                         f'{escape(x_labels.get(x, ""))}: {_axis(y, percent)}</title></circle>')
+        parts.append(f'<rect x="{left + 110 * i}" y="{height - 14}" width="10" height="10" fill="{color}"/>'
+                     f'<text x="{left + 110 * i + 14}" y="{height - 5}">{escape(name)}</text>')
+    for x in xs[:: max(1, len(xs) // 6)]:
+        cx, _ = px(x, 0)
+        parts.append(f'<text x="{cx:.1f}" y="{top_px + plot_h + 16}" text-anchor="middle">'
+                     f'{escape(x_labels.get(x, ""))}</text>')
+    parts.append("</svg>")
+    return Markup("".join(parts))
+
+
+def _axis(v: float, percent: bool) -> str:
+    return f"{v * 100:.1f} %" if percent else _fmt(v)

@@ -201,3 +201,48 @@ def test_edge_alarms_show_on_the_dashboard_and_an_engineer_can_acknowledge_them(
     assert 'id="alarm-line1-cam1-actuator"' not in c.get("/dashboard").get_data(as_text=True)
     r = c.post("/dashboard/alarms/ack", data={"source": "line1/cam1", "name": "actuator", "csrf_token": token})
     assert r.status_code == 404  # nothing active to acknowledge
+
+
+def test_rates_per_model_version_over_time_from_the_edges_samples_and_the_audits(tmp_path):
+    """A retrain at 10:00: the old model's hours before it, the new one's after, each from the growth of the
+    edge's counts between samples and that hour's audits; the dashboard plots them as lines per version."""
+    store = Store(tmp_path / "s.db")
+    t0 = time.mktime((2026, 12, 1, 8, 0, 0, 0, 0, -1))  # 08:00 local
+    hour = 3600.0
+
+    def status(at, by_model):
+        return wire.EdgeStatus("running", line="line1", camera="cam1", since=t0 - 60, time=at, by_model={
+            m: wire.ModelCounts(parts=p, actions={"PASS": ps, "REJECT": r}, reviews={"uncertain": u})
+            for m, (p, ps, r, u) in by_model.items()})
+
+    store.upsert_edge_status("line1", "cam1", status(t0, {"0.1.0": (0, 0, 0, 0)}), now=t0)  # the baseline
+    store.upsert_edge_status("line1", "cam1", status(t0 + 60, {"0.1.0": (10, 0, 0, 0)}), now=t0 + 60)  # too soon
+    store.upsert_edge_status("line1", "cam1", status(t0 + hour, {"0.1.0": (1000, 700, 100, 200)}), now=t0 + hour)
+    store.upsert_edge_status("line1", "cam1", status(t0 + 2 * hour, {"0.1.0": (2000, 1400, 200, 400)}),
+                             now=t0 + 2 * hour)
+    store.upsert_edge_status("line1", "cam1", status(t0 + 3 * hour, {"0.1.0": (2000, 1400, 200, 400),
+                                                                      "0.1.1": (1000, 900, 50, 50)}),
+                             now=t0 + 3 * hour)
+    assert store.conn.execute("SELECT count(*) FROM model_samples").fetchone()[0] == 5  # every 5 min at most
+    # Audits: in 09:00-10:00, 10 audited REJECTs of 0.1.0, 4 of them good parts; after, 10 of 0.1.1, 1 good.
+    for model, start, wrong in (("0.1.0", t0 + hour + 60, 4), ("0.1.1", t0 + 2 * hour + 60, 1)):
+        hs = add_reviews(store, 10, tmp_path / "img", t0=start, reason="audit", action_taken="REJECT", model=model)
+        for i, h in enumerate(hs):
+            store.record_verdict(h.id, "not_defect" if i < wrong else "real_fault", "", "olga")
+    rates = reports.model_rates_over_time(store, t0 + 1, hour)
+    old, new = rates["0.1.0"], rates["0.1.1"]
+    assert [(r["parts"], round(r["review_rate"], 3)) for r in old] == [(1000, 0.2), (1000, 0.2)]
+    assert old[1]["false_reject_rate"] == pytest.approx(0.1 * 0.4)  # rejects 10 % of parts, 40 % of them good
+    assert [(r["parts"], r["review_rate"]) for r in new] == [(1000, 0.05)]
+    assert new[0]["false_reject_rate"] == pytest.approx(0.05 * 0.1) and new[0]["escape_rate"] is None
+    app, cfg = make_station(tmp_path / "st")
+    st = Store(cfg.db_path)
+    now = time.time()
+    st.upsert_edge_status("line1", "cam1", status(now - 7200, {"0.1.0": (0, 0, 0, 0)}), now=now - 7200)
+    st.upsert_edge_status("line1", "cam1", status(now - 3600, {"0.1.0": (500, 400, 50, 50)}), now=now - 3600)
+    c = app.test_client()
+    login(c, *ENGINEER[::2])
+    dash = c.get("/dashboard").get_data(as_text=True)
+    assert 'id="model-rates"' in dash and "Review share per model version (24h)" in dash
+    assert "<polyline" in dash or "<circle" in dash  # the series is drawn ...
+    assert "0.1.0" in dash.split('id="model-rates"')[1].split("</div></div>")[0]  # ... named by its version

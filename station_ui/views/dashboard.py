@@ -30,6 +30,15 @@ def page():
         "per_hour": svg.column_chart(s["per_hour"], title="Items decided per hour"),
         "mix": svg.bar_chart(s["verdict_mix"], title="Verdicts by kind", color="#c98a2e", width=600, label_w=230),
     }
+    bucket = 3600.0 if window == "24h" else 86400.0
+    over_time = reports.model_rates_over_time(db, since, bucket)
+    labels = {r["start"]: time.strftime("%H:%M" if bucket < 86400 else "%m-%d", time.localtime(r["start"]))
+              for rows in over_time.values() for r in rows}
+    for name, title in (("review_rate", "Review share per model version"),
+                        ("false_reject_rate", "False rejects (est. from audits) per model version"),
+                        ("escape_rate", "Escapes (est. from audits) per model version")):
+        charts[name] = svg.line_chart({m: [(r["start"], r[name]) for r in rows] for m, rows in over_time.items()},
+                                      title=f"{title} ({window})", x_labels=labels)
     review_cfg = current_app.extensions["station"].cfg.review
     reviewers = known_answers.figures(db, review_cfg.known_answer_min_accuracy, review_cfg.known_answer_min_answers,
                                       since)
