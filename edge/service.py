@@ -198,9 +198,8 @@ class EdgeService:
             return
         self.pipeline.apply_settings(s.mode, s.hold_time_s if s.mode == "in-the-loop" else 0.0, s.fallback)
         self.pipeline.lot = s.lot or self.cfg.edge.lot
-        log.info(
-            "line %s: %s (hold %.0f s, then %s), set by %s", s.line, s.mode, s.hold_time_s, s.fallback, s.user or "-"
-        )
+        hold = f" (held parts wait {s.hold_time_s:.0f} s, then {s.fallback})" if s.mode == "in-the-loop" else ""
+        log.info("line %s: %s%s, set by %s", s.line, s.mode, hold, s.user or "-")
 
     # ------------------------------------------------------------------ reporting
     def _publish_result(self, d: Decision) -> None:

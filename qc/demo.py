@@ -89,8 +89,15 @@ def run(args: argparse.Namespace) -> int:
             reviewer = AutoReviewer(station.url, login, book).start()
             started.append(("auto-reviewer", reviewer.stop))
             say("auto-review: an oracle answers the queue from the generator's ground truth")
+        modes = None
+        if args.modes:
+            modes = ModeSwitcher(station, edge, _parse_modes(args.modes), args.mode_every, args.hold_time).start()
+            started.append(("mode switcher", modes.stop))
+            say(f"station: the line's operating mode switches every {args.mode_every:g} s: "
+                f"{' -> '.join(modes.modes)}")
         say(f"data under {data}; Ctrl-C stops everything")
         watch = Status(edge, station, trainer, reviewer, args, figures)
+        watch.modes = modes
         watch.run_until(stop, args.duration)
         for line in watch.summary().splitlines():
             say(line)
@@ -317,6 +324,73 @@ port = 0
 
 
 # ------------------------------------------------------------------ the status line
+def _parse_modes(text: str) -> list[str]:
+    modes = [m.strip() for m in text.split(",") if m.strip()]
+    bad = [m for m in modes if m not in wire.OPERATING_MODES]
+    if bad or not modes:
+        from qcloop.errors import QcError
+
+        raise QcError(f"--modes: {', '.join(bad) or 'none given'} is not one of {', '.join(wire.OPERATING_MODES)}")
+    return modes
+
+
+class ModeSwitcher:
+    """Switches the demo line's operating mode from the station, as an engineer's Settings page does: the
+    setting is saved (audited) and sent to the edges retained; the edge applies it from its next part.
+    Counts, per mode, the parts decided and how the held ones left the hold lane."""
+
+    def __init__(self, station, edge, modes: list[str], every_s: float, hold_time_s: float):  # noqa: ANN001
+        self.station, self.edge, self.modes = station, edge, modes
+        self.every_s, self.hold_time_s = every_s, hold_time_s
+        self.current = ""
+        self.parts: dict[str, int] = {}
+        self.reviews: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="demo-modes", daemon=True)
+        edge.pipeline.listeners.append(self._on_decision)
+
+    def _on_decision(self, d) -> None:  # noqa: ANN001 - edge.decision.Decision
+        mode = self.edge.pipeline.mode
+        self.parts[mode] = self.parts.get(mode, 0) + 1
+        if d.review:
+            self.reviews[mode] = self.reviews.get(mode, 0) + 1
+
+    def start(self) -> ModeSwitcher:
+        self._switch(self.modes[0])
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        i = 0
+        while not self._stop.wait(self.every_s):
+            i += 1
+            self._switch(self.modes[i % len(self.modes)])
+
+    def _switch(self, mode: str) -> None:
+        from station_ui.store import Store
+
+        store = Store(self.station.cfg.db_path, migrate=False, station=self.station.cfg.station.name)
+        try:
+            settings = store.set_line_mode(self.edge.cfg.edge.line, mode, self.hold_time_s, "REJECT", "demo-engineer")
+        finally:
+            store.close()
+        if self.station.ingest is not None:
+            self.station.ingest.publish_line_settings(settings)
+        self.current = mode
+        say(f"station: line {settings.line} set to {mode}" + (f" (held parts wait {self.hold_time_s:g} s)"
+                                                            if mode == "in-the-loop" else ""))
+
+    def words(self) -> str:
+        h = self.edge.holds
+        per_mode = ", ".join(f"{m}: {n} parts, {self.reviews.get(m, 0)} reviews" for m, n in self.parts.items())
+        return (f"modes: {per_mode}; hold lane: {h.released} released, {h.rejected} rejected by a verdict, "
+                f"{h.fell_back} by the fallback")
+
+
 class Status:
     """The live status line, and what to do next."""
 
@@ -327,6 +401,7 @@ class Status:
         self.models_seen = [edge.detector.version]
         self._client = None
         self._store = None  # the station's database, read for the queue length
+        self.modes: ModeSwitcher | None = None
         if trainer is not None:
             self._watch_trainer()
 
@@ -364,7 +439,8 @@ class Status:
         s = self.edge.status()
         q = self.queue()
         versions = "  ".join(v.short() for v in self.figures.versions()[-2:])
-        return (f"parts {s.parts:>6}  {_actions(s)}  queue {q:>3}  {versions or 'model ' + s.model}  "
+        mode = f"{s.mode} (held {s.held})  " if self.modes is not None else ""
+        return (f"parts {s.parts:>6}  {_actions(s)}  queue {q:>3}  {mode}{versions or 'model ' + s.model}  "
                 f"{self.trainer_words()}  | {self.next_step(q)}")
 
     def trainer_words(self) -> str:
@@ -440,6 +516,8 @@ class Status:
             out += f"; auto-review answered {self.reviewer.answered}"
             if self.reviewer.error:
                 out += f" ({self.reviewer.error})"
+        if self.modes is not None:
+            out += "\n" + self.modes.words()
         audits = self._audits()
         out += "\nper model version, from the line's truth (the station's audit estimates in brackets):"
         for v in self.figures.versions():

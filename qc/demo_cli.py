@@ -52,5 +52,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     demo.add_argument("--mqtt-port", type=int, default=0, help="broker port (default: a free port)")
     demo.add_argument("--web-port", type=int, default=8080, help="review station port (default 8080; 0 = a free port)")
     demo.add_argument("--metrics-port", type=int, default=9108, help="edge /metrics and /healthz port (0 = off)")
+    demo.add_argument("--modes", default=None, metavar="MODE[,MODE...]",
+                      help="switch the line's operating mode live from the station, as an engineer would on its "
+                           "Settings page, through these in turn (in-the-loop, on-the-loop, out-of-the-loop), "
+                           "one every --mode-every seconds; in the loop, held parts wait --hold-time seconds")
+    demo.add_argument("--mode-every", type=float, default=30.0, metavar="S", help="seconds per mode (default 30)")
+    demo.add_argument("--hold-time", type=float, default=20.0, metavar="S",
+                      help="in the loop: how long a held part waits for a verdict before the fallback (default 20)")
     demo.add_argument("--quiet", action="store_true", help="no live status line")
     demo.set_defaults(func=lambda args: __import__("qc.demo", fromlist=["run"]).run(args))

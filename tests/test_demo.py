@@ -242,3 +242,12 @@ def test_demo_hands_off_verdicts_trigger_a_gated_retrain(tmp_path):
     gate_log = (tmp_path / "demo" / "trainer" / "data" / "gate-log.jsonl").read_text().splitlines()
     # The first retrain's candidate follows the built-in 0.1.0 (more may follow before the demo stops).
     assert json.loads(gate_log[0])["candidate"]["version"] == "0.1.1"
+
+
+def test_the_demo_names_a_mode_it_does_not_know():
+    from qc.demo import _parse_modes
+    from qcloop.errors import QcError
+
+    assert _parse_modes("in-the-loop, out-of-the-loop") == ["in-the-loop", "out-of-the-loop"]
+    with pytest.raises(QcError, match="sideways is not one of in-the-loop, on-the-loop, out-of-the-loop"):
+        _parse_modes("in-the-loop,sideways")
