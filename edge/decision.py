@@ -79,3 +79,14 @@ def fail_safe(detail: str, has_frame: bool) -> Ruling:
     if detail not in FAIL_SAFE_DETAILS:
         raise ValueError(f"unknown fail-safe reason {detail!r}")
     return Ruling(REJECT, "none", "fail-safe" if has_frame else None, fail_safe=detail)
+
+
+def scaled_band(pass_below: float, reject_above: float, scale: float) -> tuple[float, float]:
+    """The review band at ``scale`` times its width. Narrower (scale < 1): the top comes down, so parts
+    leave review as REJECTs and never as PASSes (the escape budget holds). Wider (scale > 1): both sides
+    move out, so fewer parts are passed or rejected without a look."""
+    width = reject_above - pass_below
+    if scale <= 1.0:
+        return pass_below, pass_below + width * scale
+    extra = width * (scale - 1.0) / 2
+    return max(0.0, pass_below - extra), min(1.0, reject_above + extra)

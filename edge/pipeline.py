@@ -35,7 +35,7 @@ import cv2
 import numpy as np
 
 from edge.config import DecisionSection
-from edge.decision import HOLD, Decision, Ruling, decide, fail_safe
+from edge.decision import HOLD, Decision, Ruling, decide, fail_safe, scaled_band
 from edge.errors import EdgeError, OutboxError, OutboxFullError
 from edge.journal import DecisionJournal
 from edge.metrics import EdgeMetrics
@@ -134,6 +134,7 @@ class Pipeline:
         self.hold_fallback: str = decision.hold_fallback
         self.holds: Any = None
         self.lot = ""  # the production lot, sent with each review
+        self.band_scale = 1.0  # the review band's width against the calibrated one (the station's capacity)
         self.line, self.camera_name = line, camera_name
         self.metrics = metrics or EdgeMetrics()
         self.outbox = outbox
@@ -399,9 +400,13 @@ class Pipeline:
 
     def _thresholds(self, model: Any) -> tuple[float, float]:
         if self.cfg.pass_below is not None and self.cfg.reject_above is not None:
-            return self.cfg.pass_below, self.cfg.reject_above
-        t = model.thresholds
-        return t.pass_below, t.reject_above
+            pass_below, reject_above = self.cfg.pass_below, self.cfg.reject_above
+        else:
+            t = model.thresholds
+            pass_below, reject_above = t.pass_below, t.reject_above
+        if self.band_scale != 1.0:
+            return scaled_band(pass_below, reject_above, self.band_scale)
+        return pass_below, reject_above
 
     def _finish(self, frame: Frame, ruling: Ruling, score: float | None, model_version: str) -> Decision:
         """The one place a part's decision is made final: actuate, count, publish, queue review."""

@@ -198,6 +198,9 @@ class EdgeService:
             return
         self.pipeline.apply_settings(s.mode, s.hold_time_s if s.mode == "in-the-loop" else 0.0, s.fallback)
         self.pipeline.lot = s.lot or self.cfg.edge.lot
+        if s.band_scale != self.pipeline.band_scale:
+            log.info("line %s: review band at %.2f of its width (the station's review capacity)", s.line, s.band_scale)
+        self.pipeline.band_scale = s.band_scale
         hold = f" (held parts wait {s.hold_time_s:.0f} s, then {s.fallback})" if s.mode == "in-the-loop" else ""
         log.info("line %s: %s%s, set by %s", s.line, s.mode, hold, s.user or "-")
 
@@ -240,6 +243,7 @@ class EdgeService:
             by_model=self.tally.snapshot(),
             shadow=self._shadow_counts(),
             mode=p.mode,
+            band_scale=p.band_scale,
             held=self.holds.waiting,
             holds={"released": self.holds.released, "rejected": self.holds.rejected, "fallback": self.holds.fell_back},
         )

@@ -333,6 +333,10 @@ class LineSettings(Message):
     hold_time_s: float = field(default=60.0, metadata=bounded(1.0, 86400.0))  # in the loop: wait this long ...
     fallback: Literal["PASS", "REJECT"] = "REJECT"  # ... then do this with a held part no one ruled
     lot: str = ""  # the lot the line is running now ("" : the edge's own [edge].lot)
+    # The review band's width against the calibrated one, set by the station's review capacity
+    # (station_ui.capacity): below 1 the band narrows from its top (more REJECTs, never more PASSes),
+    # above 1 it widens on both sides (more reviews, fewer automatic decisions either way).
+    band_scale: float = field(default=1.0, metadata=bounded(0.1, 3.0))
     user: str = ""
     time: float = field(default=0.0, metadata=bounded(0.0))
 
@@ -399,6 +403,7 @@ class EdgeStatus(Message):
     by_model: dict[str, ModelCounts] = field(default_factory=dict)
     shadow: ShadowCounts | None = None  # a candidate scored beside the live model, when one runs
     mode: str = ""  # the line's operating mode the edge runs in (OPERATING_MODES; "" from older edges)
+    band_scale: float = field(default=1.0, metadata=bounded(0.0, 10.0))  # the review band's width in use
     held: int = field(default=0, metadata=bounded(0))  # parts waiting in the hold lane for a verdict
     holds: dict[str, int] = field(default_factory=dict, metadata=bounded(0))  # released / rejected / fallback
 

@@ -73,8 +73,14 @@ class ReviewSection:
     known_answer_rate: float = 0.0
     known_answer_min_accuracy: float = 0.9  # a reviewer below this on known answers is flagged ...
     known_answer_min_answers: int = 10  # ... once they have answered at least this many
+    # Review capacity (station_ui.capacity): items an hour this station's reviewers can rule on; the
+    # lines' review band narrows (never passing more) when more arrive and widens when it is quiet. 0: off.
+    capacity_per_hour: float = 0.0
+    capacity_check_s: float = 60.0
 
     def __post_init__(self) -> None:
+        check_range("capacity_per_hour", self.capacity_per_hour, 0.0, 1e6)
+        check_range("capacity_check_s", self.capacity_check_s, 0.1, 3600.0)
         check_range("known_answer_rate", self.known_answer_rate, 0.0, 0.5)
         check_range("known_answer_min_accuracy", self.known_answer_min_accuracy, 0.0, 1.0)
         check_range("known_answer_min_answers", self.known_answer_min_answers, 1, 100000)

@@ -325,6 +325,24 @@ def m014_model_samples(db: Database) -> None:
     """)
 
 
+@migrations()
+def m015_band_scale(db: Database) -> None:
+    # Review capacity (station_ui.capacity): the band's width the station asks of its lines, and its moves.
+    _run(db, """
+    ALTER TABLE lines ADD COLUMN band_scale REAL NOT NULL DEFAULT 1.0;
+    CREATE TABLE band_log (
+        id INTEGER PRIMARY KEY,
+        time REAL NOT NULL,
+        scale REAL NOT NULL,
+        demand_per_h REAL NOT NULL,
+        queue INTEGER NOT NULL,
+        capacity_per_h REAL NOT NULL,
+        reason TEXT NOT NULL
+    );
+    CREATE INDEX ix_band_log_time ON band_log(time);
+    """)
+
+
 def _run(db: Database, script: str) -> None:
     """Run statements one by one: executescript() would COMMIT the migration's transaction."""
     buf = ""

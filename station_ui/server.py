@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Any
 
 from qcloop.errors import port_error
 from station_ui.config import StationConfig
@@ -35,6 +36,7 @@ class StationServer:
             raise port_error("review station", cfg.web.host, cfg.web.port,
                              "set [web].port, or pass --port to qc station run (qc demo: --web-port)", exc) from exc
         self._thread: threading.Thread | None = None
+        self.capacity: Any = None  # station_ui.capacity.CapacityControl, when [review].capacity_per_hour is set
 
     @property
     def url(self) -> str:
@@ -44,6 +46,12 @@ class StationServer:
     def start(self, mqtt_wait_s: float = 10.0) -> StationServer:
         if self.ingest:
             self.ingest.start(wait_s=mqtt_wait_s)
+        review = self.cfg.review
+        if review.capacity_per_hour > 0:
+            from station_ui.capacity import CapacityControl
+
+            self.capacity = CapacityControl(self.cfg.db_path, self.cfg.station.name, review.capacity_per_hour,
+                                            review.capacity_check_s, self.ingest).start()
         self._thread = threading.Thread(target=self.server.run, name="station-http", daemon=True)
         self._thread.start()
         return self
@@ -62,5 +70,7 @@ class StationServer:
             log.debug("error while closing the web server", exc_info=True)
         if self._thread:
             self._thread.join(10)
+        if self.capacity is not None:
+            self.capacity.stop()
         if self.ingest:
             self.ingest.stop()

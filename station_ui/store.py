@@ -447,8 +447,10 @@ class Store:
         send to its edges."""
         now = now or time.time()
         try:
+            scale = self.conn.execute("SELECT band_scale FROM lines WHERE name = ?", (line,)).fetchone()
             settings = wire.LineSettings(line=line, mode=mode, hold_time_s=float(hold_time_s),  # type: ignore[arg-type]
-                                         fallback=fallback, user=user, time=now, lot=lot.strip()[:100])  # type: ignore[arg-type]
+                                         fallback=fallback, user=user, time=now, lot=lot.strip()[:100],  # type: ignore[arg-type]
+                                         band_scale=float(scale[0]) if scale else 1.0)
             settings = wire.LineSettings.decode(settings.encode())  # the wire's own checks, naming the field
         except (ValueError, TypeError, wire.WireError) as exc:
             raise StoreError(f"line {line!r}: {exc}") from exc
@@ -463,16 +465,38 @@ class Store:
                                                                 "fallback": settings.fallback, "lot": settings.lot}, now)
         return settings
 
+    def band_scale(self) -> float:
+        """The review band's width this station last asked of its lines (1.0: as calibrated)."""
+        r = self.conn.execute("SELECT scale FROM band_log ORDER BY id DESC LIMIT 1").fetchone()
+        return float(r[0]) if r else 1.0
+
+    def set_band_scale(self, scale: float, reason: str, demand_per_h: float, queue: int, capacity_per_h: float,
+                       now: float | None = None) -> list[wire.LineSettings]:
+        """The band's new width for every line this station has seen, logged with its cause; the settings to send."""
+        now = now or time.time()
+        with self.write() as conn:
+            conn.execute("INSERT INTO band_log (time, scale, demand_per_h, queue, capacity_per_h, reason)"
+                         " VALUES (?,?,?,?,?,?)", (now, scale, demand_per_h, queue, capacity_per_h, reason))
+            for (line,) in conn.execute("SELECT DISTINCT line FROM sources").fetchall():
+                conn.execute("INSERT INTO lines (name, band_scale) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET"
+                             " band_scale = excluded.band_scale", (line, scale))
+        return [s for s in self.line_settings(include_unset=True)]
+
+    def band_moves(self, since: float = 0.0) -> list[sqlite3.Row]:
+        return self.conn.execute("SELECT * FROM band_log WHERE time >= ? ORDER BY id", (since,)).fetchall()
+
     def line_mode(self, line: str) -> tuple[str, float, str]:
         """(mode, hold time, fallback) of one line; the defaults when no engineer has set them."""
         r = self.conn.execute("SELECT mode, hold_time_s, fallback FROM lines WHERE name = ?", (line,)).fetchone()
         return (r["mode"], r["hold_time_s"], r["fallback"]) if r else ("in-the-loop", 60.0, "REJECT")
 
-    def line_settings(self) -> list[wire.LineSettings]:
-        """Every line an engineer has set a mode for (what the edges are sent, retained)."""
+    def line_settings(self, include_unset: bool = False) -> list[wire.LineSettings]:
+        """Every line an engineer has set a mode for, or whose band the station's capacity moved (what the
+        edges are sent, retained); ``include_unset``: every line with a row."""
+        where = "" if include_unset else " WHERE mode_set_at > 0 OR band_scale != 1.0"
         return [wire.LineSettings(line=r["name"], mode=r["mode"], hold_time_s=r["hold_time_s"], fallback=r["fallback"],
-                                  user=r["mode_set_by"], time=r["mode_set_at"], lot=r["lot"])
-                for r in self.conn.execute("SELECT * FROM lines WHERE mode_set_at > 0 ORDER BY name")]
+                                  user=r["mode_set_by"], time=r["mode_set_at"], lot=r["lot"], band_scale=r["band_scale"])
+                for r in self.conn.execute(f"SELECT * FROM lines{where} ORDER BY name")]
 
     def lines(self) -> list[sqlite3.Row]:
         """Every line seen or configured, with its two-person rule and operating mode (defaults where unset)."""

@@ -39,11 +39,17 @@ def page():
                         ("escape_rate", "Escapes (est. from audits) per model version")):
         charts[name] = svg.line_chart({m: [(r["start"], r[name]) for r in rows] for m, rows in over_time.items()},
                                       title=f"{title} ({window})", x_labels=labels)
+    moves = db.band_moves(since)
+    charts["band"] = svg.line_chart({"band width": [(m["time"], m["scale"]) for m in moves]},
+                                    title=f"Review band width against the calibrated one ({window})", percent=False,
+                                    x_labels={m["time"]: time.strftime("%H:%M" if bucket < 86400 else "%m-%d %H:%M",
+                                                                       time.localtime(m["time"])) for m in moves})
     review_cfg = current_app.extensions["station"].cfg.review
     reviewers = known_answers.figures(db, review_cfg.known_answer_min_accuracy, review_cfg.known_answer_min_answers,
                                       since)
     return render_template("dashboard.html", s=s, edges=reports.edges(db), models=reports.models(db), charts=charts, window=window,
                            reviewers=reviewers, review_cfg=review_cfg, recalls=db.recalls(),
+                           band_moves=list(reversed(moves))[:10], band_scale=db.band_scale(),
                            trainer=reports.trainer(db),
                            windows=list(WINDOW_WORDS.items()), oldest=present.age_words(s["oldest_age_s"]),
                            retrain=request.args.get("retrain", ""),
