@@ -172,6 +172,10 @@ class Detector:
         rows, cols = self._crop(image.shape[0], image.shape[1])
         return image[rows, cols]
 
+    def region(self, height: int, width: int) -> tuple[slice, slice]:
+        """The rows and columns of a ``height`` x ``width`` frame the model inspects."""
+        return self._crop(height, width)
+
     def _crop(self, height: int, width: int) -> tuple[slice, slice]:
         cached = self._crop_cache  # one read: another thread may replace it, never mutate it
         if cached is not None and cached[0] == (height, width):

@@ -87,11 +87,28 @@ class ReviewSection:
 
 
 @dataclass(frozen=True)
+class ExplainSection:
+    # Where the model looked (the review screen's heat map): the retraining server's model URL, whose
+    # POST /explain/<version> draws it, and the file holding the token it asks for. "": no heat maps.
+    url: str = ""
+    token_file: Path | None = None
+    timeout_s: float = 20.0
+
+    def __post_init__(self) -> None:
+        if self.url and not self.url.startswith(("http://", "https://")):
+            raise field_error("url", f"must be an http(s) URL, got {self.url!r}")
+        if self.url and self.token_file is None:
+            raise field_error("token_file", "a heat map URL needs the token file the retraining server checks")
+        check_range("timeout_s", self.timeout_s, 0.1, 600.0)
+
+
+@dataclass(frozen=True)
 class StationConfig:
     station: StationSection = field(default_factory=StationSection)
     mqtt: MqttSection = field(default_factory=MqttSection)
     web: WebSection = field(default_factory=WebSection)
     review: ReviewSection = field(default_factory=ReviewSection)
+    explain: ExplainSection = field(default_factory=ExplainSection)
     critical_lines: tuple[str, ...] = ()  # lines with the two-person rule for "real fault"
 
     @property

@@ -131,6 +131,12 @@ def as_review(db: Store, ka: Row) -> dict[str, Any]:
     return row
 
 
+def source_of(db: Store, item_id: str) -> str | None:
+    """The settled review a known answer shows, or None when ``item_id`` is not a known answer."""
+    row = db.conn.execute("SELECT source_id FROM known_answers WHERE id = ?", (item_id,)).fetchone()
+    return None if row is None else row[0]
+
+
 def image_path(db: Store, item_id: str) -> str | None:
     row = db.conn.execute("SELECT r.image_path FROM known_answers k JOIN reviews r ON r.id = k.source_id "
                           "WHERE k.id = ?", (item_id,)).fetchone()

@@ -149,10 +149,10 @@ def mode_words(mode: str, hold_time_s: float, fallback: str) -> str:
     """A line's operating mode as the review screen and the dashboard say it."""
     words = MODE_WORDS.get(mode, mode)
     if mode == "in-the-loop":
-        return f"{words}: held parts wait {hold_time_s:.0f} s for your verdict, then {fallback.lower()}"
+        return f"{words}: the part waits {hold_time_s:.0f} s for you, then {fallback.lower()}"
     if mode == "on-the-loop":
-        return f"{words}: the line has decided; your verdict can overrule it"
-    return f"{words}: the line decides; you see audits only"
+        return f"{words}: decided; you can overrule"
+    return f"{words}: audits only"
 STATE_WORDS = {"pending": "Open", "awaiting_confirm": "Waits for a second reviewer", "disputed": "Disputed",
                "done": "Done"}
 ACTION_WORDS = {"PASS": "Passed", "HOLD": "Held", "REJECT": "Rejected"}

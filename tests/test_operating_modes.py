@@ -52,7 +52,7 @@ def test_a_line_in_the_loop_holds_parts_until_ruled_then_runs_out_of_the_loop_wh
         assert wait_until(lambda: edge.pipeline.hold_time_s == 2.0, 15)  # the station's setting arrived
         assert wait_until(lambda: edge.holds.waiting >= 2, 15)
         # The review screen says how the line uses the reviewer.
-        assert "In the loop: held parts wait 2 s for your verdict, then reject" in op.get("/review").get_data(as_text=True)
+        assert "In the loop: the part waits 2 s for you, then reject" in op.get("/review").get_data(as_text=True)
         # A reviewer rules on a held part: it leaves the hold lane at once, released.
         held = [d for d in decisions if d.action == "HOLD"]
         assert wait_until(lambda: any(store.has_review(r) for r in _review_ids(edge, held)), 15)

@@ -96,7 +96,10 @@ def test_saved_undo_and_key_help_stay_in_view_and_not_a_defect_takes_one_tap(tmp
     cfg = config_for(tmp_path / "st", mqtt={"enabled": False}, web={"port": 0, "threads": 8})
     store = Store(cfg.db_path)
     accounts.add_user(store, OPERATOR[0], OPERATOR[1], OPERATOR[2])
-    headers = add_reviews(store, 3, tmp_path / "img")
+    # A busy item, as the line sends them: glare and darkness hints, a line in the loop with a lot.
+    store.set_line_mode("line1", "in-the-loop", 60, "REJECT", "erik", lot="L-2026-1204")
+    headers = add_reviews(store, 3, tmp_path / "img", line="line1",
+                          quality={"saturated": 0.14, "dark": 0.31, "mean": 30.0, "sharpness": 20.0})
     server = StationServer(cfg).start()
     try:
         with sync_playwright() as p:
@@ -162,3 +165,48 @@ def test_dashboard_window_toggles_and_retrain_are_labelled_touch_targets(tmp_pat
             browser.close()
     finally:
         server.stop()
+
+
+def test_the_heat_map_toggles_over_the_frame(tmp_path):
+    import cv2
+    import numpy as np
+    from playwright.sync_api import expect, sync_playwright
+    from station_support import make_header
+
+    from models.onnx_build import threshold_model_bytes
+    from models.registry import Registry
+    from station_ui.server import StationServer
+    from tests.models_support import build_version
+    from training.release import ModelHTTPServer
+
+    build_version(tmp_path / "reg", "1.0.0", input_hw=(64, 64), set_current=True,
+                  model_bytes=threshold_model_bytes((64, 64), contrast=0.2, blur=9))
+    models = ModelHTTPServer(Registry(tmp_path / "reg"), port=0, explain_token="tok").start()
+    (tmp_path / "tok").write_text("tok")
+    cfg = config_for(tmp_path / "st", mqtt={"enabled": False}, web={"port": 0, "threads": 8},
+                     explain={"url": models.url, "token_file": str(tmp_path / "tok")})
+    store = Store(cfg.db_path)
+    accounts.add_user(store, OPERATOR[0], OPERATOR[1], OPERATOR[2])
+    frame = np.full((240, 320), 150, np.uint8)
+    cv2.circle(frame, (60, 180), 10, 40, -1)
+    h = make_header(model="1.0.0")
+    cfg.image_dir.mkdir(parents=True, exist_ok=True)
+    (cfg.image_dir / "f.jpg").write_bytes(cv2.imencode(".jpg", frame)[1].tobytes())
+    store.insert_review(h, str(cfg.image_dir / "f.jpg"), 1)
+    server = StationServer(cfg).start()
+    try:
+        with sync_playwright() as p:
+            browser, page = open_review_screen(p, server.url)
+            heat = page.locator("#heat-img")
+            expect(heat).to_be_hidden()
+            page.keyboard.press("h")
+            expect(heat).to_be_visible()
+            expect(heat).to_have_js_property("naturalWidth", 320)  # the map came, at the frame's size
+            frame_box, heat_box = page.locator("#frame-img").bounding_box(), heat.bounding_box()
+            assert frame_box == heat_box  # laid exactly over the frame
+            page.locator("#heat-toggle").click()
+            expect(heat).to_be_hidden()
+            browser.close()
+    finally:
+        server.stop()
+        models.stop()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import hmac
 import http.server
 import logging
 import re
@@ -78,9 +79,58 @@ def manifest_sha256(registry: Registry, version: str) -> str:
 
 
 # ------------------------------------------------------------------ HTTP
+#: The largest frame the explain endpoint takes (a review's JPEG is well under 1 MB).
+EXPLAIN_MAX_BYTES = 8 * 1024 * 1024
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
     registry: Registry  # set on the subclass made per server
+    explain_token_sha: str = ""  # sha256 of the token POST /explain needs ("": the endpoint is off)
+    explainers: dict  # version -> loaded Detector, shared by the server's threads
+    explain_lock: threading.Lock  # one explanation at a time: it is CPU work on the trainer
     server_version = "qc-models/1"
+
+    def do_POST(self) -> None:  # noqa: N802
+        """``POST /explain/<version>`` with a review's JPEG: the PNG overlay of where that model looked."""
+        parts = self.path.split("?", 1)[0].strip("/").split("/")
+        if len(parts) != 2 or parts[0] != "explain" or not self.explain_token_sha:
+            self.send_error(404, "no such endpoint (explain is off unless [serve].explain_token_file is set)")
+            return
+        sent = self.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(hashlib.sha256(sent.encode()).hexdigest(), self.explain_token_sha):
+            self.send_error(401, "a valid Authorization: Bearer token is needed")
+            return
+        try:
+            length = int(self.headers.get("Content-Length", "0"))
+        except ValueError:
+            length = -1
+        if not 0 < length <= EXPLAIN_MAX_BYTES:
+            self.send_error(400, f"send the frame as a JPEG body of 1 byte to {EXPLAIN_MAX_BYTES} bytes")
+            return
+        jpeg = self.rfile.read(length)
+        version = parts[1]
+        try:
+            check_version(version)
+            if version not in self.registry.versions():
+                self.send_error(404, f"no model {version} here")
+                return
+            with self.explain_lock:
+                detector = self.explainers.get(version)
+                if detector is None:
+                    from edge.detector import Detector
+
+                    detector = self.explainers[version] = Detector.load(self.registry.version_dir(version), warmup=1)
+                from training.explain import explain_jpeg
+
+                png = explain_jpeg(detector, jpeg)
+        except (QcError, ValueError) as exc:
+            self.send_error(400, f"cannot explain this frame: {exc}")
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "image/png")
+        self.send_header("Content-Length", str(len(png)))
+        self.end_headers()
+        self.wfile.write(png)
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         self._serve(body=True)
@@ -131,8 +181,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 class ModelHTTPServer:
     """Serves a registry's published versions read-only on a background thread."""
 
-    def __init__(self, registry: Registry, host: str = "127.0.0.1", port: int = 0, public_url: str = ""):
-        handler = type("RegistryHandler", (_Handler,), {"registry": registry})
+    def __init__(self, registry: Registry, host: str = "127.0.0.1", port: int = 0, public_url: str = "",
+                 explain_token: str = ""):
+        handler = type("RegistryHandler", (_Handler,), {
+            "registry": registry, "explainers": {}, "explain_lock": threading.Lock(),
+            "explain_token_sha": hashlib.sha256(explain_token.encode()).hexdigest() if explain_token else ""})
         try:
             self._server = http.server.ThreadingHTTPServer((host, port), handler)
         except OSError as exc:

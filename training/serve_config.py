@@ -130,6 +130,9 @@ class ServeSection:
     host: str = "0.0.0.0"
     port: int = 8765
     public_url: str = ""  # the URL edges use to reach this server ("" = http://host:port)
+    # A file holding the token the station sends to POST /explain/<version> (training.explain: where the
+    # model looked, for the review screen). None: the endpoint is off.
+    explain_token_file: Path | None = None
 
     def __post_init__(self) -> None:
         check_range("port", self.port, 0, 65535)

@@ -68,8 +68,13 @@ class TrainServer:
     def start(self, wait_s: float = 10.0) -> TrainServer:
         if not self.cfg.keys.private.is_file():
             raise ConfigError(f"[keys].private {self.cfg.keys.private} does not exist; run `qc train keygen`")
+        token_file = self.cfg.serve.explain_token_file
+        try:
+            explain_token = token_file.read_text().strip() if token_file is not None else ""
+        except OSError as exc:
+            raise ConfigError(f"[serve].explain_token_file {token_file}: {exc}") from exc
         self.http = ModelHTTPServer(self.registry, self.cfg.serve.host, self.cfg.serve.port,
-                                    self.cfg.serve.public_url).start()
+                                    self.cfg.serve.public_url, explain_token=explain_token).start()
         self.announcer = Announcer(self.cfg.mqtt, self.cfg.mqtt.client_id + "-pub").start(wait_s)
         c = make_client(self.cfg.mqtt, self.cfg.mqtt.client_id, clean_session=False)
         c.on_connect = self._on_connect

@@ -109,9 +109,25 @@
     tickUndo();
   }, 1000);
 
+  // Where the model looked: the retraining server's heat map, fetched when first asked for, laid over the frame.
+  function toggleHeat() {
+    var heat = document.getElementById("heat-img");
+    if (!heat) return;
+    if (heat.hidden && !heat.getAttribute("src")) {
+      heat.onerror = function () {
+        heat.hidden = true;
+        heat.removeAttribute("src");
+        statusEl.textContent = "No heat map: the retraining server could not draw it.";
+      };
+      heat.src = heat.dataset.src;
+    }
+    heat.hidden = !heat.hidden;
+  }
+
   itemBox.addEventListener("click", function (ev) {
     var t = ev.target.closest("button");
     if (t) {
+      if (t.id === "heat-toggle") { toggleHeat(); return; }
       if (t.classList.contains("back")) back();
       else if (t.classList.contains("kind") || t.classList.contains("quick")) send(t.dataset.verdict, t.dataset.kind);
       else if (t.classList.contains("verdict")) choose(t.dataset.verdict);
@@ -127,6 +143,8 @@
     if (ev && !fig.classList.contains("zoomed")) {
       var r = img.getBoundingClientRect();
       img.style.transformOrigin = ((ev.clientX - r.left) / r.width * 100) + "% " + ((ev.clientY - r.top) / r.height * 100) + "%";
+      var heat = document.getElementById("heat-img");
+      if (heat) heat.style.transformOrigin = img.style.transformOrigin;
     }
     fig.classList.toggle("zoomed");
   }
@@ -140,6 +158,7 @@
     else if (!mode && (k === "d" || k === "D")) send("not_defect", "");
     else if (k === "u" || k === "U") undo();
     else if (k === "z" || k === "Z") { var img = document.getElementById("frame-img"); if (img) zoomAt(img, null); }
+    else if (k === "h" || k === "H") toggleHeat();
     else if (k === "Escape") back();
     else if (mode && (k === "Enter" || k === "0")) send(mode, "");
     else if (mode && /^[1-9]$/.test(k)) {

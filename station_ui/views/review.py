@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import queue
 import time
+from pathlib import Path
 from typing import Any
 
 from flask import (
@@ -26,7 +27,8 @@ from flask import (
     url_for,
 )
 
-from station_ui import known_answers, present
+from qcloop.files import write_atomically
+from station_ui import explain, known_answers, present
 from station_ui.db import get_db
 from station_ui.errors import AlreadyDecided, ReviewNotFound, StoreError, UndoRefused
 from station_ui.events import sse_format
@@ -57,7 +59,7 @@ def _item_html(row: Any) -> str:
     item = present.item_view(row) if row is not None else None
     if item is not None:
         item["mode"] = present.mode_words(*get_db().line_mode(row["line"]))
-    return render_template("_item.html", item=item,
+    return render_template("_item.html", item=item, explain_on=bool(current_app.extensions["station"].cfg.explain.url),
                            fault_choices=present.FAULT_CHOICES, not_defect_choices=present.NOT_DEFECT_CHOICES,
                            kind_labels=present.KIND_LABELS)
 
@@ -187,6 +189,30 @@ def events():
 
     return Response(stream_with_context(stream()), mimetype="text/event-stream",
                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+@bp.route("/images/<review_id>/heatmap.png")
+@require("operator")
+def heatmap(review_id: str):
+    """Where the model looked on this frame: drawn by the retraining server ([explain]), kept here once drawn."""
+    cfg = current_app.extensions["station"].cfg
+    if not cfg.explain.url:
+        return Response("heat maps are off at this station ([explain].url)\n", status=404, mimetype="text/plain")
+    db = get_db()
+    source = known_answers.source_of(db, review_id) or review_id  # a known answer shows its source's map
+    try:
+        row = db.get_review(source)
+    except ReviewNotFound:
+        abort(404)
+    cached = cfg.data_dir / "heatmaps" / f"{row['id']}.png"
+    if not cached.is_file():
+        try:
+            png = explain.draw(cfg.explain, row["model"], Path(row["image_path"]).read_bytes())
+        except explain.ExplainError as exc:
+            return Response(f"{exc}\n", status=503, mimetype="text/plain")
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(cached, png)
+    return send_file(cached, mimetype="image/png", max_age=3600)
 
 
 @bp.route("/images/<review_id>.jpg")
