@@ -66,7 +66,7 @@ def edges(db: Store) -> list[dict[str, Any]]:
                     "hold_rate": _per_part(s.actions.get("HOLD", 0), parts) if s else None,
                     "review_rate": _per_part(s.reviews_queued, parts) if s else None,
                     "shadow": _shadow_words(s.shadow) if s and s.shadow else "-",
-                    "mode": present.MODE_WORDS.get(s.mode, s.mode) if s and s.mode else "-",
+                    "mode": present.mode_words(s.mode, *db.line_mode(line)[1:]) if s and s.mode else "-",
                     "held": s.held if s else None, "fallbacks": s.holds.get("fallback", 0) if s else 0,
                     "updated_at": r.get("updated_at")})
     return out

@@ -68,6 +68,14 @@ def test_a_line_in_the_loop_holds_parts_until_ruled_then_runs_out_of_the_loop_wh
         assert wait_until(lambda: edge.holds.fell_back >= 1, 15)
         assert ("REJECT" in {a for p, a, _ in actuator.released if p != part_id})
         assert "hold-timeout" in edge.metrics.alarms.active()
+        # Switched live: on the loop, the edge decides at once on the model's lean and still sends it for review.
+        _set_mode(eng, "L1", "on-the-loop")
+        assert wait_until(lambda: edge.pipeline.mode == "on-the-loop", 15)
+        switched = len(decisions)
+        assert wait_until(lambda: len(decisions) >= switched + 6, 15)
+        on = decisions[switched + 1:]
+        assert on and all(d.action in ("PASS", "REJECT") and d.review == "uncertain" for d in on), on[:3]
+        assert all((d.action == "REJECT") == (d.score >= 0.5) for d in on)  # the lean: the band's middle
         # Switched live: out of the loop, the edge decides every part at once and sends none for review.
         _set_mode(eng, "L1", "out-of-the-loop")
         assert wait_until(lambda: edge.pipeline.mode == "out-of-the-loop", 15)
