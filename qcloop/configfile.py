@@ -13,7 +13,8 @@ do no I/O.
 **Paths.** Every field typed ``Path`` (or ``Path | None``, or ``tuple[Path, ...]``), given or
 defaulted, is made relative to the config file's folder by ``load``, not to the working
 directory the process happens to start in; the loader finds them from the schema's types,
-so a new path field needs no list kept by hand. An empty string in a ``Path | None`` field
+so a new path field needs no list kept by hand; tables in a list (``[[sources]]``) are
+resolved the same way. An empty string in a ``Path | None`` field
 means unset (None).
 """
 
@@ -107,6 +108,10 @@ def resolve_paths(cfg: T, base: Path) -> T:
             new = resolve_path(base, value)
         elif isinstance(value, tuple) and value and all(isinstance(v, Path) for v in value) and _holds_path(tp):
             new = tuple(resolve_path(base, v) for v in value)
+        elif isinstance(value, tuple) and value and all(dataclasses.is_dataclass(v) for v in value):
+            # A list of tables ([[sources]]): each table's paths, as for a single one.
+            resolved = tuple(resolve_paths(v, base) for v in value)
+            new = value if all(a is b for a, b in zip(resolved, value)) else resolved
         else:
             continue
         if new is not value:
@@ -179,7 +184,11 @@ def _convert(value: Any, tp: Any, source: str, key: str, table: str) -> Any:
                 raise ConfigError(f"{source}: {key}: must have {len(args)} items, got {len(value)}")
             return tuple(_convert(v, a, source, f"{key}[{i}]", table) for i, (v, a) in enumerate(zip(value, args)))
         item = args[0] if args else Any
-        out = [_convert(v, item, source, f"{key}[{i}]", table) for i, v in enumerate(value)]
+        # A list of tables ([[name]]) names its items by position: "[sources[1]].url".
+        tables = isinstance(item, type) and dataclasses.is_dataclass(item)
+        out = [
+            _convert(v, item, source, f"{key}[{i}]", f"{table}[{i}]" if tables else table) for i, v in enumerate(value)
+        ]
         return tuple(out) if origin is tuple else out
     if origin is dict:
         if not isinstance(value, dict):

@@ -1,7 +1,9 @@
 """The retraining server's config (``qc train serve --config FILE``): one validated TOML file.
 
 Sections: ``[data]`` (the data folder, seed folders, input size, golden set), ``[station]``
-(the export API it syncs verdicts from), ``[mqtt]`` (broker, lines it announces to),
+(the export API of one station it syncs verdicts from) and ``[[sources]]`` (one table per
+further station: a plant's trainer gathers the verdicts of every line's station, each with
+its own token), ``[mqtt]`` (broker, lines it announces to),
 ``[keys]`` (the signing key), ``[gate]`` (the promotion rule and the line's held-out parts),
 ``[train]`` (budgets, epochs, warm start), ``[triggers]`` (verdict count, schedule) and
 ``[serve]`` (the model HTTP server). Relative paths are relative to the file
@@ -10,10 +12,13 @@ Sections: ``[data]`` (the data folder, seed folders, input size, golden set), ``
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
 from pathlib import Path
 
 from qcloop import configfile
 from qcloop.configfile import check_range, field_error
+from qcloop.errors import ConfigError
 from qcloop.mqttconn import BrokerSettings
 from training.gate import GateRule
 
@@ -46,6 +51,50 @@ class StationSection:
         if self.url and not self.url.startswith(("http://", "https://")):
             raise field_error("url", f"must start with http:// or https://, got {self.url!r}")
         check_range("page", self.page, 1, 1000)
+
+
+#: A source's name becomes a folder of the trainer's data directory: letters, digits, '.', '_', '-'.
+_SOURCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+@_frozen
+class SourceSection:
+    """One station's export API (a ``[[sources]]`` table): where the trainer gathers that station's verdicts.
+
+    The token is never in the file: ``token_env`` names an environment variable holding it, or
+    ``token_file`` a file (owner-only) that does. Items are kept under ``<data>/sources/<name>/``.
+    """
+
+    name: str
+    url: str
+    token_env: str = ""
+    token_file: Path | None = None
+    page: int = 500
+
+    def __post_init__(self) -> None:
+        if not _SOURCE_NAME.fullmatch(self.name) or self.name in (".", ".."):
+            raise field_error("name", f"must be 1-64 letters, digits, '.', '_' or '-' (it names a folder), "
+                                      f"got {self.name!r}")
+        if not self.url.startswith(("http://", "https://")):
+            raise field_error("url", f"source {self.name!r}: must start with http:// or https://, got {self.url!r}")
+        if bool(self.token_env) == (self.token_file is not None):
+            raise field_error("token_env", f"source {self.name!r}: set token_env or token_file (one of them)")
+        check_range("page", self.page, 1, 1000)
+
+    def token(self) -> str:
+        """The export API token, read when the trainer starts (as broker passwords are)."""
+        if self.token_env:
+            value = os.environ.get(self.token_env, "")
+            if not value:
+                raise ConfigError(f"[[sources]] {self.name!r}: token_env names {self.token_env!r}, which is not set")
+            return value
+        try:
+            value = self.token_file.read_text().strip() if self.token_file is not None else ""
+        except OSError as exc:
+            raise ConfigError(f"[[sources]] {self.name!r}: token_file {self.token_file}: {exc}") from exc
+        if not value:
+            raise ConfigError(f"[[sources]] {self.name!r}: token_file {self.token_file} is empty")
+        return value
 
 
 @_frozen
@@ -142,12 +191,23 @@ class ServeSection:
 class ServeConfig:
     data: DataSection = dataclasses.field(default_factory=DataSection)
     station: StationSection = dataclasses.field(default_factory=StationSection)
+    sources: tuple[SourceSection, ...] = ()
     mqtt: TrainerMqtt = dataclasses.field(default_factory=TrainerMqtt)
     keys: KeysSection = dataclasses.field(default_factory=KeysSection)
     gate: GateSection = dataclasses.field(default_factory=GateSection)
     train: TrainSection = dataclasses.field(default_factory=TrainSection)
     triggers: TriggersSection = dataclasses.field(default_factory=TriggersSection)
     serve: ServeSection = dataclasses.field(default_factory=ServeSection)
+
+    def __post_init__(self) -> None:
+        names = [s.name for s in self.sources]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise field_error("sources", f"two sources are named {twice[0]!r}; each needs its own name")
+        urls = [s.url.rstrip("/") for s in self.sources] + ([self.station.url.rstrip("/")] if self.station.url else [])
+        again = sorted({u for u in urls if urls.count(u) > 1})
+        if again:
+            raise field_error("sources", f"the station {again[0]} is listed twice ([station] or [[sources]])")
 
 
 def load_config(path: str | Path) -> ServeConfig:

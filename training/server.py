@@ -68,6 +68,7 @@ class TrainServer:
     def start(self, wait_s: float = 10.0) -> TrainServer:
         if not self.cfg.keys.private.is_file():
             raise ConfigError(f"[keys].private {self.cfg.keys.private} does not exist; run `qc train keygen`")
+        self.stations()  # every source's token is there before anything starts
         token_file = self.cfg.serve.explain_token_file
         try:
             explain_token = token_file.read_text().strip() if token_file is not None else ""
@@ -281,21 +282,45 @@ class TrainServer:
             return None
         return folder
 
-    def collect(self) -> tuple[Any, list]:
-        """Station items (synced first) + seed folders + synthetic parts, deduplicated."""
-        from training.data import ImageSet
-        from training.station_source import StationSource, merge
+    def stations(self) -> list:  # noqa: ANN201 (list[training.station_source.StationSource])
+        """Every station export API the trainer gathers verdicts from, with its token (read now)."""
+        from training.station_source import StationSource
 
-        cfg, hw = self.cfg, (self.cfg.data.size, self.cfg.data.size)
-        sets, sources = [], []
+        cfg = self.cfg
+        out = []
         if cfg.station.url:
             token = os.environ.get(cfg.station.token_env, "")
             if not token:
                 raise ConfigError(f"[station].token_env names {cfg.station.token_env!r}, which is not set")
-            src = StationSource(cfg.station.url, token, cfg.data.dir, cfg.station.page)
-            synced = src.sync()
+            out.append(StationSource(cfg.station.url, token, cfg.data.dir, cfg.station.page))
+        for s in cfg.sources:
+            out.append(StationSource(s.url, s.token(), cfg.data.dir, s.page, name=s.name))
+        return out
+
+    def collect(self) -> tuple[Any, list]:
+        """Station items (synced first) + seed folders + synthetic parts, deduplicated.
+
+        A station that cannot be reached or refuses the token is skipped for this run, said in the
+        log and in the run's sources; what was synced from it before still trains, and its cursor
+        stays where it was, so its new verdicts come with the next run.
+        """
+        from training.data import ImageSet
+        from training.errors import DatasetError
+        from training.station_source import merge
+
+        cfg, hw = self.cfg, (self.cfg.data.size, self.cfg.data.size)
+        sets, sources = [], []
+        for src in self.stations():
+            entry: dict[str, Any] = {"station": src.url, **({"name": src.name} if src.name else {})}
+            try:
+                synced = src.sync()
+                entry.update(new_items=synced.fetched, cursor=synced.cursor)
+            except DatasetError as exc:
+                log.warning("station %s skipped for this retrain: %s", src.name or src.url, exc)
+                print(f"station {src.name or src.url} skipped for this retrain: {exc}", file=self._log_to, flush=True)
+                entry.update(new_items=0, cursor=src.cursor(), error=str(exc))
             sets.append(src.load(hw))
-            sources.append({"station": cfg.station.url, "new_items": synced.fetched, "cursor": synced.cursor})
+            sources.append(entry)
         for folder in cfg.data.seed_folders:
             sets.append(ImageSet.from_folders(folder, hw, cfg.data.roi))
             sources.append({"folder": str(folder)})

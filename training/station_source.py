@@ -8,6 +8,10 @@ under the trainer's data directory::
     <data>/station/labels.jsonl     one line per exported verdict; a later line for the same id wins
     <data>/station/cursor           the export cursor of the last stored item
 
+(``<data>/sources/<name>/`` instead for each named source of a plant's trainer, which gathers
+the verdicts of several stations: each keeps its own cursor, so one station that is down
+delays only its own items, and what was synced from it before still trains.)
+
 The cursor moves only after an item's image and label are on disk, so an
 interrupted sync fetches the rest next time. An item re-labelled after an undo is
 exported again with a new cursor and its new label replaces the old one.
@@ -45,7 +49,8 @@ class SyncResult:
 
 
 class StationSource:
-    def __init__(self, url: str, token: str, data_dir: str | Path, page: int = 500, timeout_s: float = 30.0):
+    def __init__(self, url: str, token: str, data_dir: str | Path, page: int = 500, timeout_s: float = 30.0,
+                 name: str = ""):
         if not url.startswith(("http://", "https://")):
             raise DatasetError(f"station URL must start with http:// or https://, got {url!r}")
         if not token:
@@ -54,7 +59,8 @@ class StationSource:
             raise DatasetError(f"export page size must be 1..1000, got {page}")
         self.url = url.rstrip("/")
         self.token = token
-        self.root = Path(data_dir) / "station"
+        self.name = name  # "" : the trainer's one [station]
+        self.root = Path(data_dir) / "sources" / name if name else Path(data_dir) / "station"
         self.page = page
         self.timeout_s = timeout_s
 
@@ -158,7 +164,7 @@ class StationSource:
         samples = []
         for rid, e in sorted(self.labels().items()):
             image = fit_input(read_grey(self.root / "images" / f"{rid}.jpg"), hw, roi)
-            meta = {"source": "station", "review_id": rid, "verdict": e["verdict"], "kind": e.get("kind") or "",
+            meta = {"source": "station", "station_source": self.name or "station", "review_id": rid, "verdict": e["verdict"], "kind": e.get("kind") or "",
                     "line": e.get("line"), "verdict_time": e.get("verdict_time"), "sha": content_hash(image)}
             if e["verdict"] == "not_defect" and meta["kind"] in wire.LIGHTING_KINDS:
                 meta["hard_negative"] = True  # a lighting artefact fooled the model: shown more often in training
