@@ -56,16 +56,26 @@ class StationServer:
         self._thread.start()
         return self
 
+    def _close_channels(self) -> None:
+        """Close every connection, then the listening socket and the trigger: the loop then has nothing
+        left to watch and returns."""
+        for channel in list(self.server._map.values()):
+            if channel is not self.server and channel is not self.server.trigger:
+                channel.close()
+        self.server.close()
+
     def stop(self) -> None:
         # End the event streams, let the worker threads finish their responses, and only
         # then close the sockets: closing first leaves workers writing to a closed trigger.
         self.hub.close()
         try:
             self.server.task_dispatcher.shutdown(timeout=5)
-            for channel in list(self.server._map.values()):
-                if channel is not self.server:
-                    channel.close()
-            self.server.close()
+            if self._thread is not None and self._thread.is_alive():
+                # The sockets are closed by the server's own loop thread (through its trigger): closed from
+                # here, that thread's select() could meet a descriptor closed under it (EBADF).
+                self.server.trigger.pull_trigger(self._close_channels)
+            else:
+                self._close_channels()
         except Exception:  # closing half-closed sockets at exit must not hide the real outcome
             log.debug("error while closing the web server", exc_info=True)
         if self._thread:

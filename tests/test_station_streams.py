@@ -4,6 +4,8 @@ from __future__ import annotations
 import http.client
 import urllib.request
 
+import pytest
+
 from station_ui import accounts
 from station_ui.config import config_for
 from station_ui.events import EventHub
@@ -12,6 +14,10 @@ from station_ui.store import Store
 from tests.station_support import OPERATOR
 from tests.test_faults_concurrent_verdicts import Session
 from tests.waiting import wait_until
+
+# Stopping the station with streams open must end cleanly: an error in the server's own loop thread
+# (a socket closed under its select()) fails the test.
+pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
 
 
 def _open_stream(host: str, port: int, cookie: str) -> tuple[http.client.HTTPConnection, int]:
