@@ -3,7 +3,8 @@
 paho-mqtt with the VERSION2 callback API. The client id is fixed and the session is
 persistent (clean_session=False), so review-acks published while the edge was away
 are delivered when it returns. ``connected`` is set only on reason code 0;
-reconnects use a short maximum delay.
+reconnects use a short maximum delay. With several brokers in ``[mqtt].brokers``
+the link moves to the next when the one in use fails (``broker.current`` names it).
 
 The sender thread moves reviews from the outbox to the broker (QoS 1), at most
 ``max_in_flight`` unacknowledged at a time, and sends again whatever the station has
@@ -26,7 +27,7 @@ from edge.errors import OutboxError
 from edge.outbox import Outbox
 from qcloop import wire
 from qcloop.errors import WireError
-from qcloop.mqttconn import make_client
+from qcloop.mqttconn import BrokerFailover, make_client
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +58,11 @@ class EdgeLink:
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
         self.client = c
+        self.broker = BrokerFailover(c, cfg, f"edge {line}/{camera}")  # created after the callbacks it wraps
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
-        self.client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
-        self.client.loop_start()
+        self.broker.start()
 
     def stop(self) -> None:
         self._stopping = True
@@ -76,25 +77,24 @@ class EdgeLink:
                 info.wait_for_publish(timeout=2.0)
             except (RuntimeError, ValueError):
                 pass
-        self.client.disconnect()
-        self.client.loop_stop()
+        self.broker.stop()
         self.connected.clear()
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         if reason_code != 0:
-            log.error("broker %s:%s refused the connection: %s", self.cfg.host, self.cfg.port, reason_code)
+            log.error("broker %s refused the connection: %s", self.broker.current, reason_code)
             return
         for topic in list(self._handlers):
             client.subscribe(topic, qos=1)
         self.connected.set()
-        log.info("connected to broker %s:%s", self.cfg.host, self.cfg.port)
+        log.info("connected to broker %s (brokers: %s)", self.broker.current, self.cfg.broker_list)
         self.publish_status(self._status)
         for hook in self.on_connect_hooks:
             hook()
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         if self.connected.is_set() and not self._stopping:
-            log.warning("lost the broker connection (%s); reconnecting", reason_code)
+            log.warning("lost the connection to broker %s (%s); reconnecting", self.broker.current, reason_code)
         self.connected.clear()
 
     def subscribe(self, topic: str, handler: Callable[[bytes], None]) -> None:

@@ -81,11 +81,12 @@ class Ingest:
         self.cfg.image_dir.mkdir(parents=True, exist_ok=True)
         self._worker = threading.Thread(target=self._run_writer, name="station-ingest-writer", daemon=True)
         self._worker.start()
-        self.client.connect_async(self.cfg.mqtt.host, self.cfg.mqtt.port, keepalive=self.cfg.mqtt.keepalive_s)
-        self.client.loop_start()
+        from qcloop.mqttconn import BrokerFailover
+
+        # Moves to the next of [mqtt].brokers when the one in use fails; ``broker.current`` names it.
+        self.broker = BrokerFailover(self.client, self.cfg.mqtt, f"station {self.cfg.mqtt.client_id}").start()
         if wait_s and not self.connected.wait(wait_s):
-            log.warning("not connected to the broker at %s:%s yet; retrying in the background",
-                        self.cfg.mqtt.host, self.cfg.mqtt.port)
+            log.warning("not connected to a broker (%s) yet; retrying in the background", self.cfg.mqtt.broker_list)
         return self
 
     def stop(self) -> None:

@@ -30,7 +30,7 @@ import paho.mqtt.client as mqtt
 from models.registry import Registry
 from qcloop import wire
 from qcloop.errors import ConfigError, QcError, WireError
-from qcloop.mqttconn import make_client
+from qcloop.mqttconn import BrokerFailover, make_client
 from training.gate import gate_candidate
 from training.golden import GoldenSet
 from training.release import Announcer, ModelHTTPServer, next_version, release
@@ -76,14 +76,17 @@ class TrainServer:
             raise ConfigError(f"[serve].explain_token_file {token_file}: {exc}") from exc
         self.http = ModelHTTPServer(self.registry, self.cfg.serve.host, self.cfg.serve.port,
                                     self.cfg.serve.public_url, explain_token=explain_token).start()
-        self.announcer = Announcer(self.cfg.mqtt, self.cfg.mqtt.client_id + "-pub").start(wait_s)
+        # Both clients move to the next of [mqtt].brokers when the one in use fails.
+        self.announcer = Announcer(self.cfg.mqtt, self.cfg.mqtt.client_id + "-pub")
+        self.announcer_broker = BrokerFailover(self.announcer.client, self.cfg.mqtt, "trainer announcer").start()
+        if not self.announcer.connected.wait(wait_s):
+            log.warning("not connected to a broker (%s) yet; retrying", self.cfg.mqtt.broker_list)
         c = make_client(self.cfg.mqtt, self.cfg.mqtt.client_id, clean_session=False)
         c.on_connect = self._on_connect
         c.on_disconnect = lambda *a: self.connected.clear()
         c.on_message = self._on_message
         self.client = c
-        c.connect_async(self.cfg.mqtt.host, self.cfg.mqtt.port, keepalive=self.cfg.mqtt.keepalive_s)
-        c.loop_start()
+        self.broker = BrokerFailover(c, self.cfg.mqtt, "trainer").start()
         self._spawn(self._worker, "retrain-worker")
         if self.cfg.triggers.every_hours > 0:
             self._spawn(self._schedule, "retrain-schedule")
