@@ -40,8 +40,8 @@ from qcloop.errors import QcError, WireError
 
 STATION_USER = "station"
 TRAINER_USER = "trainer"
-#: Line names that would collide with the prefix's fixed second levels (model/<line>, train/...).
-RESERVED_LINES = ("model", "train")
+#: Line names that would collide with the prefix's fixed second levels (model/<line>, train/..., bridge/<line>/state).
+RESERVED_LINES = wire.RESERVED_LINES
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "config" / "mosquitto"
 #: The cameras the shipped example ACL is rendered for.
 EXAMPLE_CAMERAS = (("line1", "cam1"), ("line1", "cam2"), ("line2", "cam1"))
@@ -195,6 +195,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     add.add_argument("name", help="edge-LINE-CAMERA, station or trainer")
     add.add_argument("--password-stdin", action="store_true", help="read the password from stdin (one line)")
     add.set_defaults(func=cmd_add_user)
+
+    from qc.bridge import register_bridge
+
+    register_bridge(cmds)
 
 
 def cmd_acl(args: argparse.Namespace) -> int:

@@ -114,6 +114,18 @@ def _level(name: str) -> str:
     return name
 
 
+#: Second levels of the prefix that are not lines (P/model/<line>, P/train/..., P/bridge/<line>/state).
+RESERVED_LINES = ("model", "train", "bridge")
+
+
+def check_line_name(name: str) -> str:
+    """A line's name, or WireError: one topic level, and none of the prefix's own second levels."""
+    _level(name)
+    if name in RESERVED_LINES:
+        raise WireError(f"line name {name!r} is reserved (a topic level of the prefix: {', '.join(RESERVED_LINES)})")
+    return name
+
+
 # ------------------------------------------------------------------------ envelope
 @dataclass(frozen=True)
 class ReviewHeader:
