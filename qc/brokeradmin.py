@@ -32,6 +32,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,8 +87,20 @@ def edge_user(line: str, camera: str) -> str:
     return f"edge-{line}-{camera}"
 
 
-def render_acl(cameras: list[Camera] | tuple[Camera, ...], prefix: str = wire.DEFAULT_PREFIX) -> str:
-    """The Mosquitto ACL file text for these cameras, the station and the trainer."""
+def render_acl(cameras: list[Camera] | tuple[Camera, ...], prefix: str = wire.DEFAULT_PREFIX,
+               stations: Mapping[str, Sequence[str]] | None = None) -> str:
+    """The Mosquitto ACL file text for these cameras, the station(s) and the trainer.
+
+    Without ``stations``, one ``station`` user serves every line. With ``stations`` (broker user ->
+    the lines it serves; the station's ``[station] lines`` and ``[mqtt] username``), each station user
+    gets its own block instead, naming its lines and no wildcard line level:
+
+        S   read   P/L/+/review, P/L/+/status, P/L/+/result, P/L/verdict (each line L of S), P/train/status
+            write  P/L/review-ack, P/L/verdict, P/L/settings (each L of S), P/train/request
+
+    Every line with a camera must be served by exactly one station, or its reviews would never be
+    acknowledged (or would be acknowledged by a station that did not store them).
+    """
     if not cameras:
         raise BrokerAdminError("an ACL needs at least one camera (LINE/CAMERA)")
     users = [c.user for c in cameras]
@@ -104,19 +117,65 @@ def render_acl(cameras: list[Camera] | tuple[Camera, ...], prefix: str = wire.DE
         "# No topic lines before the first `user`: clients without a user get nothing,",
         "# and anonymous clients are refused by production.conf anyway.",
         "",
-        "# The review station: stores reviews, acknowledges them, publishes verdicts and retrain requests.",
-        f"user {STATION_USER}",
-        f"topic deny {p}/model/#",  # P/+/verdict and P/+/review-ack must not reach the model topics
-        f"topic read {t.all_reviews()}",
-        f"topic read {p}/+/+/status",
-        f"topic read {p}/+/+/result",
-        f"topic read {t.all_verdicts()}",
-        f"topic read {t.train_status()}",
-        f"topic write {p}/+/review-ack",
-        f"topic write {t.all_verdicts()}",
-        f"topic write {p}/+/settings",
-        f"topic write {t.retrain_request()}",
-        "",
+    ]
+    if stations is None:
+        out += [
+            "# The review station: stores reviews, acknowledges them, publishes verdicts and retrain requests.",
+            f"user {STATION_USER}",
+            f"topic deny {p}/model/#",  # P/+/verdict and P/+/review-ack must not reach the model topics
+            f"topic read {t.all_reviews()}",
+            f"topic read {p}/+/+/status",
+            f"topic read {p}/+/+/result",
+            f"topic read {t.all_verdicts()}",
+            f"topic read {t.train_status()}",
+            f"topic write {p}/+/review-ack",
+            f"topic write {t.all_verdicts()}",
+            f"topic write {p}/+/settings",
+            f"topic write {t.retrain_request()}",
+            "",
+        ]
+    else:
+        if not stations:
+            raise BrokerAdminError("--station: give at least one station (NAME=LINE[,LINE...])")
+        served: dict[str, str] = {}  # line -> the station user serving it
+        for user, lines in stations.items():
+            if not user or any(c in user for c in ":+#/") or any(c.isspace() for c in user):
+                raise BrokerAdminError(f"station user name {user!r} must be non-empty without ':', '+', '#', "
+                                       "'/' or spaces")
+            if user == TRAINER_USER or user in users:
+                raise BrokerAdminError(f"station user {user!r} collides with the "
+                                       f"{'trainer' if user == TRAINER_USER else 'edge box'} user of that name")
+            if not lines:
+                raise BrokerAdminError(f"station {user!r} serves no line (write NAME=LINE[,LINE...])")
+            for line in lines:
+                try:
+                    wire._level(line)
+                except WireError as exc:
+                    raise BrokerAdminError(f"station {user!r}: line name {line!r}: {exc}") from exc
+                if line in RESERVED_LINES:
+                    raise BrokerAdminError(f"station {user!r}: line name {line!r} is reserved (it is a topic "
+                                           f"level of the prefix: {', '.join(RESERVED_LINES)})")
+                if served.get(line) == user:
+                    raise BrokerAdminError(f"station {user!r} lists line {line!r} twice")
+                if line in served:
+                    raise BrokerAdminError(f"line {line!r} is served by two stations ({served[line]!r} and "
+                                           f"{user!r}); each line has exactly one station")
+                served[line] = user
+        unserved = sorted({c.line for c in cameras} - set(served))
+        if unserved:
+            raise BrokerAdminError(f"no --station serves line(s) {', '.join(unserved)}, which have cameras: "
+                                   "their reviews would never be acknowledged")
+        for user, lines in stations.items():
+            out += [f"# Review station {user}: reviews, acknowledgements, verdicts and settings of "
+                    f"{', '.join(lines)} only; retrain requests.", f"user {user}"]
+            out += [f"topic read {topic}" for line in lines
+                    for topic in (t.all_reviews(line), f"{p}/{line}/+/status", f"{p}/{line}/+/result",
+                                  t.verdict(line))]
+            out.append(f"topic read {t.train_status()}")
+            out += [f"topic write {topic}" for line in lines
+                    for topic in (t.review_ack(line), t.verdict(line), t.settings(line))]
+            out += [f"topic write {t.retrain_request()}", ""]
+    out += [
         "# The retraining server: learns from verdicts, announces models, reports its status.",
         f"user {TRAINER_USER}",
         f"topic deny {p}/model/verdict",  # P/model/+ must not stand for the verdicts of a line named 'model'
@@ -185,6 +244,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                       "camera's topics, plus the station and trainer users.")
     acl.add_argument("--camera", action="append", required=True, metavar="LINE/CAMERA",
                      help="a camera with an edge box (repeat for each)")
+    acl.add_argument("--station", action="append", default=None, metavar="NAME=LINE[,LINE...]",
+                     help="a review station's broker user and the lines it serves (repeat for each); without "
+                          "it one 'station' user serves every line")
     acl.add_argument("--prefix", default=wire.DEFAULT_PREFIX, help=f"topic prefix (default {wire.DEFAULT_PREFIX})")
     acl.add_argument("-o", "--output", type=Path, default=None, help="file to write (default: print)")
     acl.set_defaults(func=cmd_acl)
@@ -202,7 +264,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_acl(args: argparse.Namespace) -> int:
-    text = render_acl([Camera.parse(c) for c in args.camera], args.prefix)
+    stations: dict[str, list[str]] | None = None
+    if args.station is not None:
+        stations = {}
+        for spec in args.station:
+            name, sep, lines = spec.partition("=")
+            if not sep:
+                raise BrokerAdminError(f"--station {spec!r} must be written NAME=LINE[,LINE...], "
+                                       "e.g. station-a=line1,line2")
+            if name in stations:
+                raise BrokerAdminError(f"--station {name!r} is given twice; list all its lines in one")
+            stations[name] = [line.strip() for line in lines.split(",")] if lines.strip() else []
+    text = render_acl([Camera.parse(c) for c in args.camera], args.prefix, stations=stations)
     if args.output is None:
         sys.stdout.write(text)
     else:

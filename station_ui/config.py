@@ -12,6 +12,7 @@ from pathlib import Path
 
 from qcloop import configfile, wire
 from qcloop.configfile import check_range, field_error
+from qcloop.errors import WireError
 from qcloop.mqttconn import BrokerSettings
 
 
@@ -21,10 +22,26 @@ class StationSection:
     data_dir: Path = Path("var/station")  # station.db and images/
     production: bool = False  # refuses default passwords, secure cookies
     secret_key_file: Path | None = None  # None (or ""): <data_dir>/secret_key
+    # The lines this station serves when a plant has several stations on one broker: it subscribes to,
+    # stores and acknowledges only their reviews, and sends only their settings. Empty: every line.
+    lines: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.name or len(self.name) > 64:
             raise field_error("name", f"must be 1..64 characters, got {self.name!r}")
+        seen: set[str] = set()
+        for line in self.lines:
+            try:
+                wire.check_line_name(line)
+            except WireError as exc:
+                raise field_error("lines", f"line {line!r}: {exc}") from exc
+            if line in seen:
+                raise field_error("lines", f"line {line!r} is listed twice")
+            seen.add(line)
+
+    def serves(self, line: str) -> bool:
+        """Whether this station stores, acknowledges and sets the reviews and modes of ``line``."""
+        return not self.lines or line in self.lines
 
 
 @dataclass(frozen=True)

@@ -132,9 +132,14 @@ class Ingest:
         if reason_code != 0:
             log.error("broker refused the connection: %s", reason_code)
             return
-        topics = [self.topics.all_reviews()]
+        prefix, lines = self.cfg.mqtt.prefix, self.cfg.station.lines
+        if lines:
+            # The session is persistent: filters for every line, left by an earlier config, would still
+            # bring the other stations' reviews here (dropped below, but received all the same).
+            client.unsubscribe([self.topics.all_reviews(), f"{prefix}/+/+/status"])
+        topics = [self.topics.all_reviews(line) for line in lines or ("+",)]
         if self.cfg.mqtt.subscribe_status:
-            topics += [f"{self.cfg.mqtt.prefix}/+/+/status", self.topics.train_status()]
+            topics += [f"{prefix}/{line}/+/status" for line in lines or ("+",)] + [self.topics.train_status()]
         # Connected means subscribed: what an edge publishes after ``connected`` is set is received.
         with self._subs_lock:
             self._subs_pending = {mid for t in topics if (mid := client.subscribe(t, qos=1)[1]) is not None}
@@ -144,7 +149,9 @@ class Ingest:
         self._publish_all_line_settings()
 
     def _publish_all_line_settings(self) -> None:
-        """Every line's mode again, retained: a broker that lost its retained messages gets them back."""
+        """Every served line's mode again, retained: a broker that lost its retained messages gets them back.
+
+        Only this station's own lines: another station sets the modes of the lines it serves."""
         try:
             with self._db_lock:
                 if self._verdict_store is None:
@@ -154,7 +161,8 @@ class Ingest:
             log.warning("cannot read the lines' operating modes: %s", exc)
             return
         for message in settings:
-            self.publish_line_settings(message)
+            if self.cfg.station.serves(message.line):
+                self.publish_line_settings(message)
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: Any, props: Any) -> None:
         with self._subs_lock:
@@ -216,8 +224,18 @@ class Ingest:
                 continue
             self.counts["received"] += 1
             try:
-                header, jpeg = wire.decode_review(payload, max_bytes=self.cfg.mqtt.max_review_bytes)
                 line, camera = self.topics.parse_review_topic(topic)
+                # Another station stores and acknowledges another line's reviews: an ack from here would let
+                # the edge delete a review that station may never have stored. Not decoded, not acked.
+                foreign = line if not self.cfg.station.serves(line) else None
+                if foreign is None:
+                    header, jpeg = wire.decode_review(payload, max_bytes=self.cfg.mqtt.max_review_bytes)
+                    foreign = header.line if not self.cfg.station.serves(header.line) else None
+                if foreign is not None:
+                    self.counts["other_line"] += 1
+                    log.warning("dropped a review of line %s on %s: this station serves only %s",
+                                foreign, topic, ", ".join(self.cfg.station.lines))
+                    continue
                 if (line, camera) != (header.line, header.camera):
                     raise WireError(f"header says {header.line}/{header.camera} but it came on {topic}")
             except WireError as exc:
@@ -260,6 +278,9 @@ class Ingest:
 
     def _handle_status(self, store: Store, topic: str, payload: bytes) -> None:
         parts = topic.split("/")
+        if not self.cfg.station.serves(parts[-3]):
+            self.counts["other_line_status"] += 1  # the dashboard shows only the lines served here
+            return
         try:
             status = wire.EdgeStatus.decode(payload)
             store.upsert_edge_status(parts[-3], parts[-2], status)
