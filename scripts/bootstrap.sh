@@ -3,7 +3,8 @@
 # it installs only what is missing, and reinstalls the Python packages only when
 # pyproject.toml changed.
 #   scripts/bootstrap.sh            # runtime: mosquitto, venv, all Python extras
-#   scripts/bootstrap.sh --tests    # also what the tests need (Chromium for the UI test)
+#   scripts/bootstrap.sh --tests    # also what the tests need (Chromium for the UI test, Prometheus
+#                                   # and promtool for the monitoring test)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/apt.sh
@@ -20,11 +21,13 @@ command -v mosquitto >/dev/null 2>&1 || [[ -x /usr/sbin/mosquitto ]] || apt_pack
 python3 -c "import venv, ensurepip" >/dev/null 2>&1 || apt_packages+=(python3-venv)
 if [[ $want_tests -eq 1 ]]; then
   [[ -x /usr/bin/chromium ]] || apt_packages+=(chromium)
+  [[ -x /usr/bin/prometheus ]] || apt_packages+=(prometheus)
 fi
 if (( ${#apt_packages[@]} )); then
   echo "bootstrap: installing system packages: ${apt_packages[*]}"
   apt_install "${apt_packages[@]}"
-  # The packaged broker starts a system service on port 1883; qcloop starts its own brokers.
+  # The packaged broker starts a system service on port 1883, and the packaged Prometheus one on 9090;
+  # qcloop's tests start their own of each, on free ports with their own data, and never use those.
 fi
 
 if [[ ! -x .venv/bin/python ]]; then

@@ -18,7 +18,7 @@ from flask import Flask, g
 
 from qcloop import wire
 from station_ui import db as dbmod
-from station_ui import security
+from station_ui import metrics, security
 from station_ui.accounts import refuse_unsafe_production
 from station_ui.config import StationConfig
 from station_ui.events import EventHub
@@ -92,6 +92,7 @@ def create_app(config: StationConfig, *, hub: EventHub | None = None, publisher:
 
     for bp in (auth.bp, review.bp, dashboard.bp, history.bp, admin.bp, api.bp):
         app.register_blueprint(bp)
+    metrics.init_app(app)  # /metrics for Prometheus, no login (as /healthz)
     app.add_url_rule("/", endpoint="index", view_func=lambda: review.index_redirect())
 
     @app.route("/healthz")
