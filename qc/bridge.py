@@ -20,7 +20,7 @@ What crosses the bridge (P = the topic prefix, qc/v1 by default)::
                           P/<line>/verdict    QoS 1
                           P/train/request     QoS 1 (the line's station asks the plant's trainer)
     down (plant -> line)  P/model/<line>      QoS 1 (retained)
-                          P/train/status      QoS 1 (retained)
+                          P/train/status/#    QoS 1 (retained; one per product)
     stays on the line     P/<line>/review-ack, P/<line>/settings
     the bridge's state    P/bridge/<line>/state, on the line broker only: 1 up, 0 down (retained)
 
@@ -119,7 +119,7 @@ def bridge_topics(line: str, prefix: str = wire.DEFAULT_PREFIX) -> list[BridgeTo
         BridgeTopic(t.verdict(line), "out", 1, "the station's verdicts, for the trainer"),
         BridgeTopic(t.retrain_request(), "out", 1, "the station's retrain requests, for the trainer"),
         BridgeTopic(t.model(line), "in", 1, "the trainer's model announcements for this line (retained)"),
-        BridgeTopic(t.train_status(), "in", 1, "the trainer's status (retained)"),
+        BridgeTopic(t.all_train_status(), "in", 1, "the trainer's status, one per product (retained)"),
     ]
 
 

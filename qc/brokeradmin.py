@@ -127,7 +127,7 @@ def render_acl(cameras: list[Camera] | tuple[Camera, ...], prefix: str = wire.DE
             f"topic read {p}/+/+/status",
             f"topic read {p}/+/+/result",
             f"topic read {t.all_verdicts()}",
-            f"topic read {t.train_status()}",
+            f"topic read {t.all_train_status()}",
             f"topic write {p}/+/review-ack",
             f"topic write {t.all_verdicts()}",
             f"topic write {p}/+/settings",
@@ -171,7 +171,7 @@ def render_acl(cameras: list[Camera] | tuple[Camera, ...], prefix: str = wire.DE
             out += [f"topic read {topic}" for line in lines
                     for topic in (t.all_reviews(line), f"{p}/{line}/+/status", f"{p}/{line}/+/result",
                                   t.verdict(line))]
-            out.append(f"topic read {t.train_status()}")
+            out.append(f"topic read {t.all_train_status()}")
             out += [f"topic write {topic}" for line in lines
                     for topic in (t.review_ack(line), t.verdict(line), t.settings(line))]
             out += [f"topic write {t.retrain_request()}", ""]
@@ -183,7 +183,7 @@ def render_acl(cameras: list[Camera] | tuple[Camera, ...], prefix: str = wire.DE
         f"topic read {t.all_verdicts()}",
         f"topic read {t.retrain_request()}",
         f"topic write {p}/model/+",
-        f"topic write {t.train_status()}",
+        f"topic write {t.all_train_status()}",
     ]
     for cam in cameras:
         out += [

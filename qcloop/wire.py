@@ -88,9 +88,15 @@ class Topics:
         """Station -> trainer: an engineer asked for a retrain now."""
         return f"{self.prefix}/train/request"
 
-    def train_status(self) -> str:
-        """Trainer -> all (retained): what the retraining server is doing, and its last result."""
-        return f"{self.prefix}/train/status"
+    def train_status(self, product: str = "") -> str:
+        """Trainer -> all (retained): what the retraining server is doing, and its last result. A plant's
+        trainer of several products (sets of lines sharing a model) keeps one per product under this one."""
+        base = f"{self.prefix}/train/status"
+        return f"{base}/{_level(product)}" if product else base
+
+    def all_train_status(self) -> str:
+        """The trainer's status and every product's (MQTT's # matches the parent level too)."""
+        return f"{self.prefix}/train/status/#"
 
     # Subscriptions used by the station and the trainer.
     def all_reviews(self, line: str = "+") -> str:
@@ -515,6 +521,8 @@ class TrainStatus(Message):
     verdicts_since_last: int = field(default=0, metadata=bounded(0))
     current: str | None = None  # the live version
     last: TrainRun | None = None
+    product: str = ""  # "" : the trainer's one product
+    lines: tuple[str, ...] = ()  # the lines the product's models are announced to (() : not said)
 
 
 # ------------------------------------------------------------------ dataset export (HTTP)

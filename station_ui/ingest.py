@@ -139,7 +139,7 @@ class Ingest:
             client.unsubscribe([self.topics.all_reviews(), f"{prefix}/+/+/status"])
         topics = [self.topics.all_reviews(line) for line in lines or ("+",)]
         if self.cfg.mqtt.subscribe_status:
-            topics += [f"{prefix}/{line}/+/status" for line in lines or ("+",)] + [self.topics.train_status()]
+            topics += [f"{prefix}/{line}/+/status" for line in lines or ("+",)] + [self.topics.all_train_status()]
         # Connected means subscribed: what an edge publishes after ``connected`` is set is received.
         with self._subs_lock:
             self._subs_pending = {mid for t in topics if (mid := client.subscribe(t, qos=1)[1]) is not None}
@@ -216,7 +216,7 @@ class Ingest:
     def _handle(self, store: Store, batch: list[tuple[str, bytes]]) -> None:
         reviews: list[tuple[wire.ReviewHeader, bytes]] = []
         for topic, payload in batch:
-            if topic == self.topics.train_status():
+            if topic == self.topics.train_status() or topic.startswith(self.topics.train_status() + "/"):
                 self._handle_trainer_status(store, topic, payload)
                 continue
             if topic.endswith("/status"):
@@ -294,7 +294,11 @@ class Ingest:
 
     def _handle_trainer_status(self, store: Store, topic: str, payload: bytes) -> None:
         try:
-            store.upsert_trainer_status(topic, wire.TrainStatus.decode(payload))
+            status = wire.TrainStatus.decode(payload)
+            if status.lines and not any(self.cfg.station.serves(line) for line in status.lines):
+                self.counts["other_line_status"] += 1  # another product's trainer: its lines are not served here
+                return
+            store.upsert_trainer_status(topic, status)
             self.counts["trainer_status"] += 1
         except WireError as exc:
             self.counts["bad_status"] += 1

@@ -210,6 +210,7 @@ def trainer(db: Store) -> dict[str, Any] | None:
                                "low": d.low if d else None, "high": d.high if d else None})
     return {
         "state": p.state, "current": p.current or "", "updated_at": row["updated_at"],
+        "product": p.product, "lines": list(p.lines),
         "runs": p.runs, "verdicts_since_last": p.verdicts_since_last,
         "last": None if last is None else {
             "version": last.version, "ok": last.ok, "promoted": last.promoted, "error": last.error,

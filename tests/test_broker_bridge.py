@@ -435,14 +435,14 @@ def test_the_command_writes_the_bridge_config_owner_only_and_the_plant_acl_block
                      "topic plant7/qc/press/+/status out 1", "topic plant7/qc/press/+/result out 0",
                      "topic plant7/qc/press/+/review out 1", "topic plant7/qc/press/verdict out 1",
                      "topic plant7/qc/train/request out 1",
-                     "topic plant7/qc/model/press in 1", "topic plant7/qc/train/status in 1"]:
+                     "topic plant7/qc/model/press in 1", "topic plant7/qc/train/status/# in 1"]:
         assert expected in lines, expected
     assert lines[0] == "connection qc-press"  # every bridge option after the connection it belongs to
     assert not any("review-ack" in ln or "settings" in ln for ln in lines if ln.startswith("topic "))
     assert "qc/v1" not in text
     assert acl.read_text() == bridge.render_bridge_acl("press", "plant7/qc")
     assert "user bridge-press\ntopic write plant7/qc/press/+/status\n" in acl.read_text()
-    assert "topic read plant7/qc/model/press\ntopic read plant7/qc/train/status\n" in acl.read_text()
+    assert "topic read plant7/qc/model/press\ntopic read plant7/qc/train/status/#\n" in acl.read_text()
     assert "secret" not in acl.read_text()
     err = capsys.readouterr().err
     assert "mode 0600" in err and "qc broker add-user" in err and "acl-bridge-press" in err and "RESTART" in err

@@ -162,6 +162,32 @@ def test_line_settings_are_sent_only_for_the_stations_own_lines(tmp_path, broker
         seen.close()
 
 
+def test_a_station_keeps_the_trainer_status_of_its_own_lines_product_only(tmp_path, broker):
+    """A plant's trainer reports per product (P/train/status/<product>); a station shows the one of its lines."""
+    from station_ui import reports
+
+    ingest = start_station(tmp_path, broker, "st-l1", ["line1"])
+    seen = Watcher(broker, "trainer-watcher")
+    try:
+        for product, lines, runs in (("impeller", ["line1"], 3), ("housing", ["line2", "line3"], 7)):
+            status = wire.TrainStatus("idle", runs=runs, current="1.2.0", product=product, lines=tuple(lines))
+            seen.publish(T.train_status(product), status.encode())
+        seen.publish(T.train_status("sentinel"), wire.TrainStatus("idle", lines=("line1",), product="sentinel").encode())
+        assert wait_until(lambda: ingest.counts["trainer_status"] == 2, 10), ingest.counts
+        assert ingest.counts["other_line_status"] == 1  # the housing product's lines are not this station's
+        store = Store(ingest.cfg.db_path, migrate=False)
+        try:
+            topics = {r[0] for r in store.conn.execute("SELECT topic FROM trainer_status").fetchall()}
+            shown = reports.trainer(store)
+        finally:
+            store.close()
+    finally:
+        ingest.stop()
+        seen.close()
+    assert topics == {T.train_status("impeller"), T.train_status("sentinel")}
+    assert shown is not None and shown["product"] in ("impeller", "sentinel") and shown["lines"] == ["line1"]
+
+
 # ------------------------------------------------------------------ config
 def test_station_lines_default_to_every_line():
     section = StationSection()

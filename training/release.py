@@ -19,6 +19,7 @@ import logging
 import re
 import socket
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 
 from models.errors import ManifestError, ModelsError
@@ -84,15 +85,25 @@ EXPLAIN_MAX_BYTES = 8 * 1024 * 1024
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
-    registry: Registry  # set on the subclass made per server
+    registries: dict[str, Registry]  # set on the subclass made per server; "" : one product at the root
     explain_token_sha: str = ""  # sha256 of the token POST /explain needs ("": the endpoint is off)
     explainers: dict  # version -> loaded Detector, shared by the server's threads
     explain_lock: threading.Lock  # one explanation at a time: it is CPU work on the trainer
     server_version = "qc-models/1"
 
+    def _route(self, url_path: str) -> tuple[str, list[str]] | None:
+        """(product, the path's parts under it): a plant's products each have their models under /<product>/."""
+        parts = url_path.split("?", 1)[0].strip("/").split("/")
+        if "" in self.registries:
+            return "", parts
+        if len(parts) > 1 and parts[0] in self.registries:
+            return parts[0], parts[1:]
+        return None
+
     def do_POST(self) -> None:  # noqa: N802
         """``POST /explain/<version>`` with a review's JPEG: the PNG overlay of where that model looked."""
-        parts = self.path.split("?", 1)[0].strip("/").split("/")
+        route = self._route(self.path)
+        product, parts = route if route is not None else ("", [])
         if len(parts) != 2 or parts[0] != "explain" or not self.explain_token_sha:
             self.send_error(404, "no such endpoint (explain is off unless [serve].explain_token_file is set)")
             return
@@ -109,17 +120,19 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         jpeg = self.rfile.read(length)
         version = parts[1]
+        registry = self.registries[product]
         try:
             check_version(version)
-            if version not in self.registry.versions():
+            if version not in registry.versions():
                 self.send_error(404, f"no model {version} here")
                 return
             with self.explain_lock:
-                detector = self.explainers.get(version)
+                detector = self.explainers.get((product, version))
                 if detector is None:
                     from edge.detector import Detector
 
-                    detector = self.explainers[version] = Detector.load(self.registry.version_dir(version), warmup=1)
+                    detector = self.explainers[(product, version)] = Detector.load(registry.version_dir(version),
+                                                                                    warmup=1)
                 from training.explain import explain_jpeg
 
                 png = explain_jpeg(detector, jpeg)
@@ -158,18 +171,19 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(data)
 
     def _resolve(self, url_path: str) -> Path | None:
-        parts = url_path.strip("/").split("/")
-        if len(parts) != 2:
+        route = self._route(url_path)
+        if route is None or len(route[1]) != 2:
             return None
-        version, name = parts
+        registry = self.registries[route[0]]
+        version, name = route[1]
         try:
             check_version(version)
-            if version not in self.registry.versions():
+            if version not in registry.versions():
                 return None
             if name == MANIFEST_NAME:
-                return self.registry.version_dir(version) / MANIFEST_NAME
-            if name == self.registry.manifest(version).file:
-                return self.registry.version_dir(version) / name
+                return registry.version_dir(version) / MANIFEST_NAME
+            if name == registry.manifest(version).file:
+                return registry.version_dir(version) / name
         except QcError:
             return None
         return None
@@ -179,12 +193,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 
 class ModelHTTPServer:
-    """Serves a registry's published versions read-only on a background thread."""
+    """Serves a registry's published versions read-only on a background thread.
 
-    def __init__(self, registry: Registry, host: str = "127.0.0.1", port: int = 0, public_url: str = "",
-                 explain_token: str = ""):
+    Given several registries by product name (a plant's trainer of several products), each
+    product's models are under ``/<product>/`` (``base_url(product)``), explanations too.
+    """
+
+    def __init__(self, registry: Registry | Mapping[str, Registry], host: str = "127.0.0.1", port: int = 0,
+                 public_url: str = "", explain_token: str = ""):
+        registries = {"": registry} if isinstance(registry, Registry) else dict(registry)
         handler = type("RegistryHandler", (_Handler,), {
-            "registry": registry, "explainers": {}, "explain_lock": threading.Lock(),
+            "registries": registries, "explainers": {}, "explain_lock": threading.Lock(),
             "explain_token_sha": hashlib.sha256(explain_token.encode()).hexdigest() if explain_token else ""})
         try:
             self._server = http.server.ThreadingHTTPServer((host, port), handler)
@@ -201,8 +220,12 @@ class ModelHTTPServer:
     def port(self) -> int:
         return self._server.server_address[1]
 
-    def manifest_url(self, version: str) -> str:
-        return f"{self.url}/{version}/{MANIFEST_NAME}"
+    def base_url(self, product: str = "") -> str:
+        """Where a product's models are served (the server's URL for the one product of a line's trainer)."""
+        return f"{self.url}/{product}" if product else self.url
+
+    def manifest_url(self, version: str, product: str = "") -> str:
+        return f"{self.base_url(product)}/{version}/{MANIFEST_NAME}"
 
     def start(self) -> ModelHTTPServer:
         self._thread.start()

@@ -16,9 +16,9 @@ import os
 import re
 from pathlib import Path
 
-from qcloop import configfile
+from qcloop import configfile, wire
 from qcloop.configfile import check_range, field_error
-from qcloop.errors import ConfigError
+from qcloop.errors import ConfigError, WireError
 from qcloop.mqttconn import BrokerSettings
 from training.gate import GateRule
 
@@ -98,9 +98,38 @@ class SourceSection:
 
 
 @_frozen
+class ProductSection:
+    """One product of a plant's trainer (a ``[[products]]`` table): a set of lines sharing one model.
+
+    Each product has its own dataset (its lines' verdicts from every source, its own seed
+    folders), golden set, model lineage and registry under ``<data>/products/<name>/``, and
+    its models are announced to its lines only.
+    """
+
+    name: str
+    lines: tuple[str, ...]
+    seed_folders: tuple[Path, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not _SOURCE_NAME.fullmatch(self.name) or self.name in (".", ".."):
+            raise field_error("name", f"must be 1-64 letters, digits, '.', '_' or '-' (it names a folder and a "
+                                      f"topic level), got {self.name!r}")
+        if not self.lines:
+            raise field_error("lines", f"product {self.name!r}: list the lines that share its model")
+        for line in self.lines:
+            try:
+                wire.check_line_name(line)
+            except WireError as exc:
+                raise field_error("lines", f"product {self.name!r}: {exc}") from exc
+        twice = sorted({x for x in self.lines if self.lines.count(x) > 1})
+        if twice:
+            raise field_error("lines", f"product {self.name!r}: line {twice[0]!r} is listed twice")
+
+
+@_frozen
 class TrainerMqtt(BrokerSettings):
     client_id: str = "qc-trainer"
-    lines: tuple[str, ...] = ("line1",)  # model topics to announce on
+    lines: tuple[str, ...] = ("line1",)  # model topics to announce on (with [[products]]: each product's lines)
 
 
 @_frozen
@@ -192,6 +221,7 @@ class ServeConfig:
     data: DataSection = dataclasses.field(default_factory=DataSection)
     station: StationSection = dataclasses.field(default_factory=StationSection)
     sources: tuple[SourceSection, ...] = ()
+    products: tuple[ProductSection, ...] = ()  # none: one product, [mqtt].lines, data in [data].dir
     mqtt: TrainerMqtt = dataclasses.field(default_factory=TrainerMqtt)
     keys: KeysSection = dataclasses.field(default_factory=KeysSection)
     gate: GateSection = dataclasses.field(default_factory=GateSection)
@@ -208,6 +238,22 @@ class ServeConfig:
         again = sorted({u for u in urls if urls.count(u) > 1})
         if again:
             raise field_error("sources", f"the station {again[0]} is listed twice ([station] or [[sources]])")
+        products = [p.name for p in self.products]
+        twice = sorted({n for n in products if products.count(n) > 1})
+        if twice:
+            raise field_error("products", f"two products are named {twice[0]!r}; each needs its own name")
+        owner: dict[str, str] = {}
+        for p in self.products:
+            for line in p.lines:
+                if line in owner:
+                    raise field_error("products", f"line {line!r} is in products {owner[line]!r} and {p.name!r}; "
+                                                  "a line runs one product's model")
+                owner[line] = p.name
+        if self.products and self.data.seed_folders:
+            raise field_error("data", "with [[products]], seed folders belong to each product "
+                                      "([[products]].seed_folders), not to [data]")
+        if self.products and self.data.synthetic:
+            raise field_error("data", "with [[products]], [data].synthetic has no product to train; set it to 0")
 
 
 def load_config(path: str | Path) -> ServeConfig:

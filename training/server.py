@@ -34,17 +34,30 @@ from qcloop.mqttconn import BrokerFailover, make_client
 from training.gate import gate_candidate
 from training.golden import GoldenSet
 from training.release import Announcer, ModelHTTPServer, next_version, release
-from training.serve_config import GateSection, ServeConfig, load_config
+from training.serve_config import GateSection, ProductSection, ServeConfig, load_config
 
 log = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------ server
 class TrainServer:
-    def __init__(self, cfg: ServeConfig, build: Callable[..., Any] | None = None, log_to=sys.stderr):
+    """The retraining server of one product: all the lines of a trainer without [[products]], or one product's.
+
+    A product's server keeps its dataset, golden set, lineage and registry under
+    ``<data>/products/<name>/``, learns from its lines' verdicts only, retrains when asked for
+    one of its lines (or for every line), announces to its lines only and reports on its own
+    status topic; the model HTTP server and the retrain lock are the plant trainer's (PlantTrainer).
+    """
+
+    def __init__(self, cfg: ServeConfig, build: Callable[..., Any] | None = None, log_to=sys.stderr,
+                 product: ProductSection | None = None, run_lock: threading.Lock | None = None):
         self.cfg = cfg
         self.topics = cfg.mqtt.topics
-        self.registry = Registry(cfg.data.dir / "registry")
+        self.product = product
+        self.name = product.name if product is not None else ""
+        self.lines: tuple[str, ...] = tuple(product.lines if product is not None else cfg.mqtt.lines)
+        self.data_dir = cfg.data.dir / "products" / self.name if product is not None else cfg.data.dir
+        self.registry = Registry(self.data_dir / "registry")
         self._build = build
         self._log_to = log_to
         self.state = "idle"
@@ -57,10 +70,11 @@ class TrainServer:
         self._cv = threading.Condition()
         self._pending: str | None = None
         self._busy = False
-        self._run_lock = threading.Lock()
+        self._run_lock = run_lock or threading.Lock()  # a plant trainer's products share one: one retrain at a time
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self.http: ModelHTTPServer | None = None
+        self.http: ModelHTTPServer | None = None  # set before start() when the plant trainer serves the models
+        self._own_http = False
         self.announcer: Announcer | None = None
         self.client: mqtt.Client | None = None
 
@@ -69,24 +83,22 @@ class TrainServer:
         if not self.cfg.keys.private.is_file():
             raise ConfigError(f"[keys].private {self.cfg.keys.private} does not exist; run `qc train keygen`")
         self.stations()  # every source's token is there before anything starts
-        token_file = self.cfg.serve.explain_token_file
-        try:
-            explain_token = token_file.read_text().strip() if token_file is not None else ""
-        except OSError as exc:
-            raise ConfigError(f"[serve].explain_token_file {token_file}: {exc}") from exc
-        self.http = ModelHTTPServer(self.registry, self.cfg.serve.host, self.cfg.serve.port,
-                                    self.cfg.serve.public_url, explain_token=explain_token).start()
+        if self.http is None:
+            self.http = ModelHTTPServer(self.registry, self.cfg.serve.host, self.cfg.serve.port,
+                                        self.cfg.serve.public_url, explain_token=explain_token(self.cfg)).start()
+            self._own_http = True
+        client_id = self.cfg.mqtt.client_id + (f"-{self.name}" if self.name else "")
         # Both clients move to the next of [mqtt].brokers when the one in use fails.
-        self.announcer = Announcer(self.cfg.mqtt, self.cfg.mqtt.client_id + "-pub")
+        self.announcer = Announcer(self.cfg.mqtt, client_id + "-pub")
         self.announcer_broker = BrokerFailover(self.announcer.client, self.cfg.mqtt, "trainer announcer").start()
         if not self.announcer.connected.wait(wait_s):
             log.warning("not connected to a broker (%s) yet; retrying", self.cfg.mqtt.broker_list)
-        c = make_client(self.cfg.mqtt, self.cfg.mqtt.client_id, clean_session=False)
+        c = make_client(self.cfg.mqtt, client_id, clean_session=False)
         c.on_connect = self._on_connect
         c.on_disconnect = lambda *a: self.connected.clear()
         c.on_message = self._on_message
         self.client = c
-        self.broker = BrokerFailover(c, self.cfg.mqtt, "trainer").start()
+        self.broker = BrokerFailover(c, self.cfg.mqtt, f"trainer {self.name}".strip()).start()
         self._spawn(self._worker, "retrain-worker")
         if self.cfg.triggers.every_hours > 0:
             self._spawn(self._schedule, "retrain-schedule")
@@ -105,7 +117,7 @@ class TrainServer:
             self.client.loop_stop()
         if self.announcer is not None:
             self.announcer.stop()
-        if self.http is not None:
+        if self.http is not None and self._own_http:
             self.http.stop()
 
     def _spawn(self, target: Callable[[], None], name: str) -> None:
@@ -138,7 +150,11 @@ class TrainServer:
         if reason_code != 0:
             log.error("broker refused the trainer: %s", reason_code)
             return
-        client.subscribe(self.topics.all_verdicts(), qos=1)
+        if self.product is None:
+            client.subscribe(self.topics.all_verdicts(), qos=1)
+        else:  # a product learns from its own lines' verdicts only
+            for line in self.lines:
+                client.subscribe(self.topics.verdict(line), qos=1)
         if self.cfg.triggers.on_request:
             client.subscribe(self.topics.retrain_request(), qos=1)
         self.connected.set()
@@ -147,6 +163,8 @@ class TrainServer:
         try:
             if msg.topic == self.topics.retrain_request():
                 req = wire.RetrainRequest.decode(msg.payload)
+                if self.product is not None and req.line and req.line not in self.lines:
+                    return  # another product's line
                 self.request(f"requested by {req.user}" + (f" at {req.station}" if req.station else "")
                              + (f": {req.reason}" if req.reason else ""))
                 return
@@ -215,11 +233,11 @@ class TrainServer:
 
         cfg = self.cfg
         data, sources = self.collect()
-        golden = GoldenSet.load_or_freeze(cfg.data.dir / "golden", data, cfg.data.golden_size, cfg.train.seed)
+        golden = GoldenSet.load_or_freeze(self.data_dir / "golden", data, cfg.data.golden_size, cfg.train.seed)
         train_set = golden.exclude_from(data)
         current = self.registry.current_version()
         version = next_version(self.registry, cfg.train.first_version)
-        line, train_set = hold_out_line_parts(train_set, cfg.gate, cfg.data.dir / "line-gate" / version)
+        line, train_set = hold_out_line_parts(train_set, cfg.gate, self.data_dir / "line-gate" / version)
         if line is not None:
             print(f"line gate set: {len(line)} recent station verdicts {line.counts()}, held out from training",
                   file=self._log_to, flush=True)
@@ -243,7 +261,7 @@ class TrainServer:
         self._set_state("gating", reason)
         decision = gate_candidate(built.manifest, built.model_bytes,
                                   self.registry.version_dir(current) if current else None, golden,
-                                  cfg.gate.rule(), log_dir=cfg.data.dir, line=line)
+                                  cfg.gate.rule(), log_dir=self.data_dir, line=line)
         print(decision.report(), file=self._log_to)
         out = {"ok": True, "version": version, "promoted": decision.promoted, "gate": decision.to_dict(),
                "calibration": calibration_summary(built.manifest.metrics.get("calibration", {}))}
@@ -251,8 +269,8 @@ class TrainServer:
             figures = {**dataclasses.asdict(decision.candidate), "golden_set": golden.summary()}
             release(self.registry, built.manifest, built.model_bytes, cfg.keys.private, golden_metrics=figures,
                     reason=f"promoted by the gate ({reason})")
-            ann = self.announcer.announce(self.registry, version, self.http, cfg.mqtt.lines)
-            out["announced"] = {"lines": list(cfg.mqtt.lines), "manifest_url": ann.manifest_url}
+            ann = self.announcer.announce(self.registry, version, self.http.base_url(self.name), self.lines)
+            out["announced"] = {"lines": list(self.lines), "manifest_url": ann.manifest_url}
         return out
 
     def _network(self, current: str | None, n_images: int):  # noqa: ANN201 (training.family.NetSpec)
@@ -322,9 +340,14 @@ class TrainServer:
                 log.warning("station %s skipped for this retrain: %s", src.name or src.url, exc)
                 print(f"station {src.name or src.url} skipped for this retrain: {exc}", file=self._log_to, flush=True)
                 entry.update(new_items=0, cursor=src.cursor(), error=str(exc))
-            sets.append(src.load(hw))
+            items = src.load(hw)
+            if self.product is not None:  # a source may serve several products' lines: this product's only
+                mine = [s for s in items.samples if s.meta.get("line") in self.lines]
+                entry["items"] = len(mine)
+                items = ImageSet(mine, hw, {**items.stats, "station_items": len(mine)})
+            sets.append(items)
             sources.append(entry)
-        for folder in cfg.data.seed_folders:
+        for folder in (self.product.seed_folders if self.product is not None else cfg.data.seed_folders):
             sets.append(ImageSet.from_folders(folder, hw, cfg.data.roi))
             sources.append({"folder": str(folder)})
         if cfg.data.synthetic:
@@ -341,7 +364,8 @@ class TrainServer:
     def status(self) -> wire.TrainStatus:
         return wire.TrainStatus(state=self.state, reason=self._reason, time=time.time(), queued=self._pending,
                                 runs=self.runs, verdicts_since_last=self.verdicts_since,
-                                current=self.registry.current_version(), last=self.last)
+                                current=self.registry.current_version(), last=self.last, product=self.name,
+                                lines=self.lines)
 
     def _publish_status(self, wait: bool = True) -> None:
         if self.announcer is None:
@@ -349,11 +373,58 @@ class TrainServer:
         try:
             payload = self.status().encode()
             if wait:
-                self.announcer.publish_retained(self.topics.train_status(), payload)
+                self.announcer.publish_retained(self.topics.train_status(self.name), payload)
             else:
-                self.announcer.client.publish(self.topics.train_status(), payload, qos=1, retain=True)
+                self.announcer.client.publish(self.topics.train_status(self.name), payload, qos=1, retain=True)
         except QcError as exc:  # WireError included: a figure the wire cannot carry
             log.warning("train status not published: %s", exc)
+
+
+def explain_token(cfg: ServeConfig) -> str:
+    """The token POST /explain/<version> asks for ("" : the endpoint is off)."""
+    token_file = cfg.serve.explain_token_file
+    try:
+        return token_file.read_text().strip() if token_file is not None else ""
+    except OSError as exc:
+        raise ConfigError(f"[serve].explain_token_file {token_file}: {exc}") from exc
+
+
+class PlantTrainer:
+    """A plant's trainer of several products ([[products]]): one TrainServer per product, one model HTTP
+    server (each product's models under /<product>/), and one retrain at a time across them."""
+
+    def __init__(self, cfg: ServeConfig, build: Callable[..., Any] | None = None, log_to=sys.stderr):
+        if not cfg.products:
+            raise ConfigError("a plant trainer needs [[products]]; without them, run one TrainServer")
+        self.cfg = cfg
+        lock = threading.Lock()
+        self.servers = [TrainServer(cfg, build, log_to, product=p, run_lock=lock) for p in cfg.products]
+        self.http: ModelHTTPServer | None = None
+
+    def product(self, name: str) -> TrainServer:
+        return next(s for s in self.servers if s.name == name)
+
+    def start(self, wait_s: float = 10.0) -> PlantTrainer:
+        if not self.cfg.keys.private.is_file():
+            raise ConfigError(f"[keys].private {self.cfg.keys.private} does not exist; run `qc train keygen`")
+        self.servers[0].stations()  # the sources' tokens, before anything starts
+        self.http = ModelHTTPServer({s.name: s.registry for s in self.servers}, self.cfg.serve.host,
+                                    self.cfg.serve.port, self.cfg.serve.public_url,
+                                    explain_token=explain_token(self.cfg)).start()
+        try:
+            for s in self.servers:
+                s.http = self.http
+                s.start(wait_s)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for s in self.servers:
+            s.stop()
+        if self.http is not None:
+            self.http.stop()
 
 
 def _default_build() -> Callable[..., Any]:
@@ -366,9 +437,12 @@ def serve(config_path: str | Path) -> int:
     """Run the server until interrupted (SIGINT/SIGTERM)."""
     from qcloop.stopping import stop_on_signals
 
-    server = TrainServer(load_config(config_path)).start()
+    cfg = load_config(config_path)
+    server: TrainServer | PlantTrainer = PlantTrainer(cfg).start() if cfg.products else TrainServer(cfg).start()
     stop = stop_on_signals()
-    print(f"qc train serve: models at {server.http.url}, status on {server.topics.train_status()}", file=sys.stderr)
+    for s in server.servers if isinstance(server, PlantTrainer) else [server]:
+        print(f"qc train serve: {('product ' + s.name + ', lines ' + ', '.join(s.lines) + ': ') if s.name else ''}"
+              f"models at {s.http.base_url(s.name)}, status on {s.topics.train_status(s.name)}", file=sys.stderr)
     try:
         stop.wait()
     finally:
