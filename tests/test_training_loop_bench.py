@@ -113,13 +113,26 @@ def test_artefact_injection_is_seeded_and_only_on_good_stream_and_test_parts(fol
 def bench(folder, tmp_path_factory):
     root, _ = folder
     png = tmp_path_factory.mktemp("plot") / "loop.png"
+    scores = png.parent / "scores"
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         rc = qc_main(["bench", "loop", "--data", str(root), "--seed-size", "40", "--rounds", "2", "--epochs", "2",
                       "--size", str(HW[0]), "--label-share", "0.4,0.2", "--audit-rate", "0.05", "--json",
-                      "--plot", str(png), "--ceiling", "0.1", "--quiet"])
+                      "--plot", str(png), "--ceiling", "0.1", "--quiet", "--scores", str(scores)])
     assert rc == 0
     return json.loads(out.getvalue()), png
+
+
+def test_scores_of_every_reported_model_are_kept_for_study(bench):
+    doc, png = bench
+    files = sorted(p.name for p in (png.parent / "scores").iterdir())
+    assert files == ["ceiling-defectnet-ceiling.npz", "random-1.npz", "random-2.npz",  # round 0 is one model
+                     "uncertainty-0.npz", "uncertainty-1.npz", "uncertainty-2.npz"]
+    kept = np.load(png.parent / "scores" / "uncertainty-2.npz")
+    row = doc["rounds"][2]
+    assert kept["test_scores"].shape == kept["test_labels"].shape == (doc["data"]["test"],)
+    assert kept["calib_scores"].shape == kept["calib_labels"].shape == kept["calib_weights"].shape
+    assert list(np.round(kept["thresholds"], 6)) == [row["pass_below"], row["reject_above"]]
 
 
 def test_json_has_the_documented_figures_per_round(bench):

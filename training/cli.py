@@ -154,6 +154,9 @@ def register_bench(bench_sub: argparse._SubParsersAction) -> None:
     b.add_argument("--augment-artefacts", action="store_true",
                    help="also paint synthetic artefacts during training (off: the line's artefacts are new to the seed model)")
     b.add_argument("--seed", type=int, default=0, help="random seed for split, artefacts, audits and training")
+    b.add_argument("--scores", type=Path, default=None, metavar="DIR",
+                   help="also write each reported model's calibration and test scores to DIR (one .npz per "
+                        "chain and round), to compare calibration rules on the same models")
     b.add_argument("--ceiling", type=float, default=None, nargs="?", const=-1.0, metavar="SHARE",
                    help="also train a model on every seed and stream part, labelled, and report it at its "
                         "calibrated thresholds and at the best band of at most SHARE (default: the review "

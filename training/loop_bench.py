@@ -102,6 +102,7 @@ class LoopConfig:
     false_reject_budget: float = 0.01
     augment_artefacts: bool = False
     ceiling: float | None = None  # also train on every seed and stream part; best band of this share on test
+    scores: Path | None = None  # write each reported model's calibration and test scores here (.npz), for study
 
     def __post_init__(self) -> None:
         from training.family import FAMILIES
@@ -277,7 +278,8 @@ def _rounds(cfg: LoopConfig, prepared: Prepared, tmp: Path, budgets, rule, progr
     seed_items = weighted(prepared.seed, len(slices[0]) / len(prepared.seed))
     for chain in chains.values():
         chain.add_labels(seed_items)
-    row = _report(0, chains["uncertainty"], chains["uncertainty"].retrain(), prepared, new=len(prepared.seed))
+    row = _report(0, chains["uncertainty"], chains["uncertainty"].retrain(), prepared, new=len(prepared.seed),
+                  dump=cfg.scores)
     chains["random"].adopt(chains["uncertainty"])
     rows["uncertainty"].append(row)
     rows["random"].append(dict(row))
@@ -298,7 +300,7 @@ def _rounds(cfg: LoopConfig, prepared: Prepared, tmp: Path, budgets, rule, progr
             progress(r, f"{name}: {len(chosen[name])} verdicts, retraining on {len(chain.labelled) + len(chosen[name])} labels")
             chain.add_labels(chosen[name])
             info = chain.retrain()
-            row = _report(r, chain, info, prepared, new=len(chosen[name]))
+            row = _report(r, chain, info, prepared, new=len(chosen[name]), dump=cfg.scores)
             if name == "uncertainty":
                 row["line"] = line
             rows[name].append(row)
@@ -327,7 +329,7 @@ def _ceiling(cfg: LoopConfig, family: str, chain: Chain, prepared: Prepared, pro
     chain.add_labels(everything)
     info = chain.retrain()
     scores = score_items(chain.detector, prepared.test)
-    row = _report("ceiling", chain, info, prepared, new=len(everything), scores=scores)
+    row = _report("ceiling", chain, info, prepared, new=len(everything), scores=scores, dump=cfg.scores)
     row.update(family=family, size=chain.hw[0], views=8 if chain.train_cfg.dihedral_mean else 1,
                infer_ms_1thread=chain.detector.manifest.metrics.get("infer_ms_1thread"))
     labels = np.array([it.label for it in prepared.test])
@@ -368,10 +370,20 @@ def weighted(items: list[Item], weight: float) -> list[Item]:
 
 
 def _report(r: int | str, chain: Chain, info: dict, prepared: Prepared, new: int,
-            scores: np.ndarray | None = None) -> dict:
+            scores: np.ndarray | None = None, dump: Path | None = None) -> dict:
     det = chain.detector
     t = det.thresholds
     scores = score_items(det, prepared.test) if scores is None else scores
+    if dump is not None:
+        # The current model's scores on its calibration images and on the test set, with what each image is,
+        # so calibration rules can be compared on the same models without training them again.
+        dump.mkdir(parents=True, exist_ok=True)
+        cs, cy, cw = chain.calib_scores
+        np.savez(dump / f"{chain.name}-{r}.npz", calib_scores=cs, calib_labels=cy, calib_weights=cw,
+                 test_scores=scores, test_labels=np.array([it.label for it in prepared.test]),
+                 test_artefact=np.array([bool(it.artefact) for it in prepared.test]),
+                 test_group=np.array([it.group for it in prepared.test]),
+                 thresholds=np.array([t.pass_below, t.reject_above]))
     fig = figures_on(scores, prepared.test, t.pass_below, t.reject_above)
     out = {"round": r, "labels": len(chain.labelled), "new_labels": new}
     out.update({k: _num(v) for k, v in asdict(fig).items()})
@@ -387,6 +399,7 @@ def _num(v: float):
 def _config_dict(cfg: LoopConfig) -> dict:
     d = asdict(cfg)
     d["data"] = str(cfg.data)
+    d["scores"] = None if cfg.scores is None else str(cfg.scores)
     return d
 
 
@@ -416,7 +429,8 @@ def main(args) -> int:
                      label_share=args.label_share, audit_rate=args.audit_rate, escape_budget=escape_budget,
                      review_budget=review_budget, false_reject_budget=false_reject_budget,
                      augment_artefacts=args.augment_artefacts, dihedral_mean={"1": False, "8": True}.get(args.views),
-                     ceiling=review_budget if args.ceiling is not None and args.ceiling < 0 else args.ceiling)
+                     ceiling=review_budget if args.ceiling is not None and args.ceiling < 0 else args.ceiling,
+                     scores=args.scores)
     doc = run(cfg, Progress(args.quiet))
     if args.plot is not None:
         from training.loop_plot import plot
