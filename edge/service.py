@@ -281,7 +281,7 @@ class EdgeService:
                 alarms.clear("broker")
             else:
                 m = self.cfg.mqtt
-                alarms.raise_("broker", f"not connected to the broker at {m.host}:{m.port}: reviews wait in the outbox")
+                alarms.raise_("broker", f"not connected to a broker ({m.broker_list}): reviews wait in the outbox")
         evicted = self.outbox.evicted
         if evicted > self._evicted_seen:
             self.metrics.reviews_dropped.inc(evicted - self._evicted_seen)

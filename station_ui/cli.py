@@ -86,7 +86,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     server = StationServer(cfg)
     stop = stop_on_signals()
     print(f"review station {cfg.station.name} at {server.url} "
-          f"(MQTT {f'{cfg.mqtt.host}:{cfg.mqtt.port}' if cfg.mqtt.enabled else 'off'}); Ctrl-C stops",
+          f"(MQTT {cfg.mqtt.broker_list if cfg.mqtt.enabled else 'off'}); Ctrl-C stops",
           flush=True)
     server.start(mqtt_wait_s=0)  # the web app serves at once; the ingest connects when the broker answers
     try:

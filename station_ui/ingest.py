@@ -374,5 +374,12 @@ class Ingest:
         self.client.publish(self.topics.retrain_request(), message.encode(), qos=1)
 
     def publish_line_settings(self, message: wire.LineSettings) -> None:
-        """Retained, so an edge that starts (or reconnects) later gets its line's mode at once."""
+        """Retained, so an edge that starts (or reconnects) later gets its line's mode at once.
+
+        Only for the station's own lines: the settings of another station's line are that station's
+        (its review capacity, its engineers), whoever here asked for them."""
+        if not self.cfg.station.serves(message.line):
+            log.warning("settings for line %s not sent: this station serves only %s", message.line,
+                        ", ".join(self.cfg.station.lines))
+            return
         self.client.publish(self.topics.settings(message.line), message.encode(), qos=1, retain=True)

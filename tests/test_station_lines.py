@@ -156,6 +156,11 @@ def test_line_settings_are_sent_only_for_the_stations_own_lines(tmp_path, broker
     try:
         assert wait_until(lambda: seen.on(T.settings("line2")), 10), "the station's own line got no settings"
         assert wire.LineSettings.decode(seen.on(T.settings("line2"))[0]).mode == "on-the-loop"
+        # Whoever asks (the review capacity control, a settings page): another station's line gets nothing
+        # from here. The line2 message after it is the sentinel: once it is seen, line1's would have been.
+        ingest.publish_line_settings(wire.LineSettings("line1", mode="out-of-the-loop", band_scale=0.5))
+        ingest.publish_line_settings(wire.LineSettings("line2", mode="out-of-the-loop"))
+        assert wait_until(lambda: len(seen.on(T.settings("line2"))) == 2, 10)
         assert seen.on(T.settings("line1")) == []
     finally:
         ingest.stop()
@@ -305,7 +310,7 @@ def test_qc_broker_acl_renders_one_block_per_station(tmp_path):
         "topic read qc/v1/line1/verdict",
         "topic read qc/v1/line3/+/review", "topic read qc/v1/line3/+/status", "topic read qc/v1/line3/+/result",
         "topic read qc/v1/line3/verdict",
-        "topic read qc/v1/train/status",
+        "topic read qc/v1/train/status/#",
         "topic write qc/v1/line1/review-ack", "topic write qc/v1/line1/verdict", "topic write qc/v1/line1/settings",
         "topic write qc/v1/line3/review-ack", "topic write qc/v1/line3/verdict", "topic write qc/v1/line3/settings",
         "topic write qc/v1/train/request"]

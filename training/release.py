@@ -256,7 +256,7 @@ class Announcer:
         self.client.connect_async(self.settings.host, self.settings.port, keepalive=self.settings.keepalive_s)
         self.client.loop_start()
         if not self.connected.wait(wait_s):
-            log.warning("not connected to the broker at %s:%s yet; retrying", self.settings.host, self.settings.port)
+            log.warning("not connected to a broker (%s) yet; retrying", self.settings.broker_list)
         return self
 
     def stop(self) -> None:
@@ -270,7 +270,7 @@ class Announcer:
         except (RuntimeError, ValueError) as exc:
             raise ReleaseError(f"cannot publish on {topic}: {exc}") from exc
         if not info.is_published():
-            raise ReleaseError(f"the broker at {self.settings.host}:{self.settings.port} did not take the "
+            raise ReleaseError(f"the broker ({self.settings.broker_list}) did not take the "
                                f"message on {topic} within {timeout:g} s")
 
     def announce(self, registry: Registry, version: str, server: ModelHTTPServer | str,
