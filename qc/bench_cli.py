@@ -60,6 +60,31 @@ def register(sub: argparse._SubParsersAction) -> None:
                          help="share of the items shown that are known answers (station [review]; default 0.03)")
     station.set_defaults(func=lambda args: importlib.import_module("qc.bench_station").main(args))
 
+    plant = cmds.add_parser(
+        "plant", help="lines bridged to a plant broker, one line's plant link cut: delivery and recovery",
+        description="A plant on loopback: a plant mosquitto (TLS, users, the plant ACL) and per line its own "
+                    "mosquitto (persistence) bridged to it through a TCP link the bench can cut, --cameras edges at "
+                    "--rate parts/s, a station serving that line only with an oracle reviewer ruling on its queue, "
+                    "and at the plant the retraining server and an observer recording every verdict and review id "
+                    "that arrives. After --cut-after s the first line's plant link is cut for --cut s (connections "
+                    "closed, new ones refused) and restored. Prints per line and in total parts, reviews_sent, "
+                    "reviews_stored, lost, duplicates, edge_to_station_ms_p99, verdicts, verdicts_at_trainer, "
+                    "reviews_at_plant, messages/s per broker, and for the cut line stored_during_cut and recovery_s; "
+                    "exits 1 when a target (in the JSON's targets and met) is missed.")
+    plant.add_argument("--json", action="store_true", help="print one JSON object")
+    plant.add_argument("--duration", type=float, default=60.0, help="seconds each edge inspects (default 60)")
+    plant.add_argument("--cut-after", type=float, default=20.0, metavar="S",
+                       help="cut the first line's plant link S seconds after the edges are up (default 20)")
+    plant.add_argument("--cut", type=float, default=20.0, metavar="S",
+                       help="how long the link stays cut (default 20; 0: no cut)")
+    plant.add_argument("--lines", type=int, default=3, help="production lines (default 3)")
+    plant.add_argument("--cameras", type=int, default=4, help="cameras (edge processes) per line (default 4)")
+    plant.add_argument("--rate", type=float, default=20.0, help="parts/s per camera (default 20)")
+    plant.add_argument("--keep", type=Path, default=None, metavar="DIR",
+                       help="work in DIR (new or empty) and keep it (configs, logs, databases) for inspection")
+    plant.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    plant.set_defaults(func=lambda args: importlib.import_module("qc.bench_plant").main(args))
+
     from training.cli import register_bench as register_training_benches
 
     register_training_benches(cmds)
