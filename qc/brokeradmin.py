@@ -235,7 +235,9 @@ def set_password(password_file: str | Path, user: str, password: str) -> None:
 
 
 # ------------------------------------------------------------------ qc broker
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
+    """Add the ``qc broker`` group with acl and add-user; returns the group's subparsers
+    (qc.broker_cli adds the bridge command to them)."""
     from qcloop.commands import add_group
 
     cmds = add_group(sub, "broker", help="production broker access: the ACL per camera and broker passwords")
@@ -258,9 +260,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add.add_argument("--password-stdin", action="store_true", help="read the password from stdin (one line)")
     add.set_defaults(func=cmd_add_user)
 
-    from qc.bridge import register_bridge
-
-    register_bridge(cmds)
+    return cmds
 
 
 def cmd_acl(args: argparse.Namespace) -> int:

@@ -21,7 +21,7 @@ PARTS = (
     "station_ui.cli",
     "training.cli",
     "qc.demo_cli",
-    "qc.brokeradmin",
+    "qc.broker_cli",
     "qc.bench_cli",
 )
 

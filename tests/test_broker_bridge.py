@@ -24,7 +24,7 @@ import pytest
 from broker_tls_support import SHIPPED_ACL, Client, ProductionBroker, make_pki, rewrite_config
 from waiting import wait_until
 
-from qc import bridge, brokeradmin
+from qc import bridge, broker_cli, brokeradmin
 from qc.broker import free_port
 from qcloop import wire
 
@@ -50,7 +50,7 @@ STATE = bridge.state_topic(LINE)
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="qc")
-    brokeradmin.register(p.add_subparsers())
+    broker_cli.register(p.add_subparsers())
     return p
 
 
