@@ -8,8 +8,6 @@ The run and its figures are qc.bench_plant's.
 """
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import json
 import os
 import secrets
@@ -31,6 +29,7 @@ from typing import Any
 from qc import bridge
 from qc.broker import BrokerError, MosquittoBroker, find_mosquitto, free_port, terminate
 from qc.brokeradmin import TRAINER_USER, Camera, render_acl, set_password
+from qc.pki import make_pki
 from qc.tcplink import TcpLink
 from qcloop import wire
 from qcloop.errors import QcError, WireError
@@ -102,53 +101,6 @@ class PlantOptions:
 
 
 # ---------------------------------------------------------------------- the plant's TLS
-def make_pki(directory: Path) -> tuple[Path, Path, Path]:
-    """A CA for this run and the plant broker's certificate for 127.0.0.1: (CA cert, broker cert, broker key)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    directory.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.timezone.utc)
-
-    def name(cn: str) -> x509.Name:
-        return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "qcloop bench plant"),
-                          x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-    def write(path: Path, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> None:
-        path.with_suffix(".crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        key_path = path.with_suffix(".key")
-        key_path.touch(mode=0o600)
-        key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                               serialization.NoEncryption()))
-
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = (x509.CertificateBuilder().subject_name(name("qcloop bench plant CA")).issuer_name(name("qcloop bench plant CA"))
-          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-          .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                       content_commitment=False, key_encipherment=False, data_encipherment=False,
-                                       key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
-          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-          .sign(ca_key, hashes.SHA256()))
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (x509.CertificateBuilder().subject_name(name("plant broker")).issuer_name(ca.subject)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
-                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                           critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    write(directory / "ca", ca, ca_key)
-    write(directory / "plant-broker", cert, key)
-    return directory / "ca.crt", directory / "plant-broker.crt", directory / "plant-broker.key"
-
-
 class TlsBroker(MosquittoBroker):
     """A MosquittoBroker whose one listener speaks TLS: ready when a TLS handshake against the CA succeeds."""
 
@@ -377,7 +329,8 @@ class PlantRig:
         plant_dir = self.work / "plant"
         plant_dir.mkdir(parents=True, exist_ok=True)
         self.secrets.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.ca, cert, key = make_pki(self.work / "pki")
+        pki = make_pki(self.work / "pki")  # a CA made for this run
+        self.ca, cert, key = pki.ca_cert, pki.server_cert, pki.server_key
         cameras = [Camera(line.name, cam) for line in self.lines for cam in self.o.camera_names()]
         acl = render_acl(cameras, PREFIX, stations={f"station-{line.name}": [line.name] for line in self.lines})
         acl += "".join(bridge.render_bridge_acl(line.name, PREFIX) for line in self.lines)

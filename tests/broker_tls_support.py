@@ -1,4 +1,4 @@
-"""Test support for the production broker: a CA and certificates, and mosquitto run from the shipped config.
+"""Test support for the production broker: mosquitto run from the shipped config, with a CA from qc.pki.
 
 The shipped ``config/mosquitto/production.conf`` and ``acl`` are copied into a test
 directory with only the machine-specific values rewritten (port, file paths, log
@@ -7,100 +7,23 @@ the tests. Readiness is a completed TLS handshake, polled against a deadline.
 """
 from __future__ import annotations
 
-import datetime
 import getpass
-import ipaddress
 import os
 import socket
 import ssl
 import subprocess
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from waiting import wait_until
 
 from qc import brokeradmin
 from qc.broker import find_mosquitto, free_port, terminate
+from qc.pki import Pki, issue, make_ca, make_pki  # noqa: F401 (the CA the tests' brokers use; re-exported)
 from qcloop.mqttconn import BrokerSettings, make_client
 
 SHIPPED_CONF = brokeradmin.SHIPPED_DIR / "production.conf"
 SHIPPED_ACL = brokeradmin.SHIPPED_DIR / "acl"
-
-
-# ------------------------------------------------------------------ certificates
-def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "qcloop test plant"),
-                      x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-
-def _write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> None:
-    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                       serialization.NoEncryption()))
-
-
-@dataclass(frozen=True)
-class Pki:
-    ca_cert: Path
-    ca_key: Path
-    server_cert: Path
-    server_key: Path
-
-
-def make_ca(directory: Path, cn: str = "qcloop test CA") -> tuple[Path, Path]:
-    """A self-signed CA: (cert path, key path)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.timezone.utc)
-    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
-    cert = (x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(_name(cn))
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=2))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                         content_commitment=False, key_encipherment=False, data_encipherment=False,
-                                         key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
-            .add_extension(ski, critical=False)
-            .sign(key, hashes.SHA256()))
-    cert_path, key_path = directory / "ca.crt", directory / "ca.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    _write_key(key, key_path)
-    return cert_path, key_path
-
-
-def issue(ca_cert: Path, ca_key: Path, directory: Path, cn: str, server: bool) -> tuple[Path, Path]:
-    """A leaf certificate signed by the CA: for the broker on 127.0.0.1/localhost, or for a client named cn."""
-    ca = x509.load_pem_x509_certificate(ca_cert.read_bytes())
-    signer = serialization.load_pem_private_key(ca_key.read_bytes(), None)
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.timezone.utc)
-    usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
-    b = (x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(ca.subject)
-         .public_key(key.public_key()).serial_number(x509.random_serial_number())
-         .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-         .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.public_key()), critical=False))
-    if server:
-        b = b.add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
-                                                         x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                            critical=False)
-    cert = b.sign(signer, hashes.SHA256())
-    cert_path, key_path = directory / f"{cn}.crt", directory / f"{cn}.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    _write_key(key, key_path)
-    return cert_path, key_path
-
-
-def make_pki(directory: Path) -> Pki:
-    ca_cert, ca_key = make_ca(directory)
-    server_cert, server_key = issue(ca_cert, ca_key, directory, "broker", server=True)
-    return Pki(ca_cert, ca_key, server_cert, server_key)
 
 
 # ------------------------------------------------------------------ the broker
