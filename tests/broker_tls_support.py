@@ -168,3 +168,14 @@ class Client:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+def refused_then_sentinel(offender: Client, observer: Client, forbidden: str, sentinel: str) -> None:
+    """Proves an ACL refusal without sleeping: MQTT 3.1.1 acknowledges and silently drops a publish the ACL
+    denies, so the offender publishes the forbidden message and then an allowed sentinel (QoS 1); the broker
+    delivers one client's messages in order, so once the sentinel has arrived the other would have too."""
+    assert observer.subscribe(forbidden, sentinel) == [1, 1]
+    offender.publish(forbidden, b'{"forged":true}')
+    offender.publish(sentinel, b'{"sentinel":true}')
+    assert wait_until(lambda: observer.received(sentinel), 10), f"the allowed sentinel on {sentinel} did not arrive"
+    assert observer.received(forbidden) == [], f"{offender.settings.username} could publish on {forbidden}"

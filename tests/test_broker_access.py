@@ -17,7 +17,16 @@ import ssl
 import threading
 
 import pytest
-from broker_tls_support import SHIPPED_ACL, SHIPPED_CONF, Client, ProductionBroker, issue, make_ca, make_pki
+from broker_tls_support import (
+    SHIPPED_ACL,
+    SHIPPED_CONF,
+    Client,
+    ProductionBroker,
+    issue,
+    make_ca,
+    make_pki,
+    refused_then_sentinel,
+)
 from waiting import wait_until
 
 from qc import brokeradmin
@@ -64,15 +73,6 @@ def connect(prod, request):
 def connected(c: Client) -> Client:
     assert c.reason == 0, f"{c.settings.username or 'anonymous'} was refused: {c.reason}"
     return c
-
-
-def refused_then_sentinel(offender: Client, observer: Client, forbidden: str, sentinel: str) -> None:
-    """Offender publishes on forbidden, then on sentinel; the observer gets the sentinel and not the other."""
-    assert observer.subscribe(forbidden, sentinel) == [1, 1]
-    offender.publish(forbidden, b'{"forged":true}')
-    offender.publish(sentinel, b'{"sentinel":true}')
-    assert wait_until(lambda: observer.received(sentinel), 10), f"the allowed sentinel on {sentinel} did not arrive"
-    assert observer.received(forbidden) == [], f"{offender.settings.username} could publish on {forbidden}"
 
 
 # ------------------------------------------------------------------ the shipped files

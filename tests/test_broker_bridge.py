@@ -21,7 +21,7 @@ import stat
 from pathlib import Path
 
 import pytest
-from broker_tls_support import SHIPPED_ACL, Client, ProductionBroker, make_pki, rewrite_config
+from broker_tls_support import SHIPPED_ACL, Client, ProductionBroker, make_pki, refused_then_sentinel, rewrite_config
 from waiting import wait_until
 
 from qc import bridge, broker_cli, brokeradmin
@@ -170,15 +170,6 @@ def link(tmp_path_factory):
         lk.close()
         line.stop()
         plant.stop()
-
-
-def refused_then_sentinel(offender: Client, observer: Client, forbidden: str, sentinel: str) -> None:
-    """Offender publishes on forbidden, then on sentinel; the observer gets the sentinel and not the other."""
-    assert observer.subscribe(forbidden, sentinel) == [1, 1]
-    offender.publish(forbidden, b'{"forged":true}')
-    offender.publish(sentinel, b'{"sentinel":true}')
-    assert wait_until(lambda: observer.received(sentinel), 10), f"the allowed sentinel on {sentinel} did not arrive"
-    assert observer.received(forbidden) == [], f"{offender.settings.username} could publish on {forbidden}"
 
 
 # ------------------------------------------------------------------ the shipped line config

@@ -10,12 +10,9 @@ starts on the second, and the list is cycled: from B back to A when B fails.
 from __future__ import annotations
 
 import io
-import json
 import logging
-import threading
 import time
 
-import paho.mqtt.client as mqtt
 import pytest
 
 from edge.config import EdgeConfig, MqttSection
@@ -29,6 +26,7 @@ from station_ui.config import config_for
 from station_ui.ingest import Ingest
 from station_ui.store import Store
 from tests.station_support import make_header, make_jpeg
+from tests.test_training_server import Watcher
 from tests.waiting import wait_until
 from training.release import keygen
 from training.serve_config import ServeConfig
@@ -56,35 +54,6 @@ def start_station(tmp_path, brokers: list[str], client_id: str = "st-failover") 
 def on(part, broker_address: str) -> bool:
     """The part is connected, and to this broker."""
     return part.connected.is_set() and part.broker.current == broker_address
-
-
-class Watcher:
-    """A plain client on one broker, collecting the JSON messages of some topics."""
-
-    def __init__(self, broker, *topics: str):
-        self.got: dict[str, list[dict]] = {}
-        self.lock = threading.Lock()
-        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"watch-{time.monotonic_ns()}")
-        self.c.on_message = self._on_message
-        self.c.connect(broker.host, broker.port)
-        for t in topics:
-            self.c.subscribe(t, qos=1)
-        self.c.loop_start()
-
-    def _on_message(self, client, userdata, msg):
-        with self.lock:
-            self.got.setdefault(msg.topic, []).append(json.loads(msg.payload))
-
-    def last(self, topic: str) -> dict | None:
-        with self.lock:
-            return (self.got.get(topic) or [None])[-1]
-
-    def send(self, topic: str, payload: bytes) -> None:
-        self.c.publish(topic, payload, qos=1).wait_for_publish(5)
-
-    def close(self) -> None:
-        self.c.loop_stop()
-        self.c.disconnect()
 
 
 # ------------------------------------------------------------------ the loop moves to the standby
