@@ -101,4 +101,8 @@ def open_review_screen(playwright, base_url: str, user=OPERATOR, viewport=(1280,
     page.fill("input[name=name]", user[0])
     page.fill("input[name=secret]", user[2])
     page.click("button[type=submit]")
+    # The click only starts the navigation: wait until the review screen's own script has run (the load
+    # event), or a key pressed at once would reach a page with no key handler yet.
+    page.wait_for_url("**/review**")
+    page.wait_for_load_state("load")
     return browser, page
