@@ -42,7 +42,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from qc.brokeradmin import RESERVED_LINES, BrokerAdminError
+from qc.brokeradmin import BrokerAdminError
 from qcloop import wire
 from qcloop.errors import WireError
 
@@ -76,12 +76,9 @@ def check_line(line: str) -> str:
     password file) and topics.
     """
     try:
-        wire._level(line)
+        wire.check_line_name(line)  # one topic level, none of the prefix's own (BRIDGE_LEVEL among them)
     except WireError as exc:
         raise BrokerAdminError(f"line name {line!r}: {exc}") from exc
-    if line in RESERVED_LINES or line == BRIDGE_LEVEL:
-        reserved = ", ".join(dict.fromkeys((*RESERVED_LINES, BRIDGE_LEVEL)))
-        raise BrokerAdminError(f"line name {line!r} is reserved (it is a topic level of the prefix: {reserved})")
     if any(c.isspace() or c == ":" or not c.isprintable() for c in line):
         raise BrokerAdminError(f"line name {line!r} must have no spaces, ':' or control characters "
                                "(it names the bridge, its broker user and its config lines)")

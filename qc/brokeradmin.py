@@ -60,14 +60,11 @@ class Camera:
     camera: str
 
     def __post_init__(self) -> None:
-        for what, name in (("line", self.line), ("camera", self.camera)):
+        for what, name, check in (("line", self.line, wire.check_line_name), ("camera", self.camera, wire._level)):
             try:
-                wire._level(name)
+                check(name)
             except WireError as exc:
                 raise BrokerAdminError(f"{what} name {name!r}: {exc}") from exc
-        if self.line in RESERVED_LINES:
-            raise BrokerAdminError(f"line name {self.line!r} is reserved (it is a topic level of the prefix: "
-                                   f"{', '.join(RESERVED_LINES)})")
 
     @property
     def user(self) -> str:
@@ -149,12 +146,9 @@ def render_acl(cameras: list[Camera] | tuple[Camera, ...], prefix: str = wire.DE
                 raise BrokerAdminError(f"station {user!r} serves no line (write NAME=LINE[,LINE...])")
             for line in lines:
                 try:
-                    wire._level(line)
+                    wire.check_line_name(line)
                 except WireError as exc:
                     raise BrokerAdminError(f"station {user!r}: line name {line!r}: {exc}") from exc
-                if line in RESERVED_LINES:
-                    raise BrokerAdminError(f"station {user!r}: line name {line!r} is reserved (it is a topic "
-                                           f"level of the prefix: {', '.join(RESERVED_LINES)})")
                 if served.get(line) == user:
                     raise BrokerAdminError(f"station {user!r} lists line {line!r} twice")
                 if line in served:
