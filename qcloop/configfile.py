@@ -75,6 +75,16 @@ def check_choice(name: str, value: Any, choices: typing.Iterable[Any]) -> None:
         raise FieldError(name, f"must be one of {', '.join(map(repr, choices))}, got {value!r}")
 
 
+def first_repeated(values: typing.Iterable[Any]) -> Any | None:
+    """The first value that comes again in ``values`` (None when each is there once): for "listed twice" errors."""
+    seen: set[Any] = set()
+    for v in values:
+        if v in seen:
+            return v
+        seen.add(v)
+    return None
+
+
 def load(path: str | Path, schema: type[T]) -> T:
     """Read a TOML file and build the schema tree (paths relative to the file's folder), or raise ConfigError."""
     path = Path(path)

@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 
 from qcloop import configfile, wire
-from qcloop.configfile import check_range, field_error
+from qcloop.configfile import check_range, field_error, first_repeated
 from qcloop.errors import ConfigError, WireError
 from qcloop.mqttconn import BrokerSettings
 from training.gate import GateRule
@@ -53,8 +53,8 @@ class StationSection:
         check_range("page", self.page, 1, 1000)
 
 
-#: A source's name becomes a folder of the trainer's data directory: letters, digits, '.', '_', '-'.
-_SOURCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+#: A source's or a product's name becomes a folder of the trainer's data directory: letters, digits, '.', '_', '-'.
+_FOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 @_frozen
@@ -72,7 +72,7 @@ class SourceSection:
     page: int = 500
 
     def __post_init__(self) -> None:
-        if not _SOURCE_NAME.fullmatch(self.name) or self.name in (".", ".."):
+        if not _FOLDER_NAME.fullmatch(self.name) or self.name in (".", ".."):
             raise field_error("name", f"must be 1-64 letters, digits, '.', '_' or '-' (it names a folder), "
                                       f"got {self.name!r}")
         if not self.url.startswith(("http://", "https://")):
@@ -111,7 +111,7 @@ class ProductSection:
     seed_folders: tuple[Path, ...] = ()
 
     def __post_init__(self) -> None:
-        if not _SOURCE_NAME.fullmatch(self.name) or self.name in (".", ".."):
+        if not _FOLDER_NAME.fullmatch(self.name) or self.name in (".", ".."):
             raise field_error("name", f"must be 1-64 letters, digits, '.', '_' or '-' (it names a folder and a "
                                       f"topic level), got {self.name!r}")
         if not self.lines:
@@ -121,9 +121,9 @@ class ProductSection:
                 wire.check_line_name(line)
             except WireError as exc:
                 raise field_error("lines", f"product {self.name!r}: {exc}") from exc
-        twice = sorted({x for x in self.lines if self.lines.count(x) > 1})
-        if twice:
-            raise field_error("lines", f"product {self.name!r}: line {twice[0]!r} is listed twice")
+        twice = first_repeated(self.lines)
+        if twice is not None:
+            raise field_error("lines", f"product {self.name!r}: line {twice!r} is listed twice")
 
 
 @_frozen
@@ -230,18 +230,16 @@ class ServeConfig:
     serve: ServeSection = dataclasses.field(default_factory=ServeSection)
 
     def __post_init__(self) -> None:
-        names = [s.name for s in self.sources]
-        twice = sorted({n for n in names if names.count(n) > 1})
-        if twice:
-            raise field_error("sources", f"two sources are named {twice[0]!r}; each needs its own name")
+        twice = first_repeated(s.name for s in self.sources)
+        if twice is not None:
+            raise field_error("sources", f"two sources are named {twice!r}; each needs its own name")
         urls = [s.url.rstrip("/") for s in self.sources] + ([self.station.url.rstrip("/")] if self.station.url else [])
-        again = sorted({u for u in urls if urls.count(u) > 1})
-        if again:
-            raise field_error("sources", f"the station {again[0]} is listed twice ([station] or [[sources]])")
-        products = [p.name for p in self.products]
-        twice = sorted({n for n in products if products.count(n) > 1})
-        if twice:
-            raise field_error("products", f"two products are named {twice[0]!r}; each needs its own name")
+        again = first_repeated(urls)
+        if again is not None:
+            raise field_error("sources", f"the station {again} is listed twice ([station] or [[sources]])")
+        twice = first_repeated(p.name for p in self.products)
+        if twice is not None:
+            raise field_error("products", f"two products are named {twice!r}; each needs its own name")
         owner: dict[str, str] = {}
         for p in self.products:
             for line in p.lines:
