@@ -80,9 +80,7 @@ class TrainServer:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, wait_s: float = 10.0) -> TrainServer:
-        if not self.cfg.keys.private.is_file():
-            raise ConfigError(f"[keys].private {self.cfg.keys.private} does not exist; run `qc train keygen`")
-        self.stations()  # every source's token is there before anything starts
+        check_ready(self.cfg)
         if self.http is None:
             self.http = ModelHTTPServer(self.registry, self.cfg.serve.host, self.cfg.serve.port,
                                         self.cfg.serve.public_url, explain_token=explain_token(self.cfg)).start()
@@ -303,21 +301,6 @@ class TrainServer:
             return None
         return folder
 
-    def stations(self) -> list:  # noqa: ANN201 (list[training.station_source.StationSource])
-        """Every station export API the trainer gathers verdicts from, with its token (read now)."""
-        from training.station_source import StationSource
-
-        cfg = self.cfg
-        out = []
-        if cfg.station.url:
-            token = os.environ.get(cfg.station.token_env, "")
-            if not token:
-                raise ConfigError(f"[station].token_env names {cfg.station.token_env!r}, which is not set")
-            out.append(StationSource(cfg.station.url, token, cfg.data.dir, cfg.station.page))
-        for s in cfg.sources:
-            out.append(StationSource(s.url, s.token(), cfg.data.dir, s.page, name=s.name))
-        return out
-
     def collect(self) -> tuple[Any, list]:
         """Station items (synced first) + seed folders + synthetic parts, deduplicated.
 
@@ -331,7 +314,7 @@ class TrainServer:
 
         cfg, hw = self.cfg, (self.cfg.data.size, self.cfg.data.size)
         sets, sources = [], []
-        for src in self.stations():
+        for src in stations(self.cfg):
             entry: dict[str, Any] = {"station": src.url, **({"name": src.name} if src.name else {})}
             try:
                 synced = src.sync()
@@ -340,11 +323,10 @@ class TrainServer:
                 log.warning("station %s skipped for this retrain: %s", src.name or src.url, exc)
                 print(f"station {src.name or src.url} skipped for this retrain: {exc}", file=self._log_to, flush=True)
                 entry.update(new_items=0, cursor=src.cursor(), error=str(exc))
-            items = src.load(hw)
-            if self.product is not None:  # a source may serve several products' lines: this product's only
-                mine = [s for s in items.samples if s.meta.get("line") in self.lines]
-                entry["items"] = len(mine)
-                items = ImageSet(mine, hw, {**items.stats, "station_items": len(mine)})
+            # A source may serve several products' lines: a product reads its own lines' items only.
+            items = src.load(hw, lines=self.lines if self.product is not None else None)
+            if self.product is not None:
+                entry["items"] = len(items)
             sets.append(items)
             sources.append(entry)
         for folder in (self.product.seed_folders if self.product is not None else cfg.data.seed_folders):
@@ -380,6 +362,28 @@ class TrainServer:
             log.warning("train status not published: %s", exc)
 
 
+def stations(cfg: ServeConfig) -> list:  # noqa: ANN201 (list[training.station_source.StationSource])
+    """Every station export API the trainer gathers verdicts from, with its token (read now)."""
+    from training.station_source import StationSource
+
+    out = []
+    if cfg.station.url:
+        token = os.environ.get(cfg.station.token_env, "")
+        if not token:
+            raise ConfigError(f"[station].token_env names {cfg.station.token_env!r}, which is not set")
+        out.append(StationSource(cfg.station.url, token, cfg.data.dir, cfg.station.page))
+    for s in cfg.sources:
+        out.append(StationSource(s.url, s.token(), cfg.data.dir, s.page, name=s.name))
+    return out
+
+
+def check_ready(cfg: ServeConfig) -> None:
+    """What a trainer needs before anything starts: its signing key, and every source's token."""
+    if not cfg.keys.private.is_file():
+        raise ConfigError(f"[keys].private {cfg.keys.private} does not exist; run `qc train keygen`")
+    stations(cfg)
+
+
 def explain_token(cfg: ServeConfig) -> str:
     """The token POST /explain/<version> asks for ("" : the endpoint is off)."""
     token_file = cfg.serve.explain_token_file
@@ -405,9 +409,7 @@ class PlantTrainer:
         return next(s for s in self.servers if s.name == name)
 
     def start(self, wait_s: float = 10.0) -> PlantTrainer:
-        if not self.cfg.keys.private.is_file():
-            raise ConfigError(f"[keys].private {self.cfg.keys.private} does not exist; run `qc train keygen`")
-        self.servers[0].stations()  # the sources' tokens, before anything starts
+        check_ready(self.cfg)  # before the model server starts
         self.http = ModelHTTPServer({s.name: s.registry for s in self.servers}, self.cfg.serve.host,
                                     self.cfg.serve.port, self.cfg.serve.public_url,
                                     explain_token=explain_token(self.cfg)).start()

@@ -159,13 +159,17 @@ class StationSource:
             out[entry["id"]] = entry
         return out
 
-    def load(self, hw: tuple[int, int], roi=None) -> ImageSet:
-        """Every stored item as a labelled sample (station images are already the inspected region)."""
+    def load(self, hw: tuple[int, int], roi=None, lines=None) -> ImageSet:  # noqa: ANN001
+        """Every stored item as a labelled sample (station images are already the inspected region);
+        with ``lines``, only those lines' items (a product's), and only their images are read."""
         samples = []
         for rid, e in sorted(self.labels().items()):
+            if lines is not None and e.get("line") not in lines:
+                continue
             image = fit_input(read_grey(self.root / "images" / f"{rid}.jpg"), hw, roi)
-            meta = {"source": "station", "station_source": self.name or "station", "review_id": rid, "verdict": e["verdict"], "kind": e.get("kind") or "",
-                    "line": e.get("line"), "verdict_time": e.get("verdict_time"), "sha": content_hash(image)}
+            meta = {"source": "station", "station_source": self.name or "station", "review_id": rid,
+                    "verdict": e["verdict"], "kind": e.get("kind") or "", "line": e.get("line"),
+                    "verdict_time": e.get("verdict_time"), "sha": content_hash(image)}
             if e["verdict"] == "not_defect" and meta["kind"] in wire.LIGHTING_KINDS:
                 meta["hard_negative"] = True  # a lighting artefact fooled the model: shown more often in training
             samples.append(Sample(image, LABEL_OF[e["verdict"]], meta))
