@@ -49,10 +49,11 @@ def rewrite_config(text: str, values: dict[str, str]) -> str:
 
 
 class ProductionBroker:
-    """mosquitto started from the shipped production config and ACL, with users made by the test."""
+    """mosquitto started from a shipped config (the plant's production.conf unless ``conf`` names another,
+    e.g. line.conf) and the shipped ACL, with users made by the test."""
 
     def __init__(self, workdir: Path, pki: Pki, passwords: dict[str, str], overrides: dict[str, str] | None = None,
-                 acl_text: str | None = None):
+                 acl_text: str | None = None, conf: Path = SHIPPED_CONF):
         self.workdir, self.pki, self.passwords = workdir, pki, passwords
         self.port = free_port()
         self.log_path = workdir / "mosquitto.log"
@@ -65,7 +66,7 @@ class ProductionBroker:
         values = {"listener": f"{self.port} 127.0.0.1", "cafile": str(pki.ca_cert), "certfile": str(pki.server_cert),
                   "keyfile": str(pki.server_key), "password_file": str(passwd), "acl_file": str(workdir / "acl"),
                   "persistence_location": f"{data}/", "log_dest": f"file {self.log_path}", **(overrides or {})}
-        text = rewrite_config(SHIPPED_CONF.read_text(), values)
+        text = rewrite_config(conf.read_text(), values)
         if os.geteuid() == 0:
             text += f"user {getpass.getuser()}\n"  # as root, mosquitto would switch to a user that cannot read tmp_path
         self.config_path = workdir / "mosquitto.conf"

@@ -14,18 +14,16 @@ one on the same connection, so once the allowed one has arrived the other would 
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import os
 import stat
 from pathlib import Path
 
 import pytest
-from broker_tls_support import SHIPPED_ACL, Client, ProductionBroker, make_pki, refused_then_sentinel, rewrite_config
+from broker_tls_support import SHIPPED_ACL, Client, ProductionBroker, make_pki, refused_then_sentinel
 from waiting import wait_until
 
 from qc import bridge, broker_cli, brokeradmin
-from qc.broker import free_port
 from qcloop import wire
 
 T = wire.Topics()
@@ -60,29 +58,10 @@ def run_bridge_cli(*argv: str) -> int:
 
 
 # ------------------------------------------------------------------ the line broker
-class LineBroker(ProductionBroker):
+def line_broker(workdir: Path, pki, passwords: dict[str, str], acl_text: str, include_dir: Path) -> ProductionBroker:  # noqa: ANN001
     """mosquitto started from the shipped line.conf: only ports and paths rewritten, the bridge from include_dir."""
-
-    def __init__(self, workdir: Path, pki, passwords: dict[str, str], acl_text: str, include_dir: Path):  # noqa: ANN001
-        self.workdir, self.pki, self.passwords = workdir, pki, passwords
-        self.port = free_port()
-        self.log_path = workdir / "mosquitto.log"
-        passwd = workdir / "passwd"
-        for user, password in passwords.items():
-            brokeradmin.set_password(passwd, user, password)
-        (workdir / "acl").write_text(acl_text)
-        data = workdir / "data"
-        data.mkdir()
-        values = {"listener": f"{self.port} 127.0.0.1", "cafile": str(pki.ca_cert), "certfile": str(pki.server_cert),
-                  "keyfile": str(pki.server_key), "password_file": str(passwd), "acl_file": str(workdir / "acl"),
-                  "persistence_location": f"{data}/", "log_dest": f"file {self.log_path}",
-                  "include_dir": str(include_dir)}
-        text = rewrite_config(SHIPPED_LINE_CONF.read_text(), values)
-        if os.geteuid() == 0:
-            text += f"user {getpass.getuser()}\n"  # as root, mosquitto would switch to a user that cannot read tmp_path
-        self.config_path = workdir / "mosquitto.conf"
-        self.config_path.write_text(text)
-        self.proc = None
+    return ProductionBroker(workdir, pki, passwords, overrides={"include_dir": str(include_dir)}, acl_text=acl_text,
+                            conf=SHIPPED_LINE_CONF)
 
 
 class Recorder(Client):
@@ -114,7 +93,7 @@ class Recorder(Client):
 class Link:
     """The two brokers, the bridge between them and the clients a test makes (closed at the end)."""
 
-    def __init__(self, plant: ProductionBroker, line: LineBroker, bridge_dir: Path):
+    def __init__(self, plant: ProductionBroker, line: ProductionBroker, bridge_dir: Path):
         self.plant, self.line, self.bridge_dir = plant, line, bridge_dir
         self.clients: list[Recorder] = []
         self.monitor = self.on_line("monitor", "monitor")
@@ -160,7 +139,7 @@ def link(tmp_path_factory):
     plant.start()
     (root / "line").mkdir()
     line_acl = brokeradmin.render_acl([brokeradmin.Camera(LINE, "cam1"), brokeradmin.Camera(LINE, "cam2")])
-    line = LineBroker(root / "line", line_pki, LINE_PASSWORDS, line_acl + MONITOR_ACL, bridge_dir)
+    line = line_broker(root / "line", line_pki, LINE_PASSWORDS, line_acl + MONITOR_ACL, bridge_dir)
     line.start()
     lk = Link(plant, line, bridge_dir)
     try:
