@@ -132,6 +132,17 @@ def check_line_name(name: str) -> str:
     return name
 
 
+def check_line_names(names: tuple[str, ...]) -> tuple[str, ...]:
+    """A list of lines (a station's, a product's), or WireError: each a line name, none twice."""
+    seen: set[str] = set()
+    for name in names:
+        check_line_name(name)
+        if name in seen:
+            raise WireError(f"line {name!r} is listed twice")
+        seen.add(name)
+    return names
+
+
 # ------------------------------------------------------------------------ envelope
 @dataclass(frozen=True)
 class ReviewHeader:

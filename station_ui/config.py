@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from qcloop import configfile, wire
-from qcloop.configfile import check_range, field_error, first_repeated
+from qcloop.configfile import check_range, field_error
 from qcloop.errors import WireError
 from qcloop.mqttconn import BrokerSettings
 
@@ -29,14 +29,10 @@ class StationSection:
     def __post_init__(self) -> None:
         if not self.name or len(self.name) > 64:
             raise field_error("name", f"must be 1..64 characters, got {self.name!r}")
-        for line in self.lines:
-            try:
-                wire.check_line_name(line)
-            except WireError as exc:
-                raise field_error("lines", f"line {line!r}: {exc}") from exc
-        twice = first_repeated(self.lines)
-        if twice is not None:
-            raise field_error("lines", f"line {twice!r} is listed twice")
+        try:
+            wire.check_line_names(self.lines)
+        except WireError as exc:
+            raise field_error("lines", str(exc)) from exc
 
     def serves(self, line: str) -> bool:
         """Whether this station stores, acknowledges and sets the reviews and modes of ``line``."""

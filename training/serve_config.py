@@ -116,14 +116,10 @@ class ProductSection:
                                       f"topic level), got {self.name!r}")
         if not self.lines:
             raise field_error("lines", f"product {self.name!r}: list the lines that share its model")
-        for line in self.lines:
-            try:
-                wire.check_line_name(line)
-            except WireError as exc:
-                raise field_error("lines", f"product {self.name!r}: {exc}") from exc
-        twice = first_repeated(self.lines)
-        if twice is not None:
-            raise field_error("lines", f"product {self.name!r}: line {twice!r} is listed twice")
+        try:
+            wire.check_line_names(self.lines)
+        except WireError as exc:
+            raise field_error("lines", f"product {self.name!r}: {exc}") from exc
 
 
 @_frozen
