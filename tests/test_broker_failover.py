@@ -115,12 +115,12 @@ def test_trainer_moves_to_b_and_a_verdict_through_b_counts_and_its_status_goes_o
     w = None
     try:
         assert server.connected.is_set() and server.broker.current == address(a)
-        assert server.announcer_broker.current == address(a)
+        assert server.announcer.broker.current == address(a)
         a.stop()
         assert wait_until(lambda: on(server, address(b)), 20), server.broker.current
         assert wait_until(
-            lambda: server.announcer.connected.is_set() and server.announcer_broker.current == address(b), 20
-        ), server.announcer_broker.current
+            lambda: server.announcer.connected.is_set() and server.announcer.broker.current == address(b), 20
+        ), server.announcer.broker.current
         w = Watcher(b, topics.train_status())
         verdict = wire.Verdict(wire.new_review_id(), "real_fault", "pit", "olga", time.time(), line="L1")
         w.send(topics.verdict("L1"), verdict.encode())

@@ -27,7 +27,7 @@ from models.manifest import MANIFEST_NAME, Manifest, check_version
 from models.registry import Registry
 from qcloop import wire
 from qcloop.errors import QcError, port_error
-from qcloop.mqttconn import BrokerSettings, make_client
+from qcloop.mqttconn import BrokerFailover, BrokerSettings, make_client
 from qcloop.versions import version_key
 from training.errors import ReleaseError
 
@@ -247,21 +247,21 @@ class Announcer:
         self.client = make_client(settings, client_id, clean_session=True)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = lambda *a: self.connected.clear()
+        # Moves to the next of the settings' brokers when the one in use fails; ``broker.current`` names it.
+        self.broker = BrokerFailover(self.client, settings, "trainer announcer")  # after the callbacks it wraps
 
     def _on_connect(self, client, userdata, flags, reason_code, props) -> None:  # noqa: ANN001
         if reason_code == 0:
             self.connected.set()
 
     def start(self, wait_s: float = 10.0) -> Announcer:
-        self.client.connect_async(self.settings.host, self.settings.port, keepalive=self.settings.keepalive_s)
-        self.client.loop_start()
+        self.broker.start()
         if not self.connected.wait(wait_s):
             log.warning("not connected to a broker (%s) yet; retrying", self.settings.broker_list)
         return self
 
     def stop(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        self.broker.stop()
 
     def publish_retained(self, topic: str, payload: bytes, timeout: float = 10.0) -> None:
         info = self.client.publish(topic, payload, qos=1, retain=True)

@@ -87,10 +87,7 @@ class TrainServer:
             self._own_http = True
         client_id = self.cfg.mqtt.client_id + (f"-{self.name}" if self.name else "")
         # Both clients move to the next of [mqtt].brokers when the one in use fails.
-        self.announcer = Announcer(self.cfg.mqtt, client_id + "-pub")
-        self.announcer_broker = BrokerFailover(self.announcer.client, self.cfg.mqtt, "trainer announcer").start()
-        if not self.announcer.connected.wait(wait_s):
-            log.warning("not connected to a broker (%s) yet; retrying", self.cfg.mqtt.broker_list)
+        self.announcer = Announcer(self.cfg.mqtt, client_id + "-pub").start(wait_s)
         c = make_client(self.cfg.mqtt, client_id, clean_session=False)
         c.on_connect = self._on_connect
         c.on_disconnect = lambda *a: self.connected.clear()
