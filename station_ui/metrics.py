@@ -136,12 +136,9 @@ class StationCollector(Collector):
             waiting[line] += max(n, 0)
         ages: dict[str, float] = {}
         for line in sorted(waiting):
-            oldest = None
-            if waiting[line] > 0:
-                # min() over the partial index (line, captured_at) WHERE open = 1: one index seek per line.
-                oldest = store.conn.execute("SELECT min(captured_at) FROM reviews WHERE open = 1 AND line = ?",
-                                            (line,)).fetchone()[0]
-            ages[line] = max(0.0, now - oldest) if oldest is not None else 0.0
+            # The review screen's own figure: min() over the partial index (line, captured_at) of open items.
+            age = store.queue_stats(line=line).oldest_age_s(now) if waiting[line] > 0 else None
+            ages[line] = age or 0.0
         limits = {(r["name"], r["mode"]): float(r["hold_time_s"]) for r in store.lines()}
         return queue, ages, limits
 
