@@ -150,11 +150,16 @@ class MosquittoBroker(LocalBroker):
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise BrokerError(f"mosquitto exited with {self.proc.returncode}: {self.log_tail()}")
-            if mqtt_ping(self.host, self.port, timeout=0.5):
+            if self.ready():
                 return self
             time.sleep(0.02)  # poll interval while waiting on readiness, not a fixed wait
         self.stop()
-        raise BrokerError(f"mosquitto did not accept connections on {self.host}:{self.port} within {timeout}s")
+        raise BrokerError(f"mosquitto did not accept connections on {self.host}:{self.port} within {timeout}s: "
+                          f"{self.log_tail()}")
+
+    def ready(self) -> bool:
+        """Whether the broker takes clients now (an MQTT ping; a TLS listener answers a handshake instead)."""
+        return mqtt_ping(self.host, self.port, timeout=0.5)
 
     def log_tail(self, n: int = 2000) -> str:
         try:
