@@ -38,13 +38,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from qc.brokeradmin import BrokerAdminError
 from qcloop import wire
 from qcloop.errors import WireError
+from qcloop.files import write_durably
 
 #: The topic level under the prefix where the line broker reports its bridge's state (reserved as a line name).
 BRIDGE_LEVEL = "bridge"
@@ -294,22 +294,12 @@ def write_secret(path: Path, text: str) -> None:
         before: os.stat_result | None = path.stat()
     except FileNotFoundError:
         before = None
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # mkstemp makes it 0600
-    try:
-        with os.fdopen(fd, "w") as f:
-            os.fchmod(f.fileno(), 0o600)
-            if before is not None and (before.st_uid, before.st_gid) != (os.geteuid(), os.getegid()):
-                try:
-                    os.fchown(f.fileno(), before.st_uid, before.st_gid)
-                except PermissionError:
-                    pass  # not root: the file is this user's, as the command's output says
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_durably(path, text.encode())  # its temporary file is made by mkstemp: 0600 from the first byte
+    if before is not None and (before.st_uid, before.st_gid) != (os.geteuid(), os.getegid()):
+        try:
+            os.chown(path, before.st_uid, before.st_gid)
+        except PermissionError:
+            pass  # not root: the file is this user's, as the command's output says
 
 
 def write_bridge_files(line: str, output: str | Path, conf_text: str, acl_text: str) -> tuple[Path, Path]:
