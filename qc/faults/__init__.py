@@ -21,7 +21,7 @@ Scenarios (``SCENARIOS``):
    decided once, and the PLC must have read the part numbers in trigger order
    (``in_trigger_order``, ``missed_by_plc`` for the outage);
 6. ``order``: the edge runs a model slower than the line (qc.faults.rig.SLOW_MODEL) with a
-   200 ms deadline and an inspection queue of 2, so parts fail safe as late and queue-full, and
+   200 ms deadline and an inspection queue of 1, so parts fail safe as late and queue-full, and
    freezes for a second (SIGSTOP), so parts pass unread (missed-trigger) and are read after their
    deadline. The PLC must read every part's result once, in trigger order, and under each number
    the action the journal says the edge decided for that part (``actions_mismatched`` 0);

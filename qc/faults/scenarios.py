@@ -28,7 +28,7 @@ PARTS_WHILE_DOWN = 40
 #: trigger's backlog of 16 holds: the rest are missed triggers, and the 16 are read after their deadline.
 STALL_S = 1.0
 #: order: the deadline and inspection queue of an edge whose model is slower than the line (SLOW_MODEL).
-ORDER_DEADLINE_MS, ORDER_QUEUE = 200.0, 2
+ORDER_DEADLINE_MS, ORDER_QUEUE = 200.0, 1
 #: order: the fail-safes the scenario must provoke, or its order check proves nothing.
 ORDER_FAIL_SAFES = ("late", "queue-full", "missed-trigger")
 #: The broker's queue per client in station-away: far less than the reviews made while away.
