@@ -194,6 +194,35 @@ def test_random_baseline_uses_the_same_label_counts(bench):
     assert [r["labels"] for r in doc["random_baseline"]] == [r["labels"] for r in doc["rounds"]]
 
 
+def test_a_refused_candidate_is_reported_with_its_own_test_figures(folder, tmp_path, monkeypatch):
+    """Each round row carries its candidate's test figures, so a gate decision can be checked against the
+    test parts: for a refused candidate they are the candidate's, not the kept model's."""
+    from types import SimpleNamespace
+
+    import training.gate
+    from edge.detector import Detector
+    from training.loop_bench import _num, _report, weighted
+    from training.loop_sim import Chain, figures_on, score_items
+    from training.pipeline import Budgets
+
+    root, _ = folder
+    prepared = prepare(ImageSet.from_folders(root, HW), SimConfig(seed_size=40, seed=0))
+    cfg = LoopConfig(data=root, epochs=2, size=HW[0])
+    chain = Chain("c", HW, tmp_path, cfg.train_config("defectnet"), Budgets(), training.gate.GateRule())
+    chain.add_labels(weighted(prepared.seed, 1.0))
+    first = _report(0, chain, chain.retrain(), prepared, new=len(prepared.seed))
+    assert first["candidate"]["test"] == {k: first[k] for k in first["candidate"]["test"]}  # it is the row's model
+    chain.add_labels(weighted(prepared.stream, 1.0))
+    monkeypatch.setattr(training.gate, "gate", lambda *a, **k: SimpleNamespace(promoted=False, reason="refused"))
+    info = chain.retrain()
+    row = _report(1, chain, info, prepared, new=len(prepared.stream))
+    assert row["model"] == "0.1.0" and info["version"] == "0.2.0" and not info["promoted"]
+    det = Detector.load(tmp_path / "c" / "0.2.0", roi=(0, 0, HW[1], HW[0]), warmup=1)
+    fig = figures_on(score_items(det, prepared.test), prepared.test, det.thresholds.pass_below,
+                     det.thresholds.reject_above)
+    assert row["candidate"]["test"] == {k: _num(v) for k, v in vars(fig).items()}
+
+
 def test_plot_is_a_png(bench):
     _, png = bench
     data = png.read_bytes()

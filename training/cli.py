@@ -74,6 +74,8 @@ Figures on the test set (current model, production thresholds):
   false_reject_rate           good parts REJECTed / all good parts
   artefact_false_reject_rate  the same on good parts with an injected artefact
   auroc                       the model's ranking of the test parts, whatever its thresholds
+Each round's candidate (the gate's decision and reason) also carries these figures for itself
+(candidate.test; "refused candidate" in the table), so a refusal can be checked on the test parts.
 """
 
 
