@@ -117,6 +117,8 @@ def test_each_product_learns_from_its_lines_and_announces_to_them_only(tmp_path,
                           and not housing.busy, 30)
         assert wait_until(lambda: w.last(T.model("L1")) is not None, 10)
         l1_ann = wire.ModelAnnouncement.decode(json.dumps(w.last(T.model("L1"))).encode())
+        # The run's last status ("idle", its model current) may arrive after the trainer is no longer busy.
+        assert wait_until(lambda: (w.last(T.train_status("impeller")) or {}).get("current") == "1.0.0", 10), w.got
         status = wire.TrainStatus.decode(json.dumps(w.last(T.train_status("impeller"))))
     finally:
         w.close()
