@@ -12,7 +12,6 @@ import json
 import os
 import secrets
 import socket
-import sqlite3
 import ssl
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from qc import bridge
 from qc.broker import MosquittoBroker, free_port, terminate
 from qc.brokeradmin import TRAINER_USER, Camera, render_acl, set_password
 from qc.pki import make_pki
+from qc.stationdb import query_station
 from qc.tcplink import TcpLink
 from qcloop import wire
 from qcloop.errors import QcError, WireError
@@ -270,18 +270,7 @@ class Line:
         return 100 * self.index + int(camera.removeprefix("cam"))
 
     def query(self, sql: str, *params: object) -> list[tuple]:
-        if not self.station_db.exists():
-            return []
-        try:
-            conn = sqlite3.connect(f"file:{self.station_db}?mode=ro", uri=True, timeout=10)
-            try:
-                return conn.execute(sql, params).fetchall()
-            finally:
-                conn.close()
-        except sqlite3.OperationalError as exc:
-            if "no such table" in str(exc):
-                return []  # the station is still creating its schema
-            raise PlantBenchError(f"cannot read {self.station_db}: {exc}") from exc
+        return query_station(self.station_db, sql, *params, error=PlantBenchError)
 
 
 # ---------------------------------------------------------------------- the plant

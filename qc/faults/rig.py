@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -24,6 +23,7 @@ from typing import Any
 
 from edge.journal import JournalSummary, read_journal
 from qc.broker import MosquittoBroker, free_port, terminate
+from qc.stationdb import query_station
 from qcloop.errors import QcError
 
 LINE, CAMERA = "faults", "cam1"
@@ -272,18 +272,7 @@ class FaultRig:
                       parts_with_several_reviews=sum(1 for n in per_part.values() if n > 1), journal=journal)
 
     def _query(self, sql: str) -> list[tuple]:
-        if not self.station_db.exists():
-            return []
-        try:
-            conn = sqlite3.connect(self.station_db, timeout=10)
-            try:
-                return conn.execute(sql).fetchall()
-            finally:
-                conn.close()
-        except sqlite3.OperationalError as exc:
-            if "no such table" in str(exc):
-                return []  # the station is still creating its schema
-            raise FaultRigError(f"cannot read {self.station_db}: {exc}") from exc
+        return query_station(self.station_db, sql, error=FaultRigError)
 
 
 class DroppedCounter:
