@@ -396,13 +396,10 @@ def _report(r: int | str, chain: Chain, info: dict, prepared: Prepared, new: int
 def _candidate_test(chain: Chain, info: dict, prepared: Prepared, current: Figures) -> dict:
     """The round's candidate on the test parts at its own thresholds, promoted or not: whether the gate's
     decision was right is then read off the row (a refused candidate the test parts call better was a miss)."""
-    from edge.detector import Detector
-
     if info.get("promoted", True):
         fig = current  # the row's model is the candidate
     else:
-        h, w = chain.hw
-        det = Detector.load(chain.dir / info["version"], roi=(0, 0, w, h), warmup=1)
+        det = chain.load(info["version"])
         t = det.thresholds
         fig = figures_on(score_items(det, prepared.test), prepared.test, t.pass_below, t.reject_above)
     return {k: _num(v) for k, v in asdict(fig).items()}
@@ -471,16 +468,17 @@ def table(doc: dict) -> str:
         groups += [(f"{top['family']} ceiling", [top])] + [
             (name, [{**top[key], "round": top["round"], "labels": top["labels"]}])
             for name, key in (("hindsight", "best_band"), ("hind+escape", "escape_budget_band"))]
+
+    def figures(row: dict) -> str:
+        return " ".join(f"{'-' if row[k] is None else format(row[k], '.4f'):>14}" for k in FIGURES)
+
     for name, rows in groups:
         for row in rows:
-            vals = " ".join(f"{'-' if row[k] is None else format(row[k], '.4f'):>14}" for k in FIGURES)
             lines.append(f"{name:>20} {row['round'] if isinstance(row['round'], int) else '-':>5} "
-                         f"{row['labels']:>6} {vals}")
+                         f"{row['labels']:>6} {figures(row)}")
             candidate = row.get("candidate") or {}
             if candidate.get("promoted") is False and "test" in candidate:
-                refused = candidate["test"]
-                vals = " ".join(f"{'-' if refused[k] is None else format(refused[k], '.4f'):>14}" for k in FIGURES)
-                lines.append(f"{'refused candidate':>20} {'':>5} {'':>6} {vals}")
+                lines.append(f"{'refused candidate':>20} {'':>5} {'':>6} {figures(candidate['test'])}")
     lines.append(f"data: {doc['data'].get('path')}: {doc['data'].get('seed')} seed, {doc['data'].get('stream')} "
                  f"stream, {doc['data'].get('test')} test images; {doc['seconds']} s")
     for top in ceilings:

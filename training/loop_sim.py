@@ -255,7 +255,6 @@ class Chain:
 
     def retrain(self) -> dict:
         """Build a candidate from the labels; promote it if there is no model yet or the gate says so."""
-        from edge.detector import Detector
         from models.manifest import MANIFEST_NAME, write_manifest
         from training.gate import gate
         from training.pipeline import build_model
@@ -289,13 +288,19 @@ class Chain:
             promoted, reason = decision.promoted, decision.reason
         info.update(promoted=promoted, gate=reason, golden_images=len(self.golden))
         if promoted:
-            h, w = self.hw
             self.current = where
-            self.detector = Detector.load(where, roi=(0, 0, w, h), warmup=1)
+            self.detector = self.load(info["version"])
             calib = [it for it in self.labelled if it.role == "calib"]
             self.calib_scores = (score_items(self.detector, calib), np.array([it.label for it in calib]),
                                  np.array([it.weight for it in calib]))
         return info
+
+    def load(self, version: str):  # noqa: ANN201 (edge.detector.Detector)
+        """One of this chain's models, promoted or not, as the edge loads it (the images are its whole region)."""
+        from edge.detector import Detector
+
+        h, w = self.hw
+        return Detector.load(self.dir / version, roi=(0, 0, w, h), warmup=1)
 
     def adopt(self, other: Chain) -> None:
         """Start from ``other``'s current model (the same seed labels train the same seed model)."""
